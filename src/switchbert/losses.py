@@ -1,0 +1,264 @@
+"""Losses of pretraining (SPEC §6) and fine-tuning (SPEC §7), as plain functions of logits and labels.
+
+Every loss is computed in at least float32 (the logits are upcast), so bf16/fp16 training does not
+lose the loss's precision. A loss with nothing to average over (no MLM target, no MRC target, no
+valid region) is an exact 0 that stays connected to the graph, never a NaN.
+
+Dimension legend
+    B  batch size, T text tokens, N real regions, V vocabulary, C detector classes, A answers
+    K  selected rows (masked tokens or target regions, gathered)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from switchbert.heads.pretrain import IGNORE_INDEX, PretrainLogits
+
+ITM_MATCHED = 1
+"""ITM label of a matching (image, caption) pair; 0 = the caption was replaced by another one."""
+
+RETRIEVAL_NUM_OPTIONS = 4
+"""4-way retrieval: positive, random caption, random image, hard-negative caption (SPEC §7)."""
+
+
+def _upcast(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _zero_like_graph(x: Tensor) -> Tensor:
+    # Multiplying the (possibly empty) input keeps the graph, so backward() works on an empty batch.
+    return _upcast(x).sum() * 0.0
+
+
+def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Masked language modelling cross-entropy, mean over the targets.
+
+    Args:
+        logits: (B, T, V) full logits or (K, V) logits gathered at the targets.
+        labels: (B, T) or (K,) long token ids; -100 marks a position that is not a target.
+
+    Returns:
+        scalar loss; 0 when there is no target.
+    """
+    if logits.dim() < 2 or tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(
+            f"mlm_loss: labels must have the logits' shape without the vocabulary dimension, "
+            f"got logits {tuple(logits.shape)} and labels {tuple(labels.shape)}"
+        )
+    logits2d, labels1d = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    if not bool((labels1d != IGNORE_INDEX).any()):
+        return _zero_like_graph(logits)
+    return F.cross_entropy(_upcast(logits2d), labels1d, ignore_index=IGNORE_INDEX)
+
+
+def mrc_kl_loss(logits: Tensor, target_probs: Tensor, target_mask: Optional[Tensor] = None) -> Tensor:
+    """MRC-KL: KL(detector ‖ prediction) = Σ_c p_c (log p_c − log q_c), mean over target regions.
+
+    Classes with p_c = 0 contribute exactly 0 (0·log 0 = 0), even where log q_c underflows.
+
+    Args:
+        logits: (B, N, C) full or (K, C) gathered class logits (the prediction q = softmax).
+        target_probs: the detector's class distribution p, same shape as ``logits``.
+        target_mask: (B, N) bool (True = target region) with full logits; None = every row is a
+            target (use it with gathered logits).
+
+    Returns:
+        scalar loss: summed over classes, averaged over all target regions of the batch; images
+        without a target contribute nothing; 0 when the batch has no target.
+    """
+    if tuple(target_probs.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"mrc_kl_loss: target_probs must match logits' shape {tuple(logits.shape)}, "
+            f"got {tuple(target_probs.shape)}"
+        )
+    if target_mask is not None:
+        if tuple(target_mask.shape) != tuple(logits.shape[:-1]) or target_mask.dtype != torch.bool:
+            raise ValueError(
+                f"mrc_kl_loss: target_mask must be a bool tensor of shape {tuple(logits.shape[:-1])}, "
+                f"got {target_mask.dtype} {tuple(target_mask.shape)}"
+            )
+        logits, target_probs = logits[target_mask], target_probs[target_mask]
+    if logits.numel() == 0:
+        return _zero_like_graph(logits)
+    log_q = F.log_softmax(_upcast(logits), dim=-1)
+    p = _upcast(target_probs).to(log_q.dtype)
+    positive = p > 0
+    # where() rather than kl_div: kl_div computes 0 * log q, which is NaN where log q = -inf.
+    log_p = torch.log(torch.where(positive, p, torch.ones_like(p)))
+    per_class = torch.where(positive, p * (log_p - log_q), torch.zeros_like(p))
+    return per_class.sum(-1).mean()
+
+
+def itm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Image-text matching cross-entropy.
+
+    Args:
+        logits: (B, 2).
+        labels: (B,) long, 1 = matched pair (``ITM_MATCHED``), 0 = mismatched.
+    """
+    if logits.dim() != 2 or logits.shape[1] != 2 or tuple(labels.shape) != (logits.shape[0],):
+        raise ValueError(
+            f"itm_loss: expects logits (B, 2) and labels (B,), got {tuple(logits.shape)} and {tuple(labels.shape)}"
+        )
+    return F.cross_entropy(_upcast(logits), labels.long())
+
+
+def ignore_mismatched(
+    itm_labels: Tensor,
+    mlm_labels: Optional[Tensor] = None,
+    mrc_target_mask: Optional[Tensor] = None,
+) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """Drops the MLM and MRC targets of mismatched pairs (SPEC §6: their labels are ignored).
+
+    Call it before ``PretrainHeads`` so gathered logits skip those samples. Idempotent: labels the
+    data layer already blanked stay blank.
+
+    Args:
+        itm_labels: (B,) long, 1 = matched.
+        mlm_labels: optional (B, T) long MLM labels.
+        mrc_target_mask: optional (B, N) bool MRC targets.
+
+    Returns:
+        (mlm_labels, mrc_target_mask) with the rows of mismatched samples set to -100 / False.
+    """
+    matched = itm_labels == ITM_MATCHED  # (B,)
+    new_mlm = new_mrc = None
+    if mlm_labels is not None:
+        if mlm_labels.dim() != 2 or mlm_labels.shape[0] != matched.shape[0]:
+            raise ValueError(f"mlm_labels must be (B={matched.shape[0]}, T), got {tuple(mlm_labels.shape)}")
+        new_mlm = torch.where(matched[:, None], mlm_labels, torch.full_like(mlm_labels, IGNORE_INDEX))
+    if mrc_target_mask is not None:
+        if mrc_target_mask.dim() != 2 or mrc_target_mask.shape[0] != matched.shape[0]:
+            raise ValueError(
+                f"mrc_target_mask must be (B={matched.shape[0]}, N), got {tuple(mrc_target_mask.shape)}"
+            )
+        new_mrc = mrc_target_mask & matched[:, None]
+    return new_mlm, new_mrc
+
+
+@dataclass
+class PretrainLoss:
+    """The weighted total and its (unweighted) parts, each a scalar tensor."""
+
+    total: Tensor
+    mlm: Tensor
+    mrc: Tensor
+    itm: Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        """Detached Python floats for logging."""
+        return {"loss": float(self.total), "mlm": float(self.mlm), "mrc": float(self.mrc), "itm": float(self.itm)}
+
+
+def pretrain_loss(
+    logits: PretrainLogits,
+    *,
+    itm_labels: Tensor,
+    mrc_target_probs: Tensor,
+    mlm_labels: Optional[Tensor] = None,
+    mrc_target_mask: Optional[Tensor] = None,
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> PretrainLoss:
+    """MLM + MRC-KL + ITM (weights 1 by default, SPEC §6).
+
+    Args:
+        logits: from ``PretrainHeads``; gathered or full, as it was called.
+        itm_labels: (B,) long, 1 = matched.
+        mrc_target_probs: (B, N, C) detector class distributions of the real regions.
+        mlm_labels: (B, T) MLM labels; needed only when ``logits.mlm`` is the full (B, T, V) tensor.
+        mrc_target_mask: (B, N) bool MRC targets; needed only when ``logits.mrc`` is the full
+            (B, N, C) tensor.
+        weights: (mlm, mrc, itm) loss weights.
+
+    Returns:
+        ``PretrainLoss``.
+    """
+    if logits.mlm_labels is not None:
+        mlm = mlm_loss(logits.mlm, logits.mlm_labels)
+    elif mlm_labels is not None:
+        mlm = mlm_loss(logits.mlm, mlm_labels)
+    else:
+        raise ValueError("pretrain_loss: full MLM logits need mlm_labels (B, T)")
+    if logits.mrc_target_mask is not None:
+        mask = logits.mrc_target_mask
+        if tuple(mrc_target_probs.shape[:-1]) != tuple(mask.shape):
+            raise ValueError(
+                f"pretrain_loss: mrc_target_probs must be (B, N, C) with (B, N) = {tuple(mask.shape)}, "
+                f"got {tuple(mrc_target_probs.shape)}"
+            )
+        mrc = mrc_kl_loss(logits.mrc, mrc_target_probs[mask])
+    elif mrc_target_mask is not None:
+        mrc = mrc_kl_loss(logits.mrc, mrc_target_probs, mrc_target_mask)
+    else:
+        raise ValueError("pretrain_loss: full MRC logits need mrc_target_mask (B, N)")
+    itm = itm_loss(logits.itm, itm_labels)
+    w_mlm, w_mrc, w_itm = weights
+    return PretrainLoss(total=w_mlm * mlm + w_mrc * mrc + w_itm * itm, mlm=mlm, mrc=mrc, itm=itm)
+
+
+def vqa_bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """BCE-with-logits against soft scores, × the number of answers (VOLTA: sum over answers, mean over batch).
+
+    Args:
+        logits: (B, A).
+        targets: (B, A) soft scores in [0, 1].
+    """
+    if logits.dim() != 2 or tuple(targets.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"vqa_bce_loss: expects logits and targets of the same (B, A) shape, "
+            f"got {tuple(logits.shape)} and {tuple(targets.shape)}"
+        )
+    logits = _upcast(logits)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype)) * logits.shape[1]
+
+
+def retrieval_4way_loss(scores: Tensor, num_options: int = RETRIEVAL_NUM_OPTIONS) -> Tensor:
+    """Cross-entropy over groups of ``num_options`` pair scores whose positive is at index 0.
+
+    Args:
+        scores: (G, num_options) or flat (G * num_options,) with each group's scores consecutive
+            (positive, random caption, random image, hard-negative caption).
+        num_options: group size (4 in SPEC §7).
+    """
+    if scores.dim() == 1:
+        if scores.numel() % num_options:
+            raise ValueError(
+                f"retrieval_4way_loss: {scores.numel()} flat scores do not split into groups of {num_options}"
+            )
+        scores = scores.view(-1, num_options)
+    if scores.dim() != 2 or scores.shape[1] != num_options:
+        raise ValueError(
+            f"retrieval_4way_loss: expects scores (G, {num_options}) or (G*{num_options},), got {tuple(scores.shape)}"
+        )
+    target = torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
+    return F.cross_entropy(_upcast(scores), target)
+
+
+def refexp_bce_loss(logits: Tensor, iou_targets: Tensor, region_mask: Tensor) -> Tensor:
+    """BCE-with-logits of each region's score against its IoU with the target box, mean over valid regions.
+
+    Args:
+        logits: (B, N) region logits (``RefExpHead``).
+        iou_targets: (B, N) IoU of each detected region with the referred box, in [0, 1].
+        region_mask: (B, N) bool, True = a real region (``EncoderOutput.region_mask[:, 1:]``).
+    """
+    if logits.dim() != 2 or tuple(iou_targets.shape) != tuple(logits.shape) or tuple(region_mask.shape) != tuple(
+        logits.shape
+    ):
+        raise ValueError(
+            f"refexp_bce_loss: logits, iou_targets and region_mask must share one (B, N) shape, got "
+            f"{tuple(logits.shape)}, {tuple(iou_targets.shape)}, {tuple(region_mask.shape)}"
+        )
+    if region_mask.dtype != torch.bool:
+        raise ValueError(f"refexp_bce_loss: region_mask must be bool (True = real region), got {region_mask.dtype}")
+    if not bool(region_mask.any()):
+        return _zero_like_graph(logits)
+    logits = _upcast(logits)
+    per_region = F.binary_cross_entropy_with_logits(logits, iou_targets.to(logits.dtype), reduction="none")
+    return per_region[region_mask].mean()
