@@ -1,0 +1,34 @@
+"""switchbert: Switch-BERT (ECCV 2022) and the multimodal BERTs it is compared with, in PyTorch.
+
+Public API::
+
+    import switchbert
+    model = switchbert.create_model("switchbert-base", bert_dir="path/to/bert-base-uncased")
+    out = model(batch)                  # batch: switchbert.Batch -> switchbert.EncoderOutput
+    model.save_pretrained("run/model")
+    model = switchbert.load_pretrained("run/model")
+"""
+
+from switchbert.batch import Batch
+from switchbert.config import MODES, ModelConfig
+from switchbert.outputs import EncoderOutput, LayerRoute
+from switchbert.presets import PRESETS, create_model, get_config
+from switchbert.pretrained import load_pretrained, save_pretrained
+from switchbert.temperature import TemperatureSchedule, temperature_at
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODES",
+    "PRESETS",
+    "Batch",
+    "EncoderOutput",
+    "LayerRoute",
+    "ModelConfig",
+    "TemperatureSchedule",
+    "create_model",
+    "get_config",
+    "load_pretrained",
+    "save_pretrained",
+    "temperature_at",
+]

@@ -1,0 +1,177 @@
+"""Typed model configuration, validated on construction.
+
+A model is described by data: which attention modes a layer may switch among (``sab_modes``), which
+inputs the Switch-Input Block offers (``sib``), how many options run (``top_k``). The paper's variants
+are values of these fields, not combinations of booleans (SPEC §3.4):
+
+    Switch-BERT     sab_modes=("SS", "SC", "CS", "J"), sib="out_mid_in"
+    SAB-only        sab_modes=("SS", "SC", "CS", "J"), sib=None
+    SIB-only        sab_modes=("J",),                  sib="out_mid_in"
+    neither         sab_modes=("J",),                  sib=None          (= the UNITER architecture)
+
+Fields tagged [ours] fill a gap in the paper; SPEC.md gives the reasoning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+MODES: tuple[str, ...] = ("SS", "SC", "CS", "J")
+"""Attention modes of SAB (paper Table 1): self-self, self-cross, cross-self, joint."""
+
+SIB_CANDIDATE_SETS: dict[str, tuple[str, ...]] = {
+    # [ours] the paper's three-element set: previous output, previous post-attention state, previous input.
+    "out_mid_in": ("out", "mid", "in"),
+    # [ours] alternative: outputs of the three layers below.
+    "last3": ("l-1", "l-2", "l-3"),
+}
+ALIGNMENTS: tuple[str, ...] = ("hadamard", "concat", "rich")
+ARCHS: tuple[str, ...] = ("switchbert", "lxmert", "vilbert")
+EMBEDDINGS: tuple[str, ...] = ("uniter", "visualbert", "vlbert")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a model's architecture and size.
+
+    Sizes follow BERT naming. ``arch`` picks the model family; the switch fields only matter for
+    ``arch="switchbert"`` (single-stream layers, of which UNITER, VisualBERT and VL-BERT are the
+    fixed-joint special case).
+    """
+
+    name: str = "custom"
+    arch: str = "switchbert"
+    embedding: str = "uniter"
+
+    num_layers: int = 12
+    hidden_size: int = 768
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    pooler_size: int = 1024
+    vocab_size: int = 30522
+    max_position: int = 512
+    type_vocab_size: int = 2
+    region_feat_dim: int = 2048
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    fusion_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+
+    # Switch-Attention Block. One mode = a fixed architecture without a switcher.
+    sab_modes: tuple[str, ...] = MODES
+    # Switch-Input Block candidate set, or None for no SIB.
+    sib: Optional[str] = "out_mid_in"
+    # How the switcher sees the two modalities: g_t*g_r, [g_t; g_r], or [g_t; g_r; g_t*g_r; |g_t-g_r|].
+    alignment: str = "hadamard"
+    # Keep the K most likely options per sample (None = all). Applies to SAB and SIB alike [ours].
+    top_k: Optional[int] = None
+    # "soft": Gumbel-softmax mixture (paper). "hard_st": straight-through one-hot (ablation only).
+    switch_training: str = "soft"
+
+    # Dual-stream baselines (arch="lxmert" / "vilbert"); see models/ of the baselines.
+    text_layers: int = 0
+    region_layers: int = 0
+    cross_layers: int = 0
+    region_hidden_size: int = 0  # 0 = hidden_size
+    region_num_heads: int = 0  # 0 = num_heads
+    region_intermediate_size: int = 0  # 0 = intermediate_size
+
+    # Runtime choice of attention kernel; "reference" computes each mode separately (tests, audits).
+    attention_impl: str = "fused"
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # JSON gives lists; the config is hashable and immutable, so normalise to tuples.
+        if isinstance(self.sab_modes, (list, str)):
+            modes = (self.sab_modes,) if isinstance(self.sab_modes, str) else tuple(self.sab_modes)
+            object.__setattr__(self, "sab_modes", modes)
+        self._validate()
+
+    def _validate(self) -> None:
+        def bad(field_name: str, msg: str) -> None:
+            raise ValueError(f"ModelConfig.{field_name}: {msg}")
+
+        if self.arch not in ARCHS:
+            bad("arch", f"must be one of {ARCHS}, got {self.arch!r}")
+        if self.embedding not in EMBEDDINGS:
+            bad("embedding", f"must be one of {EMBEDDINGS}, got {self.embedding!r}")
+        for name in ("num_layers", "hidden_size", "num_heads", "intermediate_size", "pooler_size",
+                     "vocab_size", "max_position", "type_vocab_size", "region_feat_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                bad(name, f"must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_heads:
+            bad("num_heads", f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.type_vocab_size < 2:
+            bad("type_vocab_size", "needs 2 entries: type 0 for text, type 1 for regions")
+        for name in ("hidden_dropout", "attention_dropout", "fusion_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                bad(name, f"must be in [0, 1), got {value}")
+        if not self.sab_modes:
+            bad("sab_modes", f"needs at least one mode of {MODES}")
+        unknown = [m for m in self.sab_modes if m not in MODES]
+        if unknown:
+            bad("sab_modes", f"unknown modes {unknown}; choose from {MODES}")
+        if len(set(self.sab_modes)) != len(self.sab_modes):
+            bad("sab_modes", f"lists a mode twice: {self.sab_modes}")
+        if self.sib is not None and self.sib not in SIB_CANDIDATE_SETS:
+            bad("sib", f"must be None or one of {tuple(SIB_CANDIDATE_SETS)}, got {self.sib!r}")
+        if self.alignment not in ALIGNMENTS:
+            bad("alignment", f"must be one of {ALIGNMENTS}, got {self.alignment!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            bad("top_k", f"must be None or a positive integer, got {self.top_k!r}")
+        if self.switch_training not in ("soft", "hard_st"):
+            bad("switch_training", f"must be 'soft' or 'hard_st', got {self.switch_training!r}")
+        if self.attention_impl not in ("fused", "reference"):
+            bad("attention_impl", f"must be 'fused' or 'reference', got {self.attention_impl!r}")
+        if self.region_hidden_size and self.region_hidden_size % self.region_num_heads_ != 0:
+            bad("region_num_heads", "region_hidden_size is not divisible by the region head count")
+
+    # Derived sizes of the region stream (dual-stream models may use a different width).
+    @property
+    def region_hidden_size_(self) -> int:
+        return self.region_hidden_size or self.hidden_size
+
+    @property
+    def region_num_heads_(self) -> int:
+        return self.region_num_heads or self.num_heads
+
+    @property
+    def region_intermediate_size_(self) -> int:
+        return self.region_intermediate_size or self.intermediate_size
+
+    @property
+    def switches_attention(self) -> bool:
+        """True when layers choose among several attention modes (has SAB switchers)."""
+        return len(self.sab_modes) > 1
+
+    @property
+    def sib_candidates(self) -> tuple[str, ...]:
+        return SIB_CANDIDATE_SETS[self.sib] if self.sib is not None else ()
+
+    def replace(self, **overrides: Any) -> "ModelConfig":
+        """A copy with ``overrides`` applied; an unknown field name is a ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["sab_modes"] = list(self.sab_modes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        """Builds a config from a dict (e.g. ``config.json``); unknown keys are a ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**d)

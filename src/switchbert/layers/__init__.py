@@ -1,0 +1,1 @@
+"""Building blocks shared by every model: embeddings, attention, switchers, layers, poolers."""

@@ -1,0 +1,163 @@
+"""The switcher shared by the Switch-Attention and Switch-Input blocks (paper §2.3.1, Eq. 5-8).
+
+Dimension legend
+    B  batch size, D hidden size, G groups decided together (1 for SAB, 2 for SIB: text, regions)
+    K  options per group (attention modes or input candidates)
+
+Per sample: pool each modality, form an alignment degree ``a``, p = softmax(MLP(a)). Training mixes
+the options with Gumbel-softmax weights at temperature tau; evaluation takes the hard argmax of p.
+The MLP's last layer starts near zero so routing starts near uniform [ours, SPEC §3.2].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Gumbel noise: u in (0, 1) strictly. float32 only: bf16/fp16 would round u to 0 or 1 and give inf.
+_U_EPS = 1e-6
+
+
+@dataclass
+class SwitchDecision:
+    """A switcher's decision for one batch.
+
+    Attributes:
+        probs: (B, G, K) p = softmax(MLP(a)), float32.
+        weights: (B, G, K) the mixture to apply, float32; rows sum to 1, at most top_k non-zero.
+        choice: (B, G) long, argmax of ``weights``.
+    """
+
+    probs: Tensor
+    weights: Tensor
+    choice: Tensor
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean over the real positions.
+
+    Args:
+        x: (B, L, D).
+        mask: (B, L) bool.
+
+    Returns:
+        (B, D); zeros for a sample with no real position.
+    """
+    m = mask.to(x.dtype).unsqueeze(-1)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+def alignment_degree(g_t: Tensor, g_r: Tensor, kind: str) -> Tensor:
+    """The switcher's view of how the two modalities relate (SPEC §3.2 step 2).
+
+    Args:
+        g_t, g_r: (B, D) pooled text and region features.
+        kind: "hadamard" (paper default), "concat" or "rich".
+
+    Returns:
+        (B, D), (B, 2D) or (B, 4D).
+    """
+    if kind == "hadamard":
+        return g_t * g_r
+    if kind == "concat":
+        return torch.cat([g_t, g_r], dim=-1)
+    if kind == "rich":
+        return torch.cat([g_t, g_r, g_t * g_r, (g_t - g_r).abs()], dim=-1)
+    raise ValueError(f"unknown alignment {kind!r}")
+
+
+ALIGNMENT_WIDTH = {"hadamard": 1, "concat": 2, "rich": 4}
+
+
+def gumbel_softmax_weights(
+    log_probs: Tensor,
+    tau: Tensor | float,
+    top_k: Optional[int],
+    straight_through: bool,
+    generator: Optional[torch.Generator] = None,
+) -> Tensor:
+    """Training-time mixture weights (SPEC §3.2 steps 4 and 6).
+
+    Args:
+        log_probs: (..., K) float32 log p.
+        tau: temperature > 0.
+        top_k: keep the K largest weights and renormalise; None keeps all.
+        straight_through: forward a one-hot argmax, backward through the soft weights.
+
+    Returns:
+        (..., K) float32 weights.
+    """
+    u = torch.rand(log_probs.shape, dtype=torch.float32, device=log_probs.device, generator=generator)
+    gumbel = -torch.log(-torch.log(u.clamp(_U_EPS, 1.0 - _U_EPS)))
+    soft = torch.softmax((log_probs.float() + gumbel) / tau, dim=-1)
+    K = soft.shape[-1]
+    if straight_through or top_k == 1:
+        # top_k == 1 [ours]: renormalising a single weight gives exactly 1 and no gradient at all,
+        # so the switcher could never learn; the straight-through estimator keeps a gradient.
+        hard = F.one_hot(soft.argmax(dim=-1), K).to(soft.dtype)
+        return hard - soft.detach() + soft
+    if top_k is not None and top_k < K:
+        kth = soft.topk(top_k, dim=-1).values[..., -1:]
+        kept = soft * (soft >= kth).to(soft.dtype)
+        return kept / kept.sum(dim=-1, keepdim=True)
+    return soft
+
+
+class Switcher(nn.Module):
+    """Chooses, per sample, a mixture over ``num_options`` options for each of ``num_groups`` groups.
+
+    Args:
+        hidden_size: D of the pooled features.
+        num_options: K.
+        num_groups: G (1 for SAB; 2 for SIB, one decision per modality).
+        alignment: "hadamard", "concat" or "rich".
+        top_k: options kept per sample in training (None = all).
+        straight_through: hard one-hot forward in training (ablation only).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_options: int,
+        num_groups: int = 1,
+        alignment: str = "hadamard",
+        top_k: Optional[int] = None,
+        straight_through: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_options = num_options
+        self.num_groups = num_groups
+        self.alignment = alignment
+        self.top_k = None if top_k is None or top_k >= num_options else top_k
+        self.straight_through = straight_through
+        in_dim = ALIGNMENT_WIDTH[alignment] * hidden_size
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_size), nn.GELU(), nn.Linear(hidden_size, num_groups * num_options)
+        )
+        # A buffer, not a float attribute, so torch.compile does not recompile as tau anneals.
+        self.register_buffer("tau", torch.tensor(1.0), persistent=False)
+
+    def reset_output_layer(self, std: float = 1e-3) -> None:
+        """Near-zero last layer: routing starts near uniform [ours, SPEC §3.2 step 3]."""
+        nn.init.normal_(self.mlp[-1].weight, std=std)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, g_t: Tensor, g_r: Tensor, hard: bool) -> SwitchDecision:
+        """Args:
+            g_t, g_r: (B, D) pooled text and region features.
+            hard: deterministic one-hot argmax of p (inference) instead of Gumbel-softmax.
+        """
+        B = g_t.shape[0]
+        logits = self.mlp(alignment_degree(g_t, g_r, self.alignment))
+        log_probs = torch.log_softmax(logits.float().view(B, self.num_groups, self.num_options), dim=-1)
+        if hard:
+            choice = log_probs.argmax(dim=-1)
+            weights = F.one_hot(choice, self.num_options).to(torch.float32)
+        else:
+            weights = gumbel_softmax_weights(log_probs, self.tau, self.top_k, self.straight_through)
+            choice = weights.detach().argmax(dim=-1)
+        return SwitchDecision(probs=log_probs.exp(), weights=weights, choice=choice)

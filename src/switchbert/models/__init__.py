@@ -1,0 +1,23 @@
+"""Model families by ``ModelConfig.arch``: an explicit dict, no registration side effects."""
+
+from __future__ import annotations
+
+from switchbert.config import ModelConfig
+from switchbert.models.base import VLModel
+from switchbert.models.switchbert import SwitchBertModel
+
+MODEL_CLASSES: dict[str, type[VLModel]] = {
+    "switchbert": SwitchBertModel,
+}
+
+
+def build_model(config: ModelConfig) -> VLModel:
+    """A freshly initialised model for ``config``."""
+    try:
+        cls = MODEL_CLASSES[config.arch]
+    except KeyError:
+        raise ValueError(f"ModelConfig.arch={config.arch!r} has no model class; known: {sorted(MODEL_CLASSES)}") from None
+    return cls(config)
+
+
+__all__ = ["MODEL_CLASSES", "SwitchBertModel", "VLModel", "build_model"]

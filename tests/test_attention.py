@@ -1,0 +1,189 @@
+"""The attention math: fused == reference == independent naive implementations, in float64."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from switchbert.config import MODES
+from switchbert.layers.attention import hard_route_mask, mixed_attention_probs
+from switchbert.layers.transformer import SwitchLayer
+
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Every tensor in this module is float64; restored afterwards so other modules are unaffected."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+B, T, R, D, H = 4, 5, 4, 16, 4
+
+
+def make_layer(seed: int = 0) -> SwitchLayer:
+    torch.manual_seed(seed)
+    layer = SwitchLayer(D, H, 32, 0.0, 0.0, 1e-12).double()
+    for p in layer.parameters():  # non-trivial LayerNorm parameters too
+        torch.nn.init.normal_(p, std=0.3)
+    return layer.eval()
+
+
+def inputs(seed: int = 1, pad: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, T + R, D, generator=g)
+    valid = torch.ones(B, T + R, dtype=torch.bool)
+    if pad:
+        valid[1, T - 2 :T] = False  # two padded text tokens
+        valid[2, T + 2 :] = False  # two padded regions
+        valid[3, T + 1 :] = False  # only the IMG token
+    return x, valid
+
+
+def random_weights(seed: int, top_k: int | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.rand(B, 4, generator=g)
+    if top_k is not None:
+        kth = w.topk(top_k, dim=-1).values[:, -1:]
+        w = w * (w >= kth)
+    return w / w.sum(-1, keepdim=True)
+
+
+# ---- an independent, naive post-LN layer built from the layer's weights -------------------------
+
+def naive_attend(layer: SwitchLayer, xq: torch.Tensor, xkv: torch.Tensor, kv_valid: torch.Tensor) -> torch.Tensor:
+    """Plain multi-head attention of queries ``xq`` (L, D) over keys ``xkv`` (S, D), one sample."""
+    a = layer.attention
+    hd = D // H
+    q = (xq @ a.query.weight.T + a.query.bias).view(-1, H, hd).transpose(0, 1)
+    k = (xkv @ a.key.weight.T + a.key.bias).view(-1, H, hd).transpose(0, 1)
+    v = (xkv @ a.value.weight.T + a.value.bias).view(-1, H, hd).transpose(0, 1)
+    s = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    s = s.masked_fill(~kv_valid[None, None, :], float("-inf"))
+    ctx = (torch.softmax(s, -1) @ v).transpose(0, 1).reshape(-1, D)
+    return ctx @ a.output.weight.T + a.output.bias
+
+
+def naive_finish(layer: SwitchLayer, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    mid = F.layer_norm(x + attn, (D,), layer.attention_norm.weight, layer.attention_norm.bias, 1e-12)
+    ffn = F.gelu(mid @ layer.ffn.up.weight.T + layer.ffn.up.bias) @ layer.ffn.down.weight.T + layer.ffn.down.bias
+    return F.layer_norm(mid + ffn, (D,), layer.ffn_norm.weight, layer.ffn_norm.bias, 1e-12)
+
+
+def naive_mode(layer: SwitchLayer, x: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor:
+    """One mode of Table 1 as explicit self/cross/joint attention, per sample."""
+    outs = []
+    for b in range(B):
+        xt, xr = x[b, :T], x[b, T:]
+        vt, vr = valid[b, :T], valid[b, T:]
+        if mode == "SS":  # each modality run alone
+            at, ar = naive_attend(layer, xt, xt, vt), naive_attend(layer, xr, xr, vr)
+        elif mode == "SC":  # text self, regions attend to text
+            at, ar = naive_attend(layer, xt, xt, vt), naive_attend(layer, xr, xt, vt)
+        elif mode == "CS":  # text attends to regions, regions self
+            at, ar = naive_attend(layer, xt, xr, vr), naive_attend(layer, xr, xr, vr)
+        else:  # joint: plain single-stream attention over the concatenation
+            a = naive_attend(layer, x[b], x[b], valid[b])
+            at, ar = a[:T], a[T:]
+        outs.append(naive_finish(layer, x[b], torch.cat([at, ar])))
+    return torch.stack(outs)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("impl,hard", [("fused", False), ("fused", True), ("reference", False)])
+def test_each_mode_equals_independent_implementation(mode, impl, hard):
+    layer = make_layer()
+    x, valid = inputs()
+    w = F.one_hot(torch.full((B,), MODES.index(mode)), 4).double()
+    _, out = layer(x, valid, T, w, hard=hard, impl=impl)
+    expected = naive_mode(layer, x, valid, mode)
+    real = valid.unsqueeze(-1)
+    torch.testing.assert_close(out * real, expected * real, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("top_k", [None, 2, 1])
+def test_fused_equals_reference_for_random_mixtures(top_k):
+    layer = make_layer(3)
+    x, valid = inputs(4)
+    w = random_weights(5, top_k)
+    _, fused = layer(x, valid, T, w, hard=False, impl="fused")
+    _, ref = layer(x, valid, T, w, hard=False, impl="reference")
+    torch.testing.assert_close(fused, ref, atol=1e-12, rtol=1e-10)
+    # and against the naive per-mode outputs mixed by hand (attention is linear in the mixture)
+    attn_naive = sum(
+        w[:, m, None, None] * _naive_attention_only(layer, x, valid, mode) for m, mode in enumerate(MODES)
+    )
+    attn_fused = layer.attention(x, valid, T, w, hard=False, impl="fused")
+    torch.testing.assert_close(attn_fused * valid[..., None], attn_naive * valid[..., None], atol=1e-12, rtol=1e-10)
+
+
+def _naive_attention_only(layer, x, valid, mode):
+    outs = []
+    for b in range(B):
+        xt, xr, vt, vr = x[b, :T], x[b, T:], valid[b, :T], valid[b, T:]
+        src = {"SS": ((xt, vt), (xr, vr)), "SC": ((xt, vt), (xt, vt)), "CS": ((xr, vr), (xr, vr))}
+        if mode == "J":
+            outs.append(naive_attend(layer, x[b], x[b], valid[b]))
+        else:
+            (kt, mt), (kr, mr) = src[mode]
+            outs.append(torch.cat([naive_attend(layer, xt, kt, mt), naive_attend(layer, xr, kr, mr)]))
+    return torch.stack(outs)
+
+
+def test_fused_gradients_equal_reference():
+    layer = make_layer(7)
+    x, valid = inputs(8)
+    w = random_weights(9).requires_grad_(True)
+    grads = []
+    for impl in ("fused", "reference"):
+        layer.zero_grad()
+        w.grad = None
+        xx = x.clone().requires_grad_(True)
+        _, out = layer(xx, valid, T, w, hard=False, impl=impl)
+        (out * valid[..., None] * torch.linspace(-1, 1, D)).sum().backward()
+        grads.append([xx.grad.clone(), w.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_probabilities_are_a_distribution_and_joint_is_one_softmax():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(B, H, T + R, T + R, generator=g)
+    _, valid = inputs()
+    w = random_weights(1)
+    p = mixed_attention_probs(scores, valid, T, w)
+    torch.testing.assert_close(p.sum(-1), torch.ones(B, H, T + R))
+    assert (p[~valid[:, None, None, :].expand_as(p)] == 0).all()
+    j = F.one_hot(torch.full((B,), 3), 4).double()
+    plain = torch.softmax(scores.masked_fill(~valid[:, None, None, :], float("-inf")), -1)
+    torch.testing.assert_close(mixed_attention_probs(scores, valid, T, j), plain)
+
+
+def test_padding_changes_no_valid_output():
+    layer = make_layer(11)
+    x, valid = inputs(12, pad=False)
+    w = random_weights(13)
+    _, base = layer(x, valid, T, w, hard=False, impl="fused")
+    # append 3 padded text tokens (between text and regions) and 2 padded regions with garbage values
+    g = torch.Generator().manual_seed(14)
+    xt, xr = x[:, :T], x[:, T:]
+    x2 = torch.cat([xt, 100 * torch.randn(B, 3, D, generator=g), xr, 100 * torch.randn(B, 2, D, generator=g)], 1)
+    v2 = torch.cat([valid[:, :T], torch.zeros(B, 3, dtype=torch.bool), valid[:, T:], torch.zeros(B, 2, dtype=torch.bool)], 1)
+    for impl, hard in (("fused", False), ("reference", False)):
+        _, out = layer(x2, v2, T + 3, w, hard=hard, impl=impl)
+        torch.testing.assert_close(out[:, :T], base[:, :T], atol=1e-12, rtol=1e-10)
+        torch.testing.assert_close(out[:, T + 3 : T + 3 + R], base[:, T:], atol=1e-12, rtol=1e-10)
+
+
+def test_hard_mask_of_no_image_sample_has_no_empty_row():
+    valid = torch.zeros(1, T + R, dtype=torch.bool)
+    valid[0, :T] = True  # text only, IMG masked
+    ss = F.one_hot(torch.tensor([0]), 4).double()
+    mask = hard_route_mask(valid, T, ss)
+    assert mask.any(-1).all()
+    # text rows see exactly the valid text keys
+    assert torch.equal(mask[0, 0, :T], valid[0].expand(T, -1))
