@@ -153,7 +153,8 @@ class PretrainLoss:
 
     def as_floats(self) -> dict[str, float]:
         """Detached Python floats for logging."""
-        return {"loss": float(self.total), "mlm": float(self.mlm), "mrc": float(self.mrc), "itm": float(self.itm)}
+        parts = {"loss": self.total, "mlm": self.mlm, "mrc": self.mrc, "itm": self.itm}
+        return {name: float(value.detach()) for name, value in parts.items()}
 
 
 def pretrain_loss(
