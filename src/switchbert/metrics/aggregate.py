@@ -1,0 +1,210 @@
+"""Multi-seed aggregation and the paper's Table 3 layout.
+
+A run's result is a record ``{"model", "task", "metric", "seed", "value"}`` (value in percent).
+``aggregate_runs`` turns records into mean ± std per (model, task, metric); ``format_table3`` lays
+them out like Table 3 of the paper (VQAv2 test-dev, Flickr30k IR R@1, TR R@1, RefCOCO+), optionally
+with the paper's own numbers (SPEC §10, ± from the paper's Table 3) on a row beside each model.
+
+The std is the SAMPLE standard deviation (ddof=1) over seeds; with a single seed it is undefined
+and reported as NaN (printed as the mean alone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Mean ± sample std of one (model, task, metric) over seeds."""
+
+    model: str
+    task: str
+    metric: str
+    mean: float
+    std: float  # ddof=1; NaN when n == 1
+    n: int
+    seeds: tuple[Any, ...]
+
+
+SummaryKey = tuple[str, str, str]
+
+
+def aggregate_runs(records: Iterable[Mapping[str, Any]]) -> dict[SummaryKey, RunSummary]:
+    """Groups records by (model, task, metric) and reduces over seeds.
+
+    Args:
+        records: dicts with keys model, task, metric, seed, value. A (model, task, metric, seed)
+            given twice is a ``ValueError`` (a rerun must replace, not double-count, a seed).
+
+    Returns:
+        ``{(model, task, metric): RunSummary}`` in order of first appearance.
+    """
+    required = ("model", "task", "metric", "seed", "value")
+    groups: dict[SummaryKey, dict[Any, float]] = {}
+    for i, rec in enumerate(records):
+        missing = [k for k in required if k not in rec]
+        if missing:
+            raise ValueError(f"aggregate_runs: record {i} lacks {missing}: {dict(rec)}")
+        value = float(rec["value"])
+        if not math.isfinite(value):
+            raise ValueError(f"aggregate_runs: record {i} has a non-finite value {rec['value']!r}")
+        key = (str(rec["model"]), str(rec["task"]), str(rec["metric"]))
+        seeds = groups.setdefault(key, {})
+        if rec["seed"] in seeds:
+            raise ValueError(f"aggregate_runs: seed {rec['seed']!r} of {key} appears twice")
+        seeds[rec["seed"]] = value
+    out: dict[SummaryKey, RunSummary] = {}
+    for key, seeds in groups.items():
+        values = np.asarray(list(seeds.values()), dtype=np.float64)
+        std = float(values.std(ddof=1)) if values.size > 1 else float("nan")
+        out[key] = RunSummary(*key, mean=float(values.mean()), std=std, n=int(values.size), seeds=tuple(seeds))
+    return out
+
+
+def load_records(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> list[dict[str, Any]]:
+    """Reads records from JSON-lines files (one record a line) or JSON files holding a list of records."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        text = Path(path).read_text(encoding="utf-8")
+        stripped = text.lstrip()
+        if stripped.startswith("["):
+            records.extend(json.loads(text))
+            continue
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not a JSON record ({e.msg})") from None
+    return records
+
+
+@dataclass(frozen=True)
+class Table3Column:
+    """One column of Table 3: its title and which (task, metric) of the records fills it."""
+
+    title: str
+    task: str
+    metric: str
+
+
+TABLE3_COLUMNS: tuple[Table3Column, ...] = (
+    Table3Column("VQAv2 test-dev", "vqa", "accuracy_test-dev"),
+    Table3Column("F30k IR R@1", "retrieval", "ir_r1"),
+    Table3Column("F30k TR R@1", "retrieval", "tr_r1"),
+    # [ours] the paper gives one RefCOCO+ number without naming the split; testA by default.
+    Table3Column("RefCOCO+", "refexp", "accuracy_testA"),
+)
+"""Default Table 3 columns. Record metric names: ``accuracy_<split>`` for VQA and RefExp,
+``ir_r1``/``tr_r1`` (from ``retrieval_recall`` on the test split) for Flickr30k."""
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One model's row of the paper's Table 3: (mean, std) per column title."""
+
+    name: str
+    group: str
+    params: str
+    values: Mapping[str, tuple[float, float]]
+
+
+def _row(name: str, group: str, params: str, vqa: tuple, ir: tuple, tr: tuple, ref: tuple) -> PaperRow:
+    titles = [c.title for c in TABLE3_COLUMNS]
+    return PaperRow(name, group, params, dict(zip(titles, (vqa, ir, tr, ref))))
+
+
+PAPER_TABLE3: dict[str, PaperRow] = {
+    # Keyed by canonical model name (see canonical_model_name). Paper Table 3, mean and std of 3 seeds.
+    "uniter": _row("UNITER", "single-stream", "114.9M", (68.8, 0.4), (60.9, 0.7), (76.4, 1.3), (71.9, 0.67)),
+    "vlbert": _row("VL-BERT", "single-stream", "116.1M", (68.3, 0.31), (57.9, 1.1), (70.9, 1.7), (71.1, 0.23)),
+    "visualbert": _row("VisualBERT", "single-stream", "114.9M", (68.9, 0.27), (61.1, 1.2), (75.5, 1.8), (69.7, 0.31)),
+    "lxmert": _row("LXMERT", "dual-stream", "211.4M", (67.1, 0.34), (58.6, 1.4), (74.9, 2.7), (69.8, 0.46)),
+    "vilbert": _row("ViLBERT", "dual-stream", "242.1M", (68.7, 0.82), (59.8, 0.8), (78.3, 1.6), (70.8, 0.58)),
+    "switchbertnopretrain": _row(
+        "Switch-BERT, no pretraining", "dynamic", "130.6M", (66.7, 0.97), (38.2, 1.7), (57.3, 2.3), (68.9, 0.82)
+    ),
+    "switchbert": _row("Switch-BERT", "dynamic", "130.6M", (70.7, 0.62), (62.2, 0.9), (78.2, 1.6), (72.8, 0.45)),
+}
+
+_ALIASES = {
+    "switchbertnopretraining": "switchbertnopretrain",
+    "switchbertnopt": "switchbertnopretrain",
+    "switchbertscratch": "switchbertnopretrain",
+}
+
+
+def canonical_model_name(name: str) -> str:
+    """Lower case, letters and digits only, common aliases folded: "VL-BERT" -> "vlbert"."""
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    return _ALIASES.get(key, key)
+
+
+def _fmt_ours(s: Optional[RunSummary], decimals: int) -> str:
+    if s is None:
+        return "–"
+    if s.n == 1:
+        return f"{s.mean:.{decimals}f} (n=1)"
+    return f"{s.mean:.{decimals}f} ± {s.std:.{decimals + 1}f} (n={s.n})"
+
+
+def format_table3(
+    summaries: Mapping[SummaryKey, RunSummary],
+    columns: Sequence[Table3Column] = TABLE3_COLUMNS,
+    include_paper: bool = True,
+    decimals: int = 1,
+) -> str:
+    """Markdown table in the layout of the paper's Table 3.
+
+    Rows are the models found in ``summaries``: the paper's models first in the paper's order, any
+    other model after them, alphabetically. With ``include_paper``, each model the paper reports is
+    followed by a "paper" row with its published mean ± std (only for the default column titles).
+
+    Args:
+        summaries: output of ``aggregate_runs``.
+        columns: which (task, metric) fills each column.
+        include_paper: add the paper's numbers beside ours.
+        decimals: decimals of the means (stds get one more).
+
+    Returns:
+        the table, ending with a line saying how ± is computed.
+    """
+    if not summaries:
+        raise ValueError("format_table3: no results to tabulate")
+    models = list(dict.fromkeys(key[0] for key in summaries))
+    paper_order = list(PAPER_TABLE3)
+    known = sorted((m for m in models if canonical_model_name(m) in PAPER_TABLE3),
+                   key=lambda m: paper_order.index(canonical_model_name(m)))
+    others = sorted(m for m in models if canonical_model_name(m) not in PAPER_TABLE3)
+
+    header = ["Model", "Source", *[c.title for c in columns]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in known + others:
+        paper = PAPER_TABLE3.get(canonical_model_name(model))
+        display = paper.name if paper else model
+        cells = [_fmt_ours(summaries.get((model, c.task, c.metric)), decimals) for c in columns]
+        lines.append("| " + " | ".join([display, "ours", *cells]) + " |")
+        if include_paper and paper is not None:
+            ref_cells = []
+            for c in columns:
+                ref = paper.values.get(c.title)
+                ref_cells.append("–" if ref is None else f"{ref[0]:g} ± {ref[1]:g}")
+            lines.append("| " + " | ".join([display, "paper", *ref_cells]) + " |")
+    lines.append("")
+    lines.append(
+        "± is the sample standard deviation (ddof=1) over seeds; n = number of seeds. "
+        "Paper rows: Switch-BERT (ECCV 2022) Table 3, mean ± std of 3 seeds."
+    )
+    return "\n".join(lines)
