@@ -189,3 +189,32 @@ def test_build_head():
         build_head("nlvr2", pooler_size=P)
     with pytest.raises(ValueError, match="positive"):
         build_head("vqa", pooler_size=0)
+
+
+def test_heads_on_a_real_tiny_model_train_the_shared_embedding():
+    presets = pytest.importorskip("switchbert.presets")
+    synthetic = pytest.importorskip("switchbert.synthetic")
+    from switchbert.losses import ignore_mismatched, pretrain_loss, refexp_bce_loss
+
+    model = presets.create_model("switchbert-tiny")
+    cfg = model.config
+    batch = synthetic.random_batch(cfg, batch_size=4, num_text=10, num_regions=6)
+    out = model(batch)
+    word_emb = next(m for name, m in model.named_modules() if name.endswith("word_embeddings"))
+    heads = PretrainHeads(word_emb, cfg.region_hidden_size_, cfg.pooler_size)
+    itm = torch.tensor([1, 0, 1, 1])
+    labels = torch.full(batch.text_ids.shape, IGNORE_INDEX)
+    labels[:, 1] = batch.text_ids[:, 1]
+    mrc_mask = batch.region_mask.clone()
+    labels, mrc_mask = ignore_mismatched(itm, labels, mrc_mask)
+    probs = torch.softmax(torch.randn(*mrc_mask.shape, 1601), -1)
+    loss = pretrain_loss(heads(out, labels, mrc_mask), itm_labels=itm, mrc_target_probs=probs)
+    ref = build_head("refexp", pooler_size=cfg.pooler_size, region_hidden_size=cfg.region_hidden_size_)
+    ref_logits = ref(out)
+    assert ref_logits.shape == batch.region_mask.shape
+    total = loss.total + refexp_bce_loss(ref_logits, torch.rand(ref_logits.shape), out.region_mask[:, 1:])
+    total.backward()
+    assert torch.isfinite(total)
+    assert word_emb.weight.grad is not None and word_emb.weight.grad.abs().sum() > 0
+    for name, p in heads.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
