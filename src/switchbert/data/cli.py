@@ -1,0 +1,99 @@
+"""Command-line commands of the data layer: ``features convert``, ``features inspect`` and ``synth``.
+
+The main CLI calls :func:`register` with its argparse subparsers; every command sets
+``func(args) -> int`` (the exit status).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from switchbert.data.errors import DataError, DataWarning
+from switchbert.data.features import FORMATS, convert_store, inspect_store
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    """Adds ``features {convert,inspect}`` and ``synth`` to ``subparsers``."""
+    feats = subparsers.add_parser("features", help="region-feature stores: convert, inspect")
+    fsub = feats.add_subparsers(dest="features_command", required=True)
+
+    conv = fsub.add_parser("convert", help="convert a feature store (VOLTA LMDB, base64 LMDB, H5, fast) to another format")
+    conv.add_argument("src", help="source store (format detected)")
+    conv.add_argument("dst", help="destination (a directory for LMDB formats, a file for h5)")
+    conv.add_argument("--format", default="fast", choices=FORMATS, help="destination format (default: fast)")
+    conv.add_argument("--skip-bad", action="store_true", help="skip bad records (counted, warned) instead of failing")
+    conv.set_defaults(func=_convert)
+
+    insp = fsub.add_parser("inspect", help="count, dimensions, region statistics and a sample of a store")
+    insp.add_argument("path")
+    insp.add_argument("--sample-id", default=None, help="image id to show (default: the first)")
+    insp.add_argument("--sample-size", type=int, default=1000, help="images read for the statistics")
+    insp.add_argument("--json", action="store_true", help="print JSON")
+    insp.set_defaults(func=_inspect)
+
+    syn = subparsers.add_parser("synth", help="write the synthetic benchmark (real formats) into a directory")
+    syn.add_argument("dir")
+    syn.add_argument("--images", type=int, default=1000)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--feat-dim", type=int, default=2048, help="region feature size (2048 like BUTD)")
+    syn.add_argument("--num-classes", type=int, default=1601, help="detector classes in cls_prob (1601 like BUTD)")
+    syn.add_argument("--questions-per-image", type=int, default=5)
+    syn.set_defaults(func=_synth)
+
+
+def _fail(err: Exception) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def _convert(args: argparse.Namespace) -> int:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)  # summarised below instead of one line per record
+            n, policy = convert_store(args.src, args.dst, args.format, skip_bad=args.skip_bad)
+    except DataError as err:
+        return _fail(err)
+    print(f"wrote {n} images to {args.dst} ({args.format})")
+    if policy.skipped:
+        print(f"warning: {policy.summary()}", file=sys.stderr)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    try:
+        info = inspect_store(args.path, args.sample_size, args.sample_id)
+    except DataError as err:
+        return _fail(err)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    r = info["regions"]
+    print(f"store        {info['path']} ({info['format']})")
+    print(f"images       {info['count']}")
+    print(f"feature dim  {info['feat_dim']}")
+    print(f"classes      {info['num_classes'] if info['num_classes'] is not None else 'none (no cls_prob)'}")
+    print(f"regions      min {r['min']}  mean {r['mean']:.1f}  max {r['max']}  over {r['images_sampled']} images; "
+          f"{r['images_with_zero']} with none, {r['images_over_36']} over 36")
+    print(f"feature norm {r['mean_feature_norm']:.3f} (mean L2 norm of a region)")
+    if "sample" in info:
+        s = info["sample"]
+        print(f"sample       image {s['image_id']}: {s['image_w']:.0f}x{s['image_h']:.0f}, {s['num_regions']} regions, "
+              f"first boxes {s['first_boxes_px']}, top classes {s['top_classes']}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from switchbert.data.synth import generate
+
+    try:
+        manifest = generate(args.dir, args.images, args.seed, feat_dim=args.feat_dim, num_classes=args.num_classes,
+                            questions_per_image=args.questions_per_image)
+    except ValueError as err:
+        return _fail(err)
+    st = manifest["stats"]
+    print(f"wrote {args.images} synthetic images to {args.dir} in {st['seconds']} s "
+          f"(text-only VQA accuracy {st['text_only_vqa_accuracy']:.3f}); manifest: {args.dir}/manifest.json")
+    return 0

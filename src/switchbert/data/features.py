@@ -1,0 +1,587 @@
+"""Region-feature stores: one reader interface over the formats users have (SPEC §8), plus our own.
+
+Formats
+    ``volta``      VOLTA/ViLBERT LMDB (a directory with ``data.mdb``): key ``keys`` -> pickled list of
+                   image ids; key ``<image id>`` -> pickled dict (``image_h``/``img_h``,
+                   ``image_w``/``img_w``, ``num_boxes``, ``boxes`` (n, 4) pixel x1y1x2y2, ``features``
+                   (n, F) float32, optional ``cls_prob`` (n, C)), arrays as raw numpy.
+    ``volta-b64``  the same with every array as a base64 string of its float32 bytes (the ViLBERT
+                   multi-task variant). Readers detect the variant per record.
+    ``h5``         bottom-up-attention HDF5: one group per image id with ``features``, ``boxes``,
+                   ``img_w``, ``img_h`` (datasets or attributes), optional ``cls_prob``.
+    ``fast``       ours: LMDB whose records are one packed binary blob (header, float32 boxes, float16
+                   features, float16 class distribution). No pickle and no base64 on the read path;
+                   half the bytes of float32. See docs/benchmarks_data.md for the measurement.
+
+Every reader opens its file lazily in the process that reads (read-only, ``lock=False`` for LMDB), so a
+store built in the main process is safe to hand to DataLoader workers. Every bad record raises
+:class:`~switchbert.data.errors.DataError` naming the store and the image id.
+
+Dimension legend: n regions of one image, F feature size, C detector classes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import pickle
+import struct
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from switchbert.data.errors import BadItemPolicy, DataError, PathLike
+
+FORMATS = ("fast", "volta", "volta-b64", "h5")
+
+_FAST_META_KEY = b"__switchbert_meta__"
+_FAST_IDS_KEY = b"__switchbert_ids__"
+_FAST_MAGIC = b"SBF1"
+_FAST_HEADER = struct.Struct("<4sHIIff")  # magic, n, F, C, image_w, image_h
+
+
+@dataclass
+class RegionRecord:
+    """One image's detector output as stored.
+
+    Attributes:
+        image_id: the store key (always a string).
+        features: (n, F) float32.
+        boxes_px: (n, 4) float32 pixel x1y1x2y2.
+        image_w, image_h: image size in pixels.
+        cls_prob: (n, C) float32 detector class distribution, or None.
+    """
+
+    image_id: str
+    features: np.ndarray
+    boxes_px: np.ndarray
+    image_w: float
+    image_h: float
+    cls_prob: Optional[np.ndarray] = None
+
+    @property
+    def num_regions(self) -> int:
+        return int(self.features.shape[0])
+
+
+def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int]) -> RegionRecord:
+    """Checks shapes, sizes and values; raises DataError naming ``path`` and the image id."""
+    iid = record.image_id
+    f, b = record.features, record.boxes_px
+    if f.ndim != 2:
+        raise DataError(path, iid, f"wrong dimensions: features have shape {f.shape}, expected (n, F)")
+    if feat_dim is not None and f.shape[1] != feat_dim:
+        raise DataError(path, iid, f"wrong dimensions: feature size {f.shape[1]}, the store's is {feat_dim}")
+    if b.shape != (f.shape[0], 4):
+        raise DataError(path, iid, f"wrong dimensions: boxes have shape {b.shape}, expected ({f.shape[0]}, 4)")
+    if record.cls_prob is not None and (record.cls_prob.ndim != 2 or record.cls_prob.shape[0] != f.shape[0]):
+        raise DataError(
+            path, iid, f"wrong dimensions: cls_prob has shape {record.cls_prob.shape}, expected ({f.shape[0]}, C)"
+        )
+    if not (record.image_w > 0 and record.image_h > 0):
+        raise DataError(path, iid, f"corrupt record: image size {record.image_w}x{record.image_h} is not positive")
+    # A NaN feature would train silently on garbage; the check costs a few microseconds per image.
+    if not np.isfinite(f).all() or not np.isfinite(b).all():
+        raise DataError(path, iid, "corrupt record: features or boxes contain NaN/inf")
+    return record
+
+
+class FeatureStore(ABC):
+    """Read-only access to per-image region features, keyed by image id (a string)."""
+
+    format: str = "?"
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self._ids: list[str] = []
+        self._id_set: set[str] = set()
+        self.feat_dim: Optional[int] = None
+        self.num_classes: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def ids(self) -> list[str]:
+        """Every image id, in store order."""
+        return list(self._ids)
+
+    def __contains__(self, image_id: object) -> bool:
+        return str(image_id) in self._id_set
+
+    def get(self, image_id: object) -> RegionRecord:
+        """The record of ``image_id``; DataError if missing or corrupt."""
+        iid = str(image_id)
+        if iid not in self._id_set:
+            raise DataError(self.path, iid, "missing image id: not in the feature store")
+        return validate_record(self._read(iid), self.path, self.feat_dim)
+
+    def __iter__(self) -> Iterator[RegionRecord]:
+        for iid in self._ids:
+            yield self.get(iid)
+
+    @abstractmethod
+    def _read(self, image_id: str) -> RegionRecord:
+        """Reads and decodes one record (the id is known to exist)."""
+
+    def close(self) -> None:
+        """Releases file handles (they reopen lazily on the next read)."""
+
+    def __getstate__(self) -> dict:
+        # Handles must not cross a fork/pickle: each worker reopens its own.
+        state = self.__dict__.copy()
+        for key in [k for k in state if k.startswith("_handle")]:
+            state[key] = None
+        return state
+
+    def _set_ids(self, ids: Iterable[object]) -> None:
+        self._ids = [str(i) for i in ids]
+        self._id_set = set(self._ids)
+
+
+# --------------------------------------------------------------------------------------------- LMDB
+class _LMDBMixin:
+    path: Path
+    _handle_env = None
+    _handle_pid: Optional[int] = None
+
+    def _env(self):
+        import lmdb
+
+        if self._handle_env is not None and self._handle_pid != os.getpid():
+            # Inherited through fork (a DataLoader worker): py-lmdb refuses to open a path twice in one
+            # process, and LMDB handles must not be used across fork, so drop the parent's mapping.
+            try:
+                self._handle_env.close()
+            except Exception:  # noqa: BLE001 - best effort; the parent keeps its own handle
+                pass
+            self._handle_env = None
+        if self._handle_env is None:
+            if not (self.path / "data.mdb").exists():
+                raise DataError(self.path, None, "not an LMDB store: no data.mdb in this directory")
+            self._handle_env = lmdb.open(
+                str(self.path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=512
+            )
+            self._handle_pid = os.getpid()
+        return self._handle_env
+
+    def _raw(self, key: bytes) -> Optional[bytes]:
+        with self._env().begin(buffers=False) as txn:
+            return txn.get(key)
+
+    def close(self) -> None:
+        if self._handle_env is not None and self._handle_pid == os.getpid():
+            self._handle_env.close()
+        self._handle_env = None
+
+
+def _decode_b64_array(value: object, dtype=np.float32) -> np.ndarray:
+    raw = value.encode() if isinstance(value, str) else value
+    return np.frombuffer(base64.b64decode(raw, validate=True), dtype=dtype)
+
+
+class VoltaLMDBStore(_LMDBMixin, FeatureStore):
+    """VOLTA/ViLBERT LMDB, raw-numpy or base64 arrays (detected per record)."""
+
+    format = "volta"
+
+    def __init__(self, path: PathLike) -> None:
+        super().__init__(path)
+        blob = self._raw(b"keys")
+        if blob is None:
+            raise DataError(self.path, "keys", "not a VOLTA feature LMDB: no 'keys' entry")
+        try:
+            keys = pickle.loads(blob)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt index
+            raise DataError(self.path, "keys", f"corrupt record: cannot unpickle the key list ({exc})") from exc
+        self._set_ids(k.decode() if isinstance(k, bytes) else k for k in keys)
+        if self._ids:
+            first = self._read(self._ids[0])
+            self.feat_dim = int(first.features.shape[1])
+            self.num_classes = None if first.cls_prob is None else int(first.cls_prob.shape[1])
+            self.format = self._variant
+
+    _variant = "volta"
+
+    def _read(self, image_id: str) -> RegionRecord:
+        blob = self._raw(image_id.encode())
+        if blob is None:
+            raise DataError(self.path, image_id, "missing image id: listed in 'keys' but has no record")
+        try:
+            item = pickle.loads(blob)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(self.path, image_id, f"corrupt record: cannot unpickle ({exc})") from exc
+        if not isinstance(item, dict):
+            raise DataError(self.path, image_id, f"corrupt record: expected a dict, got {type(item).__name__}")
+        try:
+            h = float(item["image_h"] if "image_h" in item else item["img_h"])
+            w = float(item["image_w"] if "image_w" in item else item["img_w"])
+            feats, boxes, probs = item["features"], item["boxes"], item.get("cls_prob")
+            num = item.get("num_boxes")
+            if isinstance(feats, (str, bytes)):
+                self._variant = "volta-b64"
+                flat = _decode_b64_array(feats)
+                if num is not None:
+                    n = int(num)
+                elif self.feat_dim:
+                    n = len(flat) // self.feat_dim
+                else:
+                    raise DataError(self.path, image_id, "corrupt record: base64 features without num_boxes")
+                if n == 0 or len(flat) % n:
+                    if len(flat):
+                        raise DataError(self.path, image_id, f"corrupt record: {len(flat)} floats for {n} boxes")
+                    feats = flat.reshape(0, self.feat_dim or 0)
+                else:
+                    feats = flat.reshape(n, -1)
+                raw_boxes = base64.b64decode(boxes.encode() if isinstance(boxes, str) else boxes, validate=True)
+                # ViLBERT writers used float32 or float64 boxes; the byte count tells which.
+                bdtype = np.float64 if n and len(raw_boxes) == n * 4 * 8 else np.float32
+                boxes = np.frombuffer(raw_boxes, dtype=bdtype)
+                if probs is not None:
+                    probs = _decode_b64_array(probs).reshape(n, -1)
+            feats = np.asarray(feats)
+            boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            if num is not None and int(num) != feats.shape[0]:
+                raise DataError(
+                    self.path, image_id, f"wrong dimensions: num_boxes={num} but features have shape {feats.shape}"
+                )
+        except DataError:
+            raise
+        except (KeyError, ValueError, TypeError, binascii.Error) as exc:
+            raise DataError(self.path, image_id, f"corrupt record: {type(exc).__name__}: {exc}") from exc
+        return RegionRecord(
+            image_id,
+            feats.astype(np.float32, copy=False),
+            boxes,
+            w,
+            h,
+            None if probs is None else np.asarray(probs, dtype=np.float32),
+        )
+
+
+class FastStore(_LMDBMixin, FeatureStore):
+    """Our store: LMDB of packed float16 records, no pickle on the read path."""
+
+    format = "fast"
+
+    def __init__(self, path: PathLike) -> None:
+        super().__init__(path)
+        meta = self._raw(_FAST_META_KEY)
+        if meta is None:
+            raise DataError(self.path, None, "not a switchbert fast store: no metadata entry")
+        self.meta = json.loads(meta)
+        ids_blob = self._raw(_FAST_IDS_KEY) or b""
+        self._set_ids(ids_blob.decode().split("\n") if ids_blob else [])
+        self.feat_dim = self.meta.get("feat_dim")
+        self.num_classes = self.meta.get("num_classes")
+
+    def _read(self, image_id: str) -> RegionRecord:
+        with self._env().begin(buffers=True) as txn:
+            buf = txn.get(image_id.encode())
+            if buf is None:
+                raise DataError(self.path, image_id, "missing image id: listed but has no record")
+            return self._decode(image_id, buf)
+
+    def _decode(self, image_id: str, buf) -> RegionRecord:
+        size = len(buf)
+        if size < _FAST_HEADER.size:
+            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
+        magic, n, f, c, w, h = _FAST_HEADER.unpack_from(buf, 0)
+        expect = _FAST_HEADER.size + n * 16 + n * f * 2 + n * c * 2
+        if magic != _FAST_MAGIC or size != expect:
+            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, header implies {expect}")
+        off = _FAST_HEADER.size
+        # np.frombuffer views the LMDB page; astype copies out before the transaction ends.
+        boxes = np.frombuffer(buf, np.float32, n * 4, off).reshape(n, 4).copy()
+        off += n * 16
+        feats = np.frombuffer(buf, np.float16, n * f, off).reshape(n, f).astype(np.float32)
+        off += n * f * 2
+        probs = np.frombuffer(buf, np.float16, n * c, off).reshape(n, c).astype(np.float32) if c else None
+        return RegionRecord(image_id, feats, boxes, float(w), float(h), probs)
+
+
+def encode_fast_record(record: RegionRecord) -> bytes:
+    """Packs a record for :class:`FastStore` (features and cls_prob in float16)."""
+    n, f = record.features.shape
+    c = 0 if record.cls_prob is None else record.cls_prob.shape[1]
+    if n >= 2**16:
+        raise DataError(None, record.image_id, f"too many regions to store: {n}")
+    parts = [
+        _FAST_HEADER.pack(_FAST_MAGIC, n, f, c, float(record.image_w), float(record.image_h)),
+        np.ascontiguousarray(record.boxes_px, dtype=np.float32).tobytes(),
+        np.ascontiguousarray(record.features, dtype=np.float16).tobytes(),
+    ]
+    if c:
+        parts.append(np.ascontiguousarray(record.cls_prob, dtype=np.float16).tobytes())
+    return b"".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------- H5
+class H5Store(FeatureStore):
+    """bottom-up-attention HDF5: one group per image id."""
+
+    format = "h5"
+    _handle_file = None
+    _handle_pid: Optional[int] = None
+
+    def __init__(self, path: PathLike) -> None:
+        super().__init__(path)
+        f = self._file()
+        self._set_ids(list(f.keys()))
+        if self._ids:
+            first = self._read(self._ids[0])
+            self.feat_dim = int(first.features.shape[1])
+            self.num_classes = None if first.cls_prob is None else int(first.cls_prob.shape[1])
+        self.close()  # reopen lazily, per process (h5py handles do not survive fork)
+
+    def _file(self):
+        import h5py
+
+        if self._handle_file is None or self._handle_pid != os.getpid():
+            try:
+                self._handle_file = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise DataError(self.path, None, f"cannot open as HDF5: {exc}") from exc
+            self._handle_pid = os.getpid()
+        return self._handle_file
+
+    def _read(self, image_id: str) -> RegionRecord:
+        try:
+            g = self._file()[image_id]
+
+            def scalar(*names: str) -> float:
+                for name in names:
+                    if name in g:
+                        return float(np.asarray(g[name]).reshape(-1)[0])
+                    if name in g.attrs:
+                        return float(np.asarray(g.attrs[name]).reshape(-1)[0])
+                raise KeyError(names[0])
+
+            feats = np.asarray(g["features"], dtype=np.float32)
+            boxes = np.asarray(g["boxes"], dtype=np.float32)
+            probs = np.asarray(g["cls_prob"], dtype=np.float32) if "cls_prob" in g else None
+            w, h = scalar("img_w", "image_w"), scalar("img_h", "image_h")
+        except (KeyError, ValueError, TypeError, OSError) as exc:
+            raise DataError(self.path, image_id, f"corrupt record: {type(exc).__name__}: {exc}") from exc
+        if boxes.ndim == 2 and boxes.shape[1] == 4 or boxes.size == 0:
+            boxes = boxes.reshape(-1, 4)
+        return RegionRecord(image_id, feats, boxes, w, h, probs)
+
+    def close(self) -> None:
+        if self._handle_file is not None and self._handle_pid == os.getpid():
+            self._handle_file.close()
+        self._handle_file = None
+
+
+# -------------------------------------------------------------------------------------- open / write
+def detect_format(path: PathLike) -> str:
+    """'fast', 'volta' (either array variant) or 'h5', from the files at ``path``."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "data.mdb").exists():
+            raise DataError(p, None, "unknown feature store: a directory without data.mdb")
+        import lmdb
+
+        env = lmdb.open(str(p), readonly=True, lock=False)
+        try:
+            with env.begin() as txn:
+                if txn.get(_FAST_META_KEY) is not None:
+                    return "fast"
+                if txn.get(b"keys") is not None:
+                    return "volta"
+        finally:
+            env.close()
+        raise DataError(p, None, "unknown LMDB layout: neither a switchbert fast store nor a VOLTA store ('keys')")
+    if p.is_file():
+        with open(p, "rb") as fh:
+            if fh.read(8) == b"\x89HDF\r\n\x1a\n":
+                return "h5"
+        raise DataError(p, None, "unknown feature store: not an HDF5 file")
+    raise DataError(p, None, "feature store not found")
+
+
+def open_feature_store(path: PathLike) -> FeatureStore:
+    """Opens any supported store, detecting its format."""
+    fmt = detect_format(path)
+    if fmt == "fast":
+        return FastStore(path)
+    if fmt == "volta":
+        return VoltaLMDBStore(path)
+    return H5Store(path)
+
+
+class _LMDBWriter:
+    """Batched LMDB writes that grow the map when it fills (LMDB needs a size up front)."""
+
+    def __init__(self, path: PathLike, map_size: int = 1 << 30, batch: int = 512) -> None:
+        import lmdb
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(str(path), map_size=map_size, subdir=True, readahead=False, meminit=False)
+        self.pending: list[tuple[bytes, bytes]] = []
+        self.batch = batch
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.pending.append((key, value))
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        import lmdb
+
+        while self.pending:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for k, v in self.pending:
+                        txn.put(k, v)
+                self.pending = []
+            except lmdb.MapFullError:
+                self.env.set_mapsize(self.env.info()["map_size"] * 2)
+
+    def close(self) -> None:
+        self.flush()
+        self.env.sync()
+        self.env.close()
+
+
+def write_store(path: PathLike, records: Iterable[RegionRecord], fmt: str = "fast") -> int:
+    """Writes ``records`` to a new store at ``path`` in format ``fmt``; returns the count.
+
+    ``fast``, ``volta`` and ``volta-b64`` write an LMDB directory; ``h5`` writes one HDF5 file.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown feature store format {fmt!r}; choose one of {FORMATS}")
+    if fmt == "h5":
+        import h5py
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        with h5py.File(path, "w") as f:
+            for r in records:
+                g = f.create_group(r.image_id)
+                g.create_dataset("features", data=np.asarray(r.features, dtype=np.float32))
+                g.create_dataset("boxes", data=np.asarray(r.boxes_px, dtype=np.float32))
+                g.create_dataset("img_w", data=r.image_w)
+                g.create_dataset("img_h", data=r.image_h)
+                if r.cls_prob is not None:
+                    g.create_dataset("cls_prob", data=np.asarray(r.cls_prob, dtype=np.float32))
+                count += 1
+        return count
+
+    writer = _LMDBWriter(path)
+    ids: list[str] = []
+    feat_dim = num_classes = None
+    for r in records:
+        ids.append(r.image_id)
+        if fmt == "fast":
+            writer.put(r.image_id.encode(), encode_fast_record(r))
+            feat_dim = int(r.features.shape[1])
+            num_classes = None if r.cls_prob is None else int(r.cls_prob.shape[1])
+        else:
+            writer.put(r.image_id.encode(), pickle.dumps(_volta_item(r, b64=fmt == "volta-b64"), protocol=4))
+    if fmt == "fast":
+        meta = {"format": "switchbert-fast", "version": 1, "count": len(ids), "feat_dim": feat_dim,
+                "num_classes": num_classes, "dtype": "float16"}
+        writer.put(_FAST_META_KEY, json.dumps(meta).encode())
+        writer.put(_FAST_IDS_KEY, "\n".join(ids).encode())
+    else:
+        writer.put(b"keys", pickle.dumps([i.encode() for i in ids], protocol=4))
+    writer.close()
+    return len(ids)
+
+
+def _volta_item(r: RegionRecord, b64: bool) -> dict:
+    def arr(x: np.ndarray):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return base64.b64encode(x.tobytes()).decode() if b64 else x
+
+    item = {"image_id": r.image_id, "image_h": r.image_h, "image_w": r.image_w,
+            "num_boxes": r.num_regions, "boxes": arr(r.boxes_px), "features": arr(r.features)}
+    if r.cls_prob is not None:
+        item["cls_prob"] = arr(r.cls_prob)
+    return item
+
+
+def convert_store(src: PathLike, dst: PathLike, fmt: str = "fast", skip_bad: bool = False) -> tuple[int, BadItemPolicy]:
+    """Copies every record of ``src`` (any format) into a new ``fmt`` store at ``dst``.
+
+    Returns:
+        (records written, the policy with its skip counts).
+    """
+    store = open_feature_store(src)
+    policy = BadItemPolicy(skip_bad)
+
+    def good() -> Iterator[RegionRecord]:
+        for iid in store.ids():
+            try:
+                yield store.get(iid)
+            except DataError as err:
+                policy.handle(err)
+
+    n = write_store(dst, good(), fmt)
+    store.close()
+    return n, policy
+
+
+def inspect_store(path: PathLike, sample_size: int = 1000, sample_id: Optional[str] = None) -> dict:
+    """Count, dimensions, region statistics over up to ``sample_size`` images, and one sample record."""
+    store = open_feature_store(path)
+    ids = store.ids()
+    step = max(1, len(ids) // max(sample_size, 1))
+    counts, norms = [], []
+    for iid in ids[::step][:sample_size]:
+        r = store.get(iid)
+        counts.append(r.num_regions)
+        if r.num_regions:
+            norms.append(float(np.linalg.norm(r.features, axis=1).mean()))
+    info: dict = {
+        "path": str(store.path),
+        "format": store.format,
+        "count": len(store),
+        "feat_dim": store.feat_dim,
+        "num_classes": store.num_classes,
+        "regions": {
+            "images_sampled": len(counts),
+            "min": int(min(counts)) if counts else 0,
+            "mean": float(np.mean(counts)) if counts else 0.0,
+            "max": int(max(counts)) if counts else 0,
+            "images_with_zero": int(sum(c == 0 for c in counts)),
+            "images_over_36": int(sum(c > 36 for c in counts)),
+            "mean_feature_norm": float(np.mean(norms)) if norms else 0.0,
+        },
+    }
+    sid = sample_id if sample_id is not None else (ids[0] if ids else None)
+    if sid is not None:
+        r = store.get(sid)
+        info["sample"] = {
+            "image_id": r.image_id,
+            "image_w": r.image_w,
+            "image_h": r.image_h,
+            "num_regions": r.num_regions,
+            "first_boxes_px": np.round(r.boxes_px[:3], 1).tolist(),
+            "features_mean": float(r.features.mean()) if r.num_regions else 0.0,
+            "top_classes": (r.cls_prob[:3].argmax(axis=1).tolist() if r.cls_prob is not None and r.num_regions else None),
+        }
+    store.close()
+    return info
+
+
+def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, require_regions: bool = False):
+    """Reads and processes one image's regions (SPEC §2): at most ``max_regions``, 5-d boxes.
+
+    Raises:
+        DataError: missing id, corrupt record, wrong dimensions, or (``require_regions``) zero regions.
+
+    Returns:
+        :class:`~switchbert.data.regions.Regions`.
+    """
+    from switchbert.data.regions import process_regions
+
+    r = store.get(image_id)
+    if require_regions and r.num_regions == 0:
+        raise DataError(store.path, r.image_id, "zero regions: this task needs at least one region")
+    return process_regions(r.features, r.boxes_px, r.image_w, r.image_h, r.cls_prob, max_regions)

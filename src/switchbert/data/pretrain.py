@@ -1,0 +1,197 @@
+"""Pretraining pairs: Conceptual Captions captions + region features, with MLM, MRC and ITM (SPEC §6).
+
+Dimension legend: B batch, T text tokens (<= 38), N regions (<= 36, the IMG token NOT included),
+F feature size, C detector classes (1601 for BUTD).
+
+The model prepends the IMG token, so the MRC targets here index ``region_hidden[:, 1:]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from switchbert.batch import Batch
+from switchbert.data.errors import BadItemPolicy, DataError, PathLike
+from switchbert.data.features import FeatureStore, read_regions
+from switchbert.data.loader import TensorFields, drop_skipped, make_batch, pad_labels
+from switchbert.data.masking import (IGNORE_INDEX, apply_region_mask, mask_regions, mask_tokens,
+                                     sample_itm_negative, sample_rng)
+from switchbert.data.regions import Regions
+from switchbert.data.tokenizer import encode
+
+
+@dataclass
+class PretrainExample:
+    """One corrupted image-caption pair.
+
+    Attributes:
+        image_id: the image.
+        text_ids: (T,) int64 caption ids after MLM corruption.
+        mlm_labels: (T,) int64 original ids at MLM targets, -100 elsewhere (all -100 if mismatched).
+        regions: the image's regions; features of zeroed MRC targets are 0, boxes kept.
+        mrc_mask: (N,) bool MRC targets (all False if mismatched).
+        itm_label: 1 if the caption belongs to the image, 0 if it was replaced.
+        caption_image_id: the image the caption was written for.
+    """
+
+    image_id: str
+    text_ids: np.ndarray
+    mlm_labels: np.ndarray
+    regions: Regions
+    mrc_mask: np.ndarray
+    itm_label: int
+    caption_image_id: str
+
+
+@dataclass
+class PretrainLabels(TensorFields):
+    """Targets of MLM, MRC-KL and ITM for one batch.
+
+    Attributes:
+        mlm_labels: (B, T) long, -100 = ignore.
+        mrc_targets: (B, N, C) float detector class distribution of each region (0 at padding).
+        mrc_mask: (B, N) bool, True = an MRC target region (never True for a mismatched pair).
+        itm_labels: (B,) long, 1 = matched pair.
+        image_ids: the B image ids.
+    """
+
+    mlm_labels: Tensor
+    mrc_targets: Tensor
+    mrc_mask: Tensor
+    itm_labels: Tensor
+    image_ids: list[str] = field(default_factory=list)
+
+
+def load_captions(path: PathLike) -> dict[str, str]:
+    """A Conceptual Captions captions file: a JSON object image id -> caption."""
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise DataError(path, None, "file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(path, None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise DataError(path, None, f"expected a JSON object image id -> caption, got {type(data).__name__}")
+    return {str(k): v for k, v in data.items()}
+
+
+class CaptionPairsDataset(Dataset):
+    """Image-caption pairs for pretraining, corrupted deterministically per (seed, epoch, index).
+
+    Args:
+        captions_path: ``caption_train.json`` / ``caption_valid.json`` (image id -> caption).
+        store: the region features.
+        tokenizer: from :func:`~switchbert.data.tokenizer.load_tokenizer`.
+        max_text_len: text length cap including [CLS] and [SEP] (38 in the controlled setting).
+        seed: masking seed; call :meth:`set_epoch` each epoch for fresh masks.
+        mlm_prob, region_mask_prob, region_zero_prob, itm_mismatch_prob: SPEC §6 rates.
+        mrc: produce MRC targets (needs a store with ``cls_prob``).
+        skip_bad: skip bad items (counted, warned) instead of raising.
+    """
+
+    def __init__(
+        self,
+        captions_path: PathLike,
+        store: FeatureStore,
+        tokenizer,
+        max_text_len: int = 38,
+        max_regions: int = 36,
+        seed: int = 0,
+        mlm_prob: float = 0.15,
+        region_mask_prob: float = 0.15,
+        region_zero_prob: float = 0.9,
+        itm_mismatch_prob: float = 0.5,
+        mrc: bool = True,
+        skip_bad: bool = False,
+    ) -> None:
+        self.path = str(captions_path)
+        self.store, self.tokenizer = store, tokenizer
+        self.max_text_len, self.max_regions, self.seed, self.epoch = max_text_len, max_regions, seed, 0
+        self.mlm_prob, self.region_mask_prob, self.region_zero_prob = mlm_prob, region_mask_prob, region_zero_prob
+        self.itm_mismatch_prob, self.mrc = itm_mismatch_prob, mrc
+        self.policy = BadItemPolicy(skip_bad)
+        if mrc and store.num_classes is None:
+            raise DataError(store.path, None, "MRC-KL needs the detector's class distribution (cls_prob); "
+                                              "this store has none (pass mrc=False)")
+        self.image_ids: list[str] = []
+        self.captions: list[str] = []
+        for iid, cap in load_captions(captions_path).items():
+            try:
+                if not isinstance(cap, str) or not cap.strip():
+                    raise DataError(captions_path, iid, "empty caption")
+                if iid not in store:
+                    raise DataError(captions_path, iid, f"missing image id: not in the feature store {store.path}")
+            except DataError as err:
+                self.policy.handle(err)
+                continue
+            self.image_ids.append(iid)
+            self.captions.append(cap)
+        if not self.image_ids:
+            raise DataError(captions_path, None, "no usable caption")
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Selects the masks of ``epoch`` (they are a function of seed, epoch and index)."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, index: int) -> Optional[PretrainExample]:
+        rng = sample_rng(self.seed, self.epoch, index)
+        other = sample_itm_negative(rng, index, len(self), self.itm_mismatch_prob)
+        cap_index = index if other is None else other
+        try:
+            regions = read_regions(self.store, self.image_ids[index], self.max_regions, require_regions=self.mrc)
+        except DataError as err:
+            self.policy.handle(err)
+            return None
+        ids = np.asarray(encode(self.tokenizer, self.captions[cap_index], self.max_text_len), dtype=np.int64)
+        # Corrupt mismatched pairs exactly like matched ones and only drop their labels: if mismatched
+        # captions came without [MASK] tokens, ITM could be solved by spotting [MASK].
+        text_ids, mlm_labels = mask_tokens(ids, rng, self.mlm_prob)
+        targets, zeroed = mask_regions(regions.num_regions, rng, self.region_mask_prob, self.region_zero_prob)
+        regions.features = apply_region_mask(regions.features, zeroed)
+        if not self.mrc:
+            targets = np.zeros_like(targets)
+        matched = other is None
+        if not matched:
+            mlm_labels = np.full_like(mlm_labels, IGNORE_INDEX)
+            targets = np.zeros_like(targets)
+        return PretrainExample(self.image_ids[index], text_ids, mlm_labels, regions, targets, int(matched),
+                               self.image_ids[cap_index])
+
+    def collate(self, examples: list[Optional[PretrainExample]]) -> tuple[Batch, PretrainLabels]:
+        return collate_pretrain(examples, self.store.num_classes or 0)
+
+
+def collate_pretrain(examples: list[Optional[PretrainExample]], num_classes: int) -> tuple[Batch, PretrainLabels]:
+    """Pads examples into a :class:`Batch` and :class:`PretrainLabels` (skipped items dropped)."""
+    examples = drop_skipped(examples)
+    if not examples:
+        raise DataError(None, None, "every item of the batch was skipped as bad")
+    batch, _ = make_batch([e.text_ids for e in examples], [e.regions for e in examples])
+    B, T = batch.text_ids.shape
+    N = batch.region_mask.shape[1]
+    mrc_targets = torch.zeros((B, N, num_classes), dtype=torch.float32)
+    mrc_mask = torch.zeros((B, N), dtype=torch.bool)
+    for i, e in enumerate(examples):
+        n = e.regions.num_regions
+        if e.regions.cls_prob is not None and num_classes:
+            mrc_targets[i, :n] = torch.from_numpy(e.regions.cls_prob)
+        mrc_mask[i, :n] = torch.from_numpy(e.mrc_mask)
+    labels = PretrainLabels(
+        mlm_labels=pad_labels([e.mlm_labels for e in examples], T, IGNORE_INDEX),
+        mrc_targets=mrc_targets,
+        mrc_mask=mrc_mask,
+        itm_labels=torch.tensor([e.itm_label for e in examples], dtype=torch.long),
+        image_ids=[e.image_id for e in examples],
+    )
+    return batch, labels

@@ -1,0 +1,499 @@
+"""A synthetic benchmark written in the real formats, so every loader runs end to end without data.
+
+``generate(out_dir, num_images, seed)`` draws scenes of 2-6 objects, each with a shape (class),
+colour, size and position, and writes:
+
+* region features from a fixed random "detector": per region, ReLU(class + colour + size embedding +
+  noise), plus duplicate boxes of objects and background ("stuff") regions; boxes in pixels; the
+  detector's class distribution over ``num_classes`` classes (1601 like BUTD; index 0 = background,
+  1..8 = the shapes, the rest stuff classes); stored in our fast store;
+* captions, 5 per image, that name objects by attributes and spatial relations (Conceptual Captions
+  JSON gets the first, Flickr30k JSON lines get all 5);
+* VQAv2 questions with 10 answers from noisy annotators (who sometimes answer wrongly, and write
+  "Two" or "red." for "2" and "red": the official normalisation matters), of 7 types: colour of a
+  shape, shape of a colour, counting by colour, counting by shape, existence, relation yes/no and
+  relational colour ("what color is the cube that is left of the red sphere?", which has another cube
+  on the other side, so it needs the relation);
+* RefCOCO+-style refs and COCO ``instances.json``: expressions that identify one object among
+  same-shape distractors by colour, size or relation, with its true box (the detected boxes are jittered
+  copies, so IoU targets are < 1).
+
+Everything is a function of ``seed`` (the detector of ``detector_seed``, fixed by default, so data drawn
+with different seeds shares one detector). Answers are balanced so the text alone is a weak predictor:
+``manifest.json`` records the accuracy of the best text-only rule (the most frequent training answer of
+the exact question string, else of its type) on the validation questions.
+
+Directory layout (keys of ``manifest.json`` in brackets)::
+
+    DIR/manifest.json
+    DIR/features.lmdb/                                   [features]  fast store, keyed by image id
+    DIR/cc/caption_{train,valid}.json                    [cc_train, cc_valid]
+    DIR/vqa/v2_OpenEnded_mscoco_{train,val}2014_questions.json   [vqa_train_questions, vqa_val_questions]
+    DIR/vqa/v2_mscoco_{train,val}2014_annotations.json           [vqa_train_annotations, vqa_val_annotations]
+    DIR/flickr30k/{train,val,test}.jsonl                 [flickr_train, flickr_val, flickr_test]
+    DIR/refcoco+/refs(unc).p, DIR/refcoco+/instances.json         [refcoco_refs, refcoco_instances]
+
+Image splits: 80% train, 10% val, 10% test (VQA val2014 = val + test images; RefCOCO+ test images
+give testA when the target is one of the first four shapes, testB otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from switchbert.data.errors import PathLike
+from switchbert.data.features import RegionRecord, write_store
+from switchbert.data.vqa_answers import majority_answer
+
+SHAPES = ("cube", "sphere", "cylinder", "cone", "pyramid", "torus", "star", "ring")
+COLORS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
+SIZES = ("small", "large")
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+NUM_STUFF = 16  # background region kinds ("wall", "floor", ...) with their own embeddings
+QUESTION_TYPES = ("color_of_shape", "shape_of_color", "count_color", "count_shape", "exist", "rel_yesno",
+                  "rel_color")
+
+
+@dataclass
+class Scene:
+    """One image: k objects.
+
+    Attributes:
+        image_id: int.
+        width, height: pixels.
+        shape, color, size: (k,) int indices into SHAPES, COLORS, SIZES.
+        boxes: (k, 4) float32 true pixel x1y1x2y2.
+    """
+
+    image_id: int
+    width: int
+    height: int
+    shape: np.ndarray
+    color: np.ndarray
+    size: np.ndarray
+    boxes: np.ndarray
+
+    @property
+    def centers(self) -> np.ndarray:
+        return (self.boxes[:, :2] + self.boxes[:, 2:]) / 2
+
+    def name(self, i: int, with_size: bool = False) -> str:
+        words = ([SIZES[self.size[i]]] if with_size else []) + [COLORS[self.color[i]], SHAPES[self.shape[i]]]
+        return " ".join(words)
+
+
+def make_scenes(num_images: int, rng: np.random.Generator) -> list[Scene]:
+    """Draws scenes; objects do not overlap much so every one gets its own detection."""
+    scenes = []
+    widths = rng.integers(480, 641, num_images)
+    heights = rng.integers(360, 481, num_images)
+    counts = rng.integers(2, 7, num_images)
+    for i in range(num_images):
+        k, w, h = int(counts[i]), int(widths[i]), int(heights[i])
+        size = rng.integers(0, 2, k)
+        side = np.where(size == 0, rng.uniform(0.09, 0.13, k), rng.uniform(0.17, 0.23, k)) * min(w, h) * 1.3
+        # objects sit on a jittered grid of columns so centres differ in x (left/right is well defined)
+        cols = rng.permutation(6)[:k]
+        cx = (cols + 0.5 + rng.uniform(-0.2, 0.2, k)) / 6 * w
+        cy = rng.uniform(0.25, 0.75, k) * h
+        boxes = np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1)
+        boxes = np.clip(boxes, 0, [w - 1, h - 1, w - 1, h - 1]).astype(np.float32)
+        scenes.append(Scene(i + 1, w, h, rng.integers(0, len(SHAPES), k), rng.integers(0, len(COLORS), k), size, boxes))
+    return scenes
+
+
+class Detector:
+    """A fixed random "detector": embeddings for classes, colours, sizes and stuff; noise per region."""
+
+    def __init__(self, feat_dim: int, num_classes: int, seed: int = 1234, noise: float = 0.6) -> None:
+        if num_classes < 1 + len(SHAPES) + 1:
+            raise ValueError(f"num_classes must be at least {len(SHAPES) + 2} (background, shapes, stuff)")
+        rng = np.random.default_rng(seed)
+        self.feat_dim, self.num_classes, self.noise = feat_dim, num_classes, noise
+        self.shape_emb = rng.standard_normal((len(SHAPES), feat_dim), dtype=np.float32)
+        self.color_emb = rng.standard_normal((len(COLORS), feat_dim), dtype=np.float32) * 0.8
+        self.size_emb = rng.standard_normal((len(SIZES), feat_dim), dtype=np.float32) * 0.5
+        self.stuff_emb = rng.standard_normal((NUM_STUFF, feat_dim), dtype=np.float32)
+        # each shape is confused with two fixed other classes, as real detectors confuse similar ones
+        self.confusers = rng.integers(1, num_classes, (len(SHAPES), 2))
+        self.stuff_class = 1 + len(SHAPES) + rng.permutation(num_classes - 1 - len(SHAPES))[:NUM_STUFF] % (
+            num_classes - 1 - len(SHAPES))
+
+    def detect(self, scenes: list[Scene], rng: np.random.Generator) -> Iterator[RegionRecord]:
+        """Region records for ``scenes``: objects, jittered duplicates and stuff, in random order."""
+        per_image = []
+        for s in scenes:
+            k = len(s.shape)
+            dup = np.flatnonzero(rng.random(k) < 0.5)
+            n_stuff = int(rng.integers(2, 9))
+            obj = np.concatenate([np.arange(k), dup])  # which object each object-region shows
+            jitter = np.where(np.arange(len(obj)) < k, 0.05, 0.12)[:, None]
+            wh = (s.boxes[obj, 2:] - s.boxes[obj, :2])
+            ob = s.boxes[obj] + rng.uniform(-1, 1, (len(obj), 4)).astype(np.float32) * np.tile(wh, 2) * jitter
+            sx = rng.uniform(0, s.width * 0.7, n_stuff)
+            sy = rng.uniform(0, s.height * 0.7, n_stuff)
+            sb = np.stack([sx, sy, sx + rng.uniform(0.2, 0.3, n_stuff) * s.width,
+                           sy + rng.uniform(0.2, 0.3, n_stuff) * s.height], 1)
+            boxes = np.clip(np.concatenate([ob, sb]), 0, [s.width, s.height, s.width, s.height]).astype(np.float32)
+            kinds = np.concatenate([obj, -1 - rng.integers(0, NUM_STUFF, n_stuff)])  # >=0 object, <0 stuff
+            order = rng.permutation(len(kinds))
+            kinds = kinds[order]
+            o = np.clip(kinds, 0, None)
+            per_image.append((kinds, boxes[order], s.shape[o], s.color[o], s.size[o]))
+        kinds = np.concatenate([p[0] for p in per_image])
+        shape, color, size = (np.concatenate([p[j] for p in per_image]) for j in (2, 3, 4))
+        is_obj = kinds >= 0
+        stuff = np.where(is_obj, 0, -1 - kinds)
+        # Uniform noise with the variance of N(0, noise^2): drawing uniforms is ~5x faster than normals,
+        # which matters at 10,000 images x 2048-d.
+        feats = rng.random((len(kinds), self.feat_dim), dtype=np.float32)
+        feats -= 0.5
+        feats *= self.noise * np.float32(12**0.5)
+        # One gather-add per attribute; stuff regions index the stuff rows / an all-zero row.
+        zero = np.zeros((1, self.feat_dim), np.float32)
+        tables = (np.concatenate([self.shape_emb, self.stuff_emb]), np.concatenate([self.color_emb, zero]),
+                  np.concatenate([self.size_emb, zero]))
+        index = (np.where(is_obj, shape, len(SHAPES) + stuff), np.where(is_obj, color, len(COLORS)),
+                 np.where(is_obj, size, len(SIZES)))
+        tmp = np.empty_like(feats)
+        for table, idx in zip(tables, index):
+            np.take(table, idx, axis=0, out=tmp)
+            feats += tmp
+        del tmp
+        np.maximum(feats, 0, out=feats)  # BUTD features are post-ReLU
+        probs = self._class_probs(is_obj, shape, stuff, rng)
+        # the store keeps float16; torch converts several times faster than numpy
+        feats = torch.from_numpy(feats).half().numpy()
+        probs = torch.from_numpy(probs).half().numpy()
+        start = 0
+        for s, p in zip(scenes, per_image):
+            end = start + len(p[0])
+            yield RegionRecord(str(s.image_id), feats[start:end], p[1], float(s.width), float(s.height), probs[start:end])
+            start = end
+
+    def _class_probs(self, is_obj, shape, stuff, rng) -> np.ndarray:
+        n, C = len(is_obj), self.num_classes
+        true_cls = np.where(is_obj, 1 + shape, self.stuff_class[stuff])
+        peak = rng.uniform(0.5, 0.95, n).astype(np.float32)
+        rest = 1.0 - peak
+        probs = np.empty((n, C), dtype=np.float32)
+        probs[:] = (rest * 0.3 / C)[:, None]  # a floor over every class
+        rows = np.arange(n)
+        conf = np.where(is_obj[:, None], self.confusers[shape], rng.integers(1, C, (n, 2)))
+        np.add.at(probs, (rows, true_cls), peak)
+        np.add.at(probs, (rows, conf[:, 0]), rest * 0.45)
+        np.add.at(probs, (rows, conf[:, 1]), rest * 0.25)
+        probs /= probs.sum(1, keepdims=True)
+        return probs
+
+
+# ------------------------------------------------------------------------------------------- language
+def _plural(shape: str) -> str:
+    return shape + "es" if shape.endswith("x") else shape + "s"
+
+
+def _unique(values: np.ndarray, v) -> bool:
+    return int((values == v).sum()) == 1
+
+
+def make_captions(s: Scene, rng: np.random.Generator, n: int = 5) -> list[str]:
+    """n captions naming objects by attributes and relations (left/right by x, above/below by y)."""
+    k = len(s.shape)
+    c = s.centers
+    out = []
+    templates = rng.permutation(5)
+    for t in range(n):
+        a, b = rng.permutation(k)[:2]
+        kind = templates[t % 5]
+        if kind == 0:
+            rel = "to the left of" if c[a, 0] < c[b, 0] else "to the right of"
+            out.append(f"a {s.name(a, True)} {rel} a {s.name(b)}.")
+        elif kind == 1:
+            rel = "above" if c[a, 1] < c[b, 1] else "below"
+            out.append(f"a {s.name(a)} {rel} a {s.name(b, True)}.")
+        elif kind == 2:
+            out.append(f"there are {NUMBER_WORDS[k]} objects, including a {s.name(a)} and a {s.name(b)}.")
+        elif kind == 3:
+            sh = s.shape[a]
+            m = int((s.shape == sh).sum())
+            thing = SHAPES[sh] if m == 1 else _plural(SHAPES[sh])
+            out.append(f"{NUMBER_WORDS[m]} {thing} and a {s.name(b, True)}.")
+        else:
+            names = ", ".join(f"a {s.name(i)}" for i in rng.permutation(k)[:3])
+            out.append(f"a picture of {names}.")
+    return out
+
+
+def _relational_target(s: Scene, rng: np.random.Generator) -> Optional[tuple[int, int, str]]:
+    """(a, b, relation) such that a is the ONLY object of its shape on that side of b, another object of
+    a's shape exists, and b is unique by colour+shape: 'the <shape a> <relation> the <colour b> <shape b>'."""
+    k = len(s.shape)
+    cx = s.centers[:, 0]
+    pairs = [(a, b) for a in range(k) for b in range(k) if a != b]
+    for idx in rng.permutation(len(pairs)):
+        a, b = pairs[idx]
+        same = np.flatnonzero(s.shape == s.shape[a])
+        if len(same) < 2 or not (((s.shape == s.shape[b]) & (s.color == s.color[b])).sum() == 1):
+            continue
+        for rel, side in (("left of", cx[same] < cx[b]), ("right of", cx[same] > cx[b])):
+            if side.sum() == 1 and same[side][0] == a:
+                return int(a), int(b), rel
+    return None
+
+
+def make_question(s: Scene, qtype: str, rng: np.random.Generator) -> Optional[tuple[str, str, str]]:
+    """(question, answer, answer_type) of ``qtype`` about ``s``, or None when the scene cannot pose it."""
+    k = len(s.shape)
+    if qtype == "color_of_shape":
+        cand = [i for i in range(k) if _unique(s.shape, s.shape[i])]
+        if not cand:
+            return None
+        i = cand[int(rng.integers(len(cand)))]
+        return f"what color is the {SHAPES[s.shape[i]]}?", COLORS[s.color[i]], "other"
+    if qtype == "shape_of_color":
+        cand = [i for i in range(k) if _unique(s.color, s.color[i])]
+        if not cand:
+            return None
+        i = cand[int(rng.integers(len(cand)))]
+        return f"what shape is the {COLORS[s.color[i]]} object?", SHAPES[s.shape[i]], "other"
+    if qtype in ("count_color", "count_shape"):
+        values, names = (s.color, COLORS) if qtype == "count_color" else (s.shape, SHAPES)
+        # half the time ask about an attribute in the scene, else any: counts are not all 1
+        v = int(values[rng.integers(k)]) if rng.random() < 0.7 else int(rng.integers(len(names)))
+        noun = f"{names[v]} objects" if qtype == "count_color" else _plural(names[v])
+        return f"how many {noun} are there?", str(int((values == v).sum())), "number"
+    if qtype == "exist":
+        if rng.random() < 0.5:
+            i = int(rng.integers(k))
+            sh, co = int(s.shape[i]), int(s.color[i])
+        else:
+            present = set(zip(s.shape.tolist(), s.color.tolist()))
+            while True:
+                sh, co = int(rng.integers(len(SHAPES))), int(rng.integers(len(COLORS)))
+                if (sh, co) not in present:
+                    break
+        ans = "yes" if ((s.shape == sh) & (s.color == co)).any() else "no"
+        return f"is there a {COLORS[co]} {SHAPES[sh]}?", ans, "yes/no"
+    if qtype == "rel_yesno":
+        cand = [i for i in range(k) if ((s.shape == s.shape[i]) & (s.color == s.color[i])).sum() == 1]
+        if len(cand) < 2:
+            return None
+        a, b = rng.permutation(cand)[:2]
+        rel = "left of" if rng.random() < 0.5 else "right of"
+        left = s.centers[a, 0] < s.centers[b, 0]
+        ans = "yes" if left == (rel == "left of") else "no"
+        return f"is the {s.name(a)} {rel} the {s.name(b)}?", ans, "yes/no"
+    if qtype == "rel_color":
+        t = _relational_target(s, rng)
+        if t is None:
+            return None
+        a, b, rel = t
+        return f"what color is the {SHAPES[s.shape[a]]} {rel} the {s.name(b)}?", COLORS[s.color[a]], "other"
+    raise ValueError(f"unknown question type {qtype!r}")
+
+
+def annotate(answer: str, answer_type: str, rng: np.random.Generator, n: int = 10) -> list[str]:
+    """n noisy annotators: right with a per-question probability in [0.7, 0.97], else a wrong answer of
+    the same type; surface variants ('Two', 'red.', 'Yes') that the official normalisation undoes."""
+    p_right = rng.uniform(0.7, 0.97)
+    pool = {"yes/no": ["yes", "no"], "number": [str(i) for i in range(7)]}.get(
+        answer_type, list(COLORS) if answer in COLORS else list(SHAPES))
+    out = []
+    for _ in range(n):
+        a = answer if rng.random() < p_right else pool[int(rng.integers(len(pool)))]
+        r = rng.random()
+        if answer_type == "number" and r < 0.2:
+            a = NUMBER_WORDS[int(a)]
+        elif r < 0.1:
+            a = a.capitalize()
+        elif r < 0.15:
+            a = a + "."
+        out.append(a)
+    return out
+
+
+def make_refs(s: Scene, rng: np.random.Generator, max_refs: int = 2) -> list[tuple[int, list[str]]]:
+    """(object index, 1-3 expressions) for objects that an expression identifies uniquely."""
+    k = len(s.shape)
+    refs = []
+    rel = _relational_target(s, rng)
+    if rel is not None:
+        a, b, r = rel
+        refs.append((a, [f"the {SHAPES[s.shape[a]]} {r} the {s.name(b)}"]))
+    for i in rng.permutation(k):
+        if len(refs) >= max_refs:
+            break
+        if any(i == j for j, _ in refs):
+            continue
+        sents = []
+        same_cs = ((s.shape == s.shape[i]) & (s.color == s.color[i])).sum() == 1
+        same_shape = int((s.shape == s.shape[i]).sum())
+        if same_cs:
+            sents.append(f"the {s.name(i)}")
+            sents.append(f"{COLORS[s.color[i]]} {SHAPES[s.shape[i]]}")
+        if ((s.shape == s.shape[i]) & (s.color == s.color[i]) & (s.size == s.size[i])).sum() == 1 and same_shape > 1:
+            sents.append(f"the {s.name(i, True)}")
+        if same_shape == 1:
+            sents.append(f"the {SHAPES[s.shape[i]]}")
+        if sents:
+            refs[len(refs):] = [(int(i), sents[:3])]
+    return refs
+
+
+# ------------------------------------------------------------------------------------------ generate
+def generate(
+    out_dir: PathLike,
+    num_images: int = 1000,
+    seed: int = 0,
+    feat_dim: int = 2048,
+    num_classes: int = 1601,
+    questions_per_image: int = 5,
+    detector_seed: int = 1234,
+) -> dict:
+    """Writes the synthetic benchmark into ``out_dir`` (layout in the module docstring).
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``): paths relative to ``out_dir`` and
+        statistics, including ``text_only_vqa_accuracy``.
+    """
+    if num_images < 10:
+        raise ValueError(f"num_images must be at least 10 (to fill every split), got {num_images}")
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    for sub in ("cc", "vqa", "flickr30k", "refcoco+"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 0])
+    scenes = make_scenes(num_images, rng)
+    perm = np.random.default_rng([seed, 1]).permutation(num_images)
+    n_train, n_val = int(num_images * 0.8), int(num_images * 0.1)
+    split = np.empty(num_images, dtype=object)
+    split[perm[:n_train]], split[perm[n_train:n_train + n_val]], split[perm[n_train + n_val:]] = "train", "val", "test"
+
+    detector = Detector(feat_dim, num_classes, detector_seed)
+    det_rng = np.random.default_rng([seed, 2])
+
+    def records() -> Iterator[RegionRecord]:
+        for start in range(0, num_images, 500):  # chunks bound memory for 2048-d features
+            yield from detector.detect(scenes[start:start + 500], det_rng)
+
+    write_store(out / "features.lmdb", records(), "fast")
+
+    lang = np.random.default_rng([seed, 3])
+    captions = {"train": {}, "valid": {}}
+    flickr = defaultdict(list)
+    questions = {"train2014": [], "val2014": []}
+    annotations = {"train2014": [], "val2014": []}
+    refs, instances, images_meta = [], [], []
+    qtype_counts: Counter = Counter()
+    for s, sp in zip(scenes, split):
+        caps = make_captions(s, lang)
+        if sp in ("train", "val"):
+            captions["train" if sp == "train" else "valid"][str(s.image_id)] = caps[0]
+        flickr[sp].append({"id": str(s.image_id), "sentences": caps, "img_path": f"synth_{s.image_id:06d}.jpg"})
+        vqa_split = "train2014" if sp == "train" else "val2014"
+        for q in range(questions_per_image):
+            made = None
+            for qtype in lang.permutation(QUESTION_TYPES):  # fall back when a scene cannot pose one
+                made = make_question(s, str(qtype), lang)
+                if made:
+                    break
+            text, answer, atype = made
+            qid = s.image_id * 100 + q
+            qtype_counts[str(qtype)] += 1
+            questions[vqa_split].append({"image_id": s.image_id, "question": text, "question_id": qid})
+            answers = annotate(answer, atype, lang)
+            annotations[vqa_split].append({
+                "question_id": qid, "image_id": s.image_id, "question_type": str(qtype), "answer_type": atype,
+                "multiple_choice_answer": majority_answer(answers),
+                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1} for j, a in enumerate(answers)],
+            })
+        images_meta.append({"id": s.image_id, "width": s.width, "height": s.height,
+                            "file_name": f"synth_{s.image_id:06d}.jpg"})
+        for i in range(len(s.shape)):
+            x1, y1, x2, y2 = (float(v) for v in s.boxes[i])
+            instances.append({"id": s.image_id * 100 + i, "image_id": s.image_id, "category_id": int(s.shape[i]) + 1,
+                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        for obj, sents in make_refs(s, lang):
+            ref_split = sp if sp != "test" else ("testA" if s.shape[obj] < 4 else "testB")
+            ref_id = len(refs)
+            refs.append({"ref_id": ref_id, "ann_id": s.image_id * 100 + obj, "image_id": s.image_id,
+                         "split": ref_split, "category_id": int(s.shape[obj]) + 1,
+                         "file_name": f"synth_{s.image_id:06d}_{ref_id}.jpg",
+                         "sentences": [{"sent": t, "raw": t, "tokens": t.split(), "sent_id": ref_id * 10 + j}
+                                       for j, t in enumerate(sents)],
+                         "sent_ids": [ref_id * 10 + j for j in range(len(sents))]})
+
+    paths = {
+        "features": "features.lmdb",
+        "cc_train": "cc/caption_train.json", "cc_valid": "cc/caption_valid.json",
+        "vqa_train_questions": "vqa/v2_OpenEnded_mscoco_train2014_questions.json",
+        "vqa_val_questions": "vqa/v2_OpenEnded_mscoco_val2014_questions.json",
+        "vqa_train_annotations": "vqa/v2_mscoco_train2014_annotations.json",
+        "vqa_val_annotations": "vqa/v2_mscoco_val2014_annotations.json",
+        "flickr_train": "flickr30k/train.jsonl", "flickr_val": "flickr30k/val.jsonl", "flickr_test": "flickr30k/test.jsonl",
+        "refcoco_refs": "refcoco+/refs(unc).p", "refcoco_instances": "refcoco+/instances.json",
+    }
+    _dump(out / paths["cc_train"], captions["train"])
+    _dump(out / paths["cc_valid"], captions["valid"])
+    for sp in ("train2014", "val2014"):
+        short = "train" if sp == "train2014" else "val"
+        _dump(out / paths[f"vqa_{short}_questions"], {"info": {"description": "switchbert synthetic"}, "task_type": "Open-Ended",
+                                                    "data_type": "mscoco", "data_subtype": sp, "questions": questions[sp]})
+        _dump(out / paths[f"vqa_{short}_annotations"], {"info": {"description": "switchbert synthetic"}, "data_type": "mscoco",
+                                                      "data_subtype": sp, "annotations": annotations[sp]})
+    for sp in ("train", "val", "test"):
+        with open(out / paths[f"flickr_{sp}"], "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(item) + "\n" for item in flickr[sp])
+    with open(out / paths["refcoco_refs"], "wb") as fh:
+        pickle.dump(refs, fh, protocol=2)  # REFER's files are Python 2 pickles
+    _dump(out / paths["refcoco_instances"], {"images": images_meta, "annotations": instances,
+                                             "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPES)]})
+    manifest = {
+        "generator": "switchbert.data.synth", "version": 1, "seed": seed, "num_images": num_images,
+        "feat_dim": feat_dim, "num_classes": num_classes, "detector_seed": detector_seed,
+        **paths,
+        "stats": {
+            "splits": {k: int((split == k).sum()) for k in ("train", "val", "test")},
+            "question_types": dict(qtype_counts),
+            "refs_per_split": dict(Counter(r["split"] for r in refs)),
+            "text_only_vqa_accuracy": text_only_accuracy(annotations["train2014"], annotations["val2014"], questions),
+            "seconds": round(time.perf_counter() - t0, 2),
+        },
+    }
+    _dump(out / "manifest.json", manifest, indent=2)
+    return manifest
+
+
+def text_only_accuracy(train_anns: list[dict], val_anns: list[dict], questions: dict) -> float:
+    """VQA accuracy on val of the best text-only rule we can state: answer with the most frequent
+    training answer of the exact question string, falling back to the most frequent of its type."""
+    from switchbert.data.vqa_answers import soft_score
+
+    qtext = {q["question_id"]: q["question"] for sp in questions.values() for q in sp}
+    by_text: dict[str, Counter] = defaultdict(Counter)
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for a in train_anns:
+        ans = a["multiple_choice_answer"]
+        by_text[qtext[a["question_id"]]][ans] += 1
+        by_type[a["question_type"]][ans] += 1
+    if not val_anns:
+        return 0.0
+    total = 0.0
+    for a in val_anns:
+        c = by_text.get(qtext[a["question_id"]]) or by_type.get(a["question_type"]) or Counter({"yes": 1})
+        total += soft_score(c.most_common(1)[0][0], [x["answer"] for x in a["answers"]])
+    return round(total / len(val_anns), 4)
+
+
+def _dump(path: Path, obj, indent: Optional[int] = None) -> None:
+    # json.dumps uses the C encoder; json.dump to a file falls back to the pure-Python one
+    Path(path).write_text(json.dumps(obj, indent=indent), encoding="utf-8")

@@ -1,0 +1,177 @@
+"""VQAv2 from the official question and annotation JSONs, with soft-score targets (SPEC §7).
+
+Dimension legend: B batch, T text tokens (<= 23), N regions (<= 36), A answers (3,129 by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from switchbert.batch import Batch
+from switchbert.data.errors import BadItemPolicy, DataError, DataWarning, PathLike
+from switchbert.data.features import FeatureStore, read_regions
+from switchbert.data.loader import TensorFields, drop_skipped, make_batch
+from switchbert.data.regions import Regions
+from switchbert.data.tokenizer import encode
+from switchbert.data.vqa_answers import AnswerVocab, _load_json, answer_scores, load_annotations
+
+OOV_POLICIES = ("keep", "drop", "error")
+
+
+@dataclass
+class VQAExample:
+    """One question.
+
+    Attributes:
+        question_id, image_id: official ids.
+        text_ids: (T,) int64 question ids.
+        regions: the image's regions.
+        answer_index: (k,) int64 vocabulary indices of the human answers in the vocabulary.
+        answer_score: (k,) float32 their soft scores; empty without annotations (test split).
+    """
+
+    question_id: int
+    image_id: str
+    text_ids: np.ndarray
+    regions: Regions
+    answer_index: np.ndarray
+    answer_score: np.ndarray
+
+
+@dataclass
+class VQALabels(TensorFields):
+    """Soft-score targets.
+
+    Attributes:
+        scores: (B, A) float official VQA accuracy of each vocabulary answer (0 for unlisted ones);
+            use with BCE (times A, SPEC §7). All zeros on a split without annotations.
+        question_ids: (B,) long, for the evaluation-server results file.
+    """
+
+    scores: Tensor
+    question_ids: Tensor
+    image_ids: list[str] = field(default_factory=list)
+
+
+def load_questions(path: PathLike) -> list[dict]:
+    """The ``questions`` list of an official ``v2_OpenEnded_mscoco_*_questions.json``, checked per item."""
+    data = _load_json(path)
+    qs = data.get("questions") if isinstance(data, dict) else None
+    if not isinstance(qs, list):
+        raise DataError(path, None, "not a VQA questions file: no 'questions' list")
+    return qs
+
+
+class VQADataset(Dataset):
+    """VQAv2 questions with soft-score targets.
+
+    Args:
+        questions_path: official questions JSON.
+        annotations_path: official annotations JSON, or None for test splits (targets all zero).
+        store: region features keyed by COCO image id.
+        tokenizer: from :func:`~switchbert.data.tokenizer.load_tokenizer`.
+        vocab: the answer vocabulary (:func:`~switchbert.data.vqa_answers.build_answer_vocab`).
+        max_text_len: question length cap incl. [CLS]/[SEP] (23 in the controlled setting).
+        oov: questions none of whose human answers is in the vocabulary: ``keep`` them with an all-zero
+            target (standard for training and required for honest evaluation; counted and warned),
+            ``drop`` them (counted and warned), or ``error`` (DataError naming file and question).
+        skip_bad: skip bad items (counted, warned) instead of raising.
+    """
+
+    def __init__(
+        self,
+        questions_path: PathLike,
+        annotations_path: Optional[PathLike],
+        store: FeatureStore,
+        tokenizer,
+        vocab: AnswerVocab,
+        max_text_len: int = 23,
+        max_regions: int = 36,
+        oov: str = "keep",
+        skip_bad: bool = False,
+    ) -> None:
+        if oov not in OOV_POLICIES:
+            raise ValueError(f"oov must be one of {OOV_POLICIES}, got {oov!r}")
+        self.store, self.tokenizer, self.vocab = store, tokenizer, vocab
+        self.max_text_len, self.max_regions = max_text_len, max_regions
+        self.policy = BadItemPolicy(skip_bad)
+        anns = {}
+        if annotations_path is not None:
+            anns = {int(a["question_id"]): a for a in load_annotations(annotations_path)}
+        self.items: list[tuple[int, str, str, np.ndarray, np.ndarray]] = []
+        self.num_oov = 0
+        for i, q in enumerate(load_questions(questions_path)):
+            qid = q.get("question_id", f"#{i}") if isinstance(q, dict) else f"#{i}"
+            try:
+                if not isinstance(q, dict) or not {"question_id", "image_id", "question"} <= q.keys():
+                    raise DataError(questions_path, qid, "question needs question_id, image_id and question")
+                if not isinstance(q["question"], str) or not q["question"].strip():
+                    raise DataError(questions_path, qid, "empty question")
+                iid = str(q["image_id"])
+                if iid not in store:
+                    raise DataError(questions_path, qid, f"missing image id {iid}: not in the feature store {store.path}")
+                index, score = np.zeros(0, np.int64), np.zeros(0, np.float32)
+                if annotations_path is not None:
+                    ann = anns.get(int(q["question_id"]))
+                    if ann is None:
+                        raise DataError(annotations_path, qid, "question has no annotation")
+                    if str(ann.get("image_id", iid)) != iid:
+                        raise DataError(annotations_path, qid, f"annotation image {ann['image_id']} != question image {iid}")
+                    index, score = self._targets(ann["answers"])
+                    if len(index) == 0:
+                        self.num_oov += 1
+                        if oov == "error":
+                            raise DataError(annotations_path, qid, f"answer outside the vocabulary ({vocab.source}): "
+                                            f"none of {[a['answer'] for a in ann['answers']][:10]} is in it")
+                        if oov == "drop":
+                            continue
+            except DataError as err:
+                self.policy.handle(err)
+                continue
+            self.items.append((int(q["question_id"]), iid, q["question"], index, score))
+        if self.num_oov and oov != "error":
+            import warnings
+
+            action = "kept with zero targets" if oov == "keep" else "dropped"
+            warnings.warn(f"{questions_path}: {self.num_oov} questions have no answer in the vocabulary; {action}",
+                          DataWarning, stacklevel=2)
+
+    def _targets(self, answers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(self.vocab.get(a), s) for a, s in answer_scores([x["answer"] for x in answers]).items()]
+        pairs = [(i, s) for i, s in pairs if i is not None and s > 0]
+        return np.array([i for i, _ in pairs], np.int64), np.array([s for _, s in pairs], np.float32)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Optional[VQAExample]:
+        qid, iid, question, ans_index, ans_score = self.items[index]
+        try:
+            regions = read_regions(self.store, iid, self.max_regions)
+        except DataError as err:
+            self.policy.handle(err)
+            return None
+        ids = np.asarray(encode(self.tokenizer, question, self.max_text_len), dtype=np.int64)
+        return VQAExample(qid, iid, ids, regions, ans_index, ans_score)
+
+    def collate(self, examples: list[Optional[VQAExample]]) -> tuple[Batch, VQALabels]:
+        return collate_vqa(examples, len(self.vocab))
+
+
+def collate_vqa(examples: list[Optional[VQAExample]], num_answers: int) -> tuple[Batch, VQALabels]:
+    """Pads examples into a :class:`Batch` and dense :class:`VQALabels` (skipped items dropped)."""
+    examples = drop_skipped(examples)
+    if not examples:
+        raise DataError(None, None, "every item of the batch was skipped as bad")
+    batch, _ = make_batch([e.text_ids for e in examples], [e.regions for e in examples])
+    scores = torch.zeros((len(examples), num_answers), dtype=torch.float32)
+    for i, e in enumerate(examples):
+        scores[i, torch.from_numpy(e.answer_index)] = torch.from_numpy(e.answer_score)
+    qids = torch.tensor([e.question_id for e in examples], dtype=torch.long)
+    return batch, VQALabels(scores, qids, [e.image_id for e in examples])
