@@ -1,0 +1,92 @@
+"""The switcher: Gumbel-softmax numerics, top-K, straight-through, alignment, temperature schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from switchbert.layers.switcher import Switcher, alignment_degree, gumbel_softmax_weights, masked_mean
+from switchbert.temperature import TemperatureSchedule, temperature_at
+
+
+def test_gumbel_under_bf16_autocast_at_low_temperature_is_finite():
+    torch.manual_seed(0)
+    s = Switcher(32, 4)
+    torch.nn.init.normal_(s.mlp[-1].weight, std=3.0)  # peaked logits make tiny probabilities
+    s.tau.fill_(0.1)
+    g = torch.randn(4096, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = s(g, g.flip(0), hard=False)
+    assert d.weights.dtype == torch.float32
+    assert torch.isfinite(d.weights).all() and torch.isfinite(d.probs).all()
+    torch.testing.assert_close(d.weights.sum(-1), torch.ones(4096, 1))
+
+
+def test_gumbel_sampling_matches_probabilities():
+    # At tau -> 0 the argmax of Gumbel-perturbed log p is a sample from p (the Gumbel-max trick).
+    torch.manual_seed(1)
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    log_p = p.log().expand(200_000, 4)
+    w = gumbel_softmax_weights(log_p, 0.01, None, False)
+    freq = torch.bincount(w.argmax(-1), minlength=4).float() / w.shape[0]
+    torch.testing.assert_close(freq, p, atol=5e-3, rtol=0)
+
+
+def test_top_k_keeps_the_largest_and_renormalises():
+    torch.manual_seed(2)
+    log_p = torch.log_softmax(torch.randn(64, 4), -1)
+    torch.manual_seed(3)
+    soft = gumbel_softmax_weights(log_p, 1.0, None, False)
+    torch.manual_seed(3)
+    top2 = gumbel_softmax_weights(log_p, 1.0, 2, False)
+    keep = soft >= soft.topk(2, -1).values[:, -1:]
+    torch.testing.assert_close(top2, soft * keep / (soft * keep).sum(-1, keepdim=True))
+    assert ((top2 > 0).sum(-1) == 2).all()
+
+
+@pytest.mark.parametrize("top_k,st", [(1, False), (None, True)])
+def test_straight_through_is_one_hot_forward_with_soft_gradient(top_k, st):
+    logits = torch.randn(16, 4, requires_grad=True)
+    w = gumbel_softmax_weights(torch.log_softmax(logits, -1), 1.0, top_k, st)
+    assert torch.equal(w.detach(), torch.nn.functional.one_hot(w.detach().argmax(-1), 4).float())
+    (w * torch.arange(4.0)).sum().backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_hard_mode_is_argmax_of_p_without_noise():
+    torch.manual_seed(4)
+    s = Switcher(8, 3, num_groups=2)
+    torch.nn.init.normal_(s.mlp[-1].weight, std=1.0)
+    g_t, g_r = torch.randn(10, 8), torch.randn(10, 8)
+    d1, d2 = s(g_t, g_r, hard=True), s(g_t, g_r, hard=True)
+    assert torch.equal(d1.choice, d2.choice)
+    assert d1.weights.shape == (10, 2, 3)
+    assert torch.equal(d1.choice, d1.probs.argmax(-1))
+
+
+def test_alignment_degrees():
+    g_t, g_r = torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0, 4.0]])
+    assert alignment_degree(g_t, g_r, "hadamard").tolist() == [[3.0, -8.0]]
+    assert alignment_degree(g_t, g_r, "concat").tolist() == [[1.0, -2.0, 3.0, 4.0]]
+    assert alignment_degree(g_t, g_r, "rich").tolist() == [[1.0, -2.0, 3.0, 4.0, 3.0, -8.0, 2.0, 6.0]]
+
+
+def test_masked_mean_ignores_padding_and_handles_empty():
+    x = torch.tensor([[[1.0], [3.0], [100.0]], [[5.0], [7.0], [9.0]]])
+    m = torch.tensor([[True, True, False], [False, False, False]])
+    assert masked_mean(x, m).tolist() == [[2.0], [0.0]]
+
+
+def test_temperature_schedules():
+    assert temperature_at(0, 101) == pytest.approx(5.0)
+    assert temperature_at(100, 101) == pytest.approx(0.1)
+    assert temperature_at(50, 101) == pytest.approx(math.sqrt(5.0 * 0.1))  # geometric midpoint
+    assert temperature_at(50, 101, kind="linear") == pytest.approx(2.55)
+    assert temperature_at(10_000, 101) == pytest.approx(0.1)  # clamped after the stage
+    sched = TemperatureSchedule(total_steps=10, tau_max=2.0, tau_min=0.5)
+    values = [sched(s) for s in range(10)]
+    assert values == sorted(values, reverse=True) and values[0] == 2.0 and values[-1] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        TemperatureSchedule(total_steps=10, tau_max=0.1, tau_min=1.0)
