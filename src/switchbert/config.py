@@ -29,7 +29,11 @@ SIB_CANDIDATE_SETS: dict[str, tuple[str, ...]] = {
 }
 ALIGNMENTS: tuple[str, ...] = ("hadamard", "concat", "rich")
 ARCHS: tuple[str, ...] = ("switchbert", "lxmert", "vilbert")
-EMBEDDINGS: tuple[str, ...] = ("uniter", "visualbert", "vlbert")
+EMBEDDINGS: tuple[str, ...] = ("uniter", "visualbert", "vlbert", "lxmert", "vilbert")
+"""Region (and text) embedding variants of SPEC §2/§5; layers/embeddings*.py implement them."""
+BOX_EMBEDDINGS: tuple[str, ...] = ("lxmert", "vilbert")
+"""Variants whose box projection can take LXMERT's 4-d boxes (``region_box_dim=4``) and whose width
+can differ from the text stream's (``region_hidden_size``)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,16 @@ class ModelConfig:
     region_hidden_size: int = 0  # 0 = hidden_size
     region_num_heads: int = 0  # 0 = num_heads
     region_intermediate_size: int = 0  # 0 = intermediate_size
+    # How many BERT layers initialise the text-stream slots of a dual-stream model, in order
+    # (0 = one per slot). VOLTA's LXMERT has 9 + 5 = 14 text slots but BERT-base gives 12, so the
+    # last two cross layers' text sub-layers start random (SPEC §5, VOLTA ctrl_lxmert.json).
+    bert_layers: int = 0
+    # Box numbers the region embedding reads: 5 = (x1, y1, x2, y2, area) as in the controlled setting
+    # (SPEC §2); 4 = (x1, y1, x2, y2), HF LXMERT's ``visual_pos_dim`` (lxmert/vilbert embeddings only).
+    region_box_dim: int = 5
+    # VL-BERT's sinusoidal box embedding: 4 coordinates x (sin, cos) x this many frequencies
+    # (VOLTA ``v_coordinate_embeddings_dim``: 256, so 2048 + 2048 features -> 4096 -> D).
+    vlbert_coord_dim: int = 256
 
     # Runtime choice of attention kernel; "reference" computes each mode separately (tests, audits).
     attention_impl: str = "fused"
@@ -131,6 +145,42 @@ class ModelConfig:
             bad("attention_impl", f"must be 'fused' or 'reference', got {self.attention_impl!r}")
         if self.region_hidden_size and self.region_hidden_size % self.region_num_heads_ != 0:
             bad("region_num_heads", "region_hidden_size is not divisible by the region head count")
+        self._validate_baselines(bad)
+
+    def _validate_baselines(self, bad: Any) -> None:
+        """Checks of the dual-stream and embedding fields (SPEC §5)."""
+        for name in ("text_layers", "region_layers", "cross_layers", "region_hidden_size", "region_num_heads",
+                     "region_intermediate_size", "bert_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                bad(name, f"must be a non-negative integer, got {value!r}")
+        if self.region_box_dim not in (4, 5):
+            bad("region_box_dim", f"must be 5 (x1, y1, x2, y2, area) or 4 (x1, y1, x2, y2), got {self.region_box_dim!r}")
+        if self.region_box_dim == 4 and self.embedding not in BOX_EMBEDDINGS:
+            bad("region_box_dim", f"4-d boxes need an embedding in {BOX_EMBEDDINGS}, not {self.embedding!r}")
+        if not isinstance(self.vlbert_coord_dim, int) or self.vlbert_coord_dim <= 0:
+            bad("vlbert_coord_dim", f"must be a positive integer, got {self.vlbert_coord_dim!r}")
+        wide = self.region_hidden_size_ != self.hidden_size
+        if wide and self.embedding not in BOX_EMBEDDINGS:
+            bad("region_hidden_size", f"a region stream of width {self.region_hidden_size} != hidden_size "
+                f"{self.hidden_size} needs an embedding in {BOX_EMBEDDINGS}, not {self.embedding!r}")
+        if self.arch == "switchbert":
+            # One stream: every dual-stream field must stay at its default, so a typo is not ignored.
+            for name in ("text_layers", "region_layers", "cross_layers", "bert_layers"):
+                if getattr(self, name):
+                    bad(name, f"applies to arch 'lxmert'/'vilbert' only; arch='switchbert' uses num_layers")
+            if wide or self.region_num_heads or self.region_intermediate_size:
+                bad("region_hidden_size", "a single-stream model has one width: leave the region_* sizes at 0")
+            return
+        if self.cross_layers < 1:
+            bad("cross_layers", f"arch={self.arch!r} needs at least one cross layer")
+        if self.sab_modes != ("J",) or self.sib is not None or self.top_k is not None:
+            bad("sab_modes", f"arch={self.arch!r} has no switches: use sab_modes=('J',), sib=None, top_k=None")
+        if self.arch == "lxmert" and wide:
+            bad("region_hidden_size", "LXMERT shares one cross-attention between the streams: widths must match")
+        if self.bert_layers > self.text_slots:
+            bad("bert_layers", f"{self.bert_layers} exceeds the {self.text_slots} text-stream slots "
+                f"(text_layers + cross_layers) of arch={self.arch!r}")
 
     # Derived sizes of the region stream (dual-stream models may use a different width).
     @property
@@ -144,6 +194,11 @@ class ModelConfig:
     @property
     def region_intermediate_size_(self) -> int:
         return self.region_intermediate_size or self.intermediate_size
+
+    @property
+    def text_slots(self) -> int:
+        """Dual-stream: text sub-layer pairs a BERT layer can initialise (text-only + cross layers)."""
+        return self.text_layers + self.cross_layers
 
     @property
     def switches_attention(self) -> bool:

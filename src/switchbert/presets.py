@@ -35,19 +35,75 @@ def _variant(base: Callable[[], ModelConfig], name: str, **overrides: Any) -> Ca
     return make
 
 
+# -- the controlled-setting baselines (SPEC §5, VOLTA config/ctrl_*.json) -----------------------------
+# Single-stream baselines are the fixed-joint special case of the Switch-BERT model: one mode (J), no
+# SIB, so no switcher; they differ only in their embeddings.
+FIXED_JOINT: dict[str, Any] = dict(sab_modes=("J",), sib=None, top_k=None)
+TINY: dict[str, Any] = dict(hidden_size=32, num_heads=4, intermediate_size=64, pooler_size=48, region_feat_dim=64,
+                            max_position=64)
+"""The size scheme of ``switchbert-tiny``, shared by every tiny preset (tests and smoke runs)."""
+
+
+def lxmert_base() -> ModelConfig:
+    """LXMERT: 9 text + 5 region layers, then 5 cross layers; BERT fills 12 of the 14 text slots."""
+    return ModelConfig(name="lxmert-base", arch="lxmert", embedding="lxmert", sab_modes=("J",), sib=None,
+                       text_layers=9, region_layers=5, cross_layers=5, bert_layers=12)
+
+
+def vilbert_base() -> ModelConfig:
+    """ViLBERT: 6 text layers, then 6 co-attention blocks (768 wide in both streams, as VOLTA's ctrl)."""
+    return ModelConfig(name="vilbert-base", arch="vilbert", embedding="vilbert", sab_modes=("J",), sib=None,
+                       text_layers=6, region_layers=0, cross_layers=6)
+
+
+def lxmert_tiny() -> ModelConfig:
+    """LXMERT's layout in miniature: 2 text + 1 region layers, 2 cross layers, BERT fills 3 of 4 slots."""
+    return ModelConfig(name="lxmert-tiny", arch="lxmert", embedding="lxmert", sab_modes=("J",), sib=None,
+                       text_layers=2, region_layers=1, cross_layers=2, bert_layers=3, **TINY)
+
+
+def vilbert_tiny() -> ModelConfig:
+    """ViLBERT's layout in miniature: 2 text layers, 2 co-attention blocks."""
+    return ModelConfig(name="vilbert-tiny", arch="vilbert", embedding="vilbert", sab_modes=("J",), sib=None,
+                       text_layers=2, cross_layers=2, **TINY)
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "switchbert-base": switchbert_base,
     "switchbert-small": switchbert_small,
     "switchbert-tiny": switchbert_tiny,
-    # The paper's ablations (Tables 4-7), BERT-base sized.
+    # The paper's ablations (§3.4, Tables 4-7), BERT-base sized. SPEC §3.4.
     "switchbert-base-sab-only": _variant(switchbert_base, "switchbert-base-sab-only", sib=None),
     "switchbert-base-sib-only": _variant(switchbert_base, "switchbert-base-sib-only", sab_modes=("J",)),
     "switchbert-base-neither": _variant(switchbert_base, "switchbert-base-neither", sab_modes=("J",), sib=None),
+    # Table 4 ablates the mode space {SC, CS}, {J}, {SC, CS, J}; SPEC §3.1 reads SS as kept in each, so
+    # the three rows are {SS, SC, CS}, {SS, J} and {SS, SC, CS, J}. The last is the full Switch-BERT
+    # (its 72.8 RefCOCO+ is Table 3's number); the preset is an explicit alias so every row has a name.
+    # The literal reading without SS is the override ``sab_modes=("SC", "CS")`` / ``("J",)``.
     "switchbert-base-modes-sc-cs": _variant(switchbert_base, "switchbert-base-modes-sc-cs", sab_modes=("SS", "SC", "CS")),
+    "switchbert-base-modes-j": _variant(switchbert_base, "switchbert-base-modes-j", sab_modes=("SS", "J")),
     "switchbert-base-modes-sc-cs-j": _variant(switchbert_base, "switchbert-base-modes-sc-cs-j", sab_modes=MODES),
+    # Depth (§3.4.3): 6-layer Switch-BERT, SAB-only and UNITER (BERT's first 6 layers: bert_truncate=True).
     "switchbert-base-6l": _variant(switchbert_base, "switchbert-base-6l", num_layers=6),
+    "switchbert-base-sab-only-6l": _variant(switchbert_base, "switchbert-base-sab-only-6l", sib=None, num_layers=6),
+    # Top-K (Table 7): K = 4 keeps every mode (and every SIB candidate), i.e. Switch-BERT itself, named
+    # for the table; K = 2 and 1 keep the most likely options per sample.
+    "switchbert-base-top4": _variant(switchbert_base, "switchbert-base-top4", top_k=4),
     "switchbert-base-top2": _variant(switchbert_base, "switchbert-base-top2", top_k=2),
     "switchbert-base-top1": _variant(switchbert_base, "switchbert-base-top1", top_k=1),
+    # The baselines, BERT-base sized (SPEC §5).
+    "uniter-base": _variant(switchbert_base, "uniter-base", embedding="uniter", **FIXED_JOINT),
+    "uniter-base-6l": _variant(switchbert_base, "uniter-base-6l", embedding="uniter", num_layers=6, **FIXED_JOINT),
+    "visualbert-base": _variant(switchbert_base, "visualbert-base", embedding="visualbert", **FIXED_JOINT),
+    "vlbert-base": _variant(switchbert_base, "vlbert-base", embedding="vlbert", **FIXED_JOINT),
+    "lxmert-base": lxmert_base,
+    "vilbert-base": vilbert_base,
+    # Tiny versions of every baseline (switchbert-tiny's sizes), for tests and smoke runs.
+    "uniter-tiny": _variant(switchbert_tiny, "uniter-tiny", embedding="uniter", **FIXED_JOINT),
+    "visualbert-tiny": _variant(switchbert_tiny, "visualbert-tiny", embedding="visualbert", **FIXED_JOINT),
+    "vlbert-tiny": _variant(switchbert_tiny, "vlbert-tiny", embedding="vlbert", vlbert_coord_dim=8, **FIXED_JOINT),
+    "lxmert-tiny": lxmert_tiny,
+    "vilbert-tiny": vilbert_tiny,
 }
 
 

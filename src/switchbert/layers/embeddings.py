@@ -112,7 +112,7 @@ class UniterEmbeddings(nn.Module):
 
 
 EMBEDDINGS: dict[str, type[nn.Module]] = {"uniter": UniterEmbeddings}
-"""Embedding variants by ``config.embedding``. The baselines add VisualBERT's and VL-BERT's."""
+"""Embedding variants by ``config.embedding``; the baselines' variants are added at the end of this file."""
 
 
 def build_embeddings(config: ModelConfig) -> nn.Module:
@@ -123,3 +123,10 @@ def build_embeddings(config: ModelConfig) -> nn.Module:
             f"ModelConfig.embedding={config.embedding!r} has no implementation; available: {sorted(EMBEDDINGS)}"
         ) from None
     return cls(config)
+
+
+# The baselines' variants build on the classes above, so they are imported once those exist
+# (embeddings_baselines imports TextEmbeddings from here).
+from switchbert.layers.embeddings_baselines import BASELINE_EMBEDDINGS  # noqa: E402
+
+EMBEDDINGS.update(BASELINE_EMBEDDINGS)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from switchbert.config import ModelConfig
 from switchbert.models.base import VLModel
+from switchbert.models.lxmert import LxmertModel
 from switchbert.models.switchbert import SwitchBertModel
+from switchbert.models.vilbert import ViLBertModel
 
 MODEL_CLASSES: dict[str, type[VLModel]] = {
+    # Single stream: Switch-BERT, and with one mode and no SIB, UNITER / VisualBERT / VL-BERT.
     "switchbert": SwitchBertModel,
+    # Dual stream baselines (SPEC §5).
+    "lxmert": LxmertModel,
+    "vilbert": ViLBertModel,
 }
 
 
@@ -20,4 +26,4 @@ def build_model(config: ModelConfig) -> VLModel:
     return cls(config)
 
 
-__all__ = ["MODEL_CLASSES", "SwitchBertModel", "VLModel", "build_model"]
+__all__ = ["MODEL_CLASSES", "LxmertModel", "SwitchBertModel", "ViLBertModel", "VLModel", "build_model"]
