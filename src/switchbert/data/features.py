@@ -144,39 +144,50 @@ class FeatureStore(ABC):
 
 
 # --------------------------------------------------------------------------------------------- LMDB
+_ENVS: dict[str, tuple[int, object]] = {}
+"""One read-only LMDB environment per (store path, process). py-lmdb refuses to open a path twice in
+a process, and LMDB handles must not cross fork, so every reader of a path shares this entry and a
+forked DataLoader worker replaces its parent's."""
+
+
+def _lmdb_env(path: Path):
+    import lmdb
+
+    key = os.path.realpath(path)
+    entry = _ENVS.get(key)
+    if entry is not None and entry[0] == os.getpid():
+        return entry[1]
+    if entry is not None:  # inherited through fork: drop the parent's mapping in this process
+        try:
+            entry[1].close()
+        except Exception:  # noqa: BLE001 - best effort; the parent keeps its own handle
+            pass
+    if not (Path(path) / "data.mdb").exists():
+        raise DataError(path, None, "not an LMDB store: no data.mdb in this directory")
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
+    _ENVS[key] = (os.getpid(), env)
+    return env
+
+
+def _close_lmdb_env(path: Path) -> None:
+    entry = _ENVS.pop(os.path.realpath(path), None)
+    if entry is not None and entry[0] == os.getpid():
+        entry[1].close()
+
+
 class _LMDBMixin:
     path: Path
-    _handle_env = None
-    _handle_pid: Optional[int] = None
 
     def _env(self):
-        import lmdb
-
-        if self._handle_env is not None and self._handle_pid != os.getpid():
-            # Inherited through fork (a DataLoader worker): py-lmdb refuses to open a path twice in one
-            # process, and LMDB handles must not be used across fork, so drop the parent's mapping.
-            try:
-                self._handle_env.close()
-            except Exception:  # noqa: BLE001 - best effort; the parent keeps its own handle
-                pass
-            self._handle_env = None
-        if self._handle_env is None:
-            if not (self.path / "data.mdb").exists():
-                raise DataError(self.path, None, "not an LMDB store: no data.mdb in this directory")
-            self._handle_env = lmdb.open(
-                str(self.path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=512
-            )
-            self._handle_pid = os.getpid()
-        return self._handle_env
+        return _lmdb_env(self.path)
 
     def _raw(self, key: bytes) -> Optional[bytes]:
         with self._env().begin(buffers=False) as txn:
             return txn.get(key)
 
     def close(self) -> None:
-        if self._handle_env is not None and self._handle_pid == os.getpid():
-            self._handle_env.close()
-        self._handle_env = None
+        """Closes this path's environment in this process (every reader of the path reopens lazily)."""
+        _close_lmdb_env(self.path)
 
 
 def _decode_b64_array(value: object, dtype=np.float32) -> np.ndarray:
@@ -242,7 +253,8 @@ class VoltaLMDBStore(_LMDBMixin, FeatureStore):
                 bdtype = np.float64 if n and len(raw_boxes) == n * 4 * 8 else np.float32
                 boxes = np.frombuffer(raw_boxes, dtype=bdtype)
                 if probs is not None:
-                    probs = _decode_b64_array(probs).reshape(n, -1)
+                    probs = _decode_b64_array(probs)
+                    probs = probs.reshape(n, -1) if n else probs.reshape(0, self.num_classes or 0)
             feats = np.asarray(feats)
             boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
             if num is not None and int(num) != feats.shape[0]:
@@ -384,17 +396,11 @@ def detect_format(path: PathLike) -> str:
     if p.is_dir():
         if not (p / "data.mdb").exists():
             raise DataError(p, None, "unknown feature store: a directory without data.mdb")
-        import lmdb
-
-        env = lmdb.open(str(p), readonly=True, lock=False)
-        try:
-            with env.begin() as txn:
-                if txn.get(_FAST_META_KEY) is not None:
-                    return "fast"
-                if txn.get(b"keys") is not None:
-                    return "volta"
-        finally:
-            env.close()
+        with _lmdb_env(p).begin() as txn:
+            if txn.get(_FAST_META_KEY) is not None:
+                return "fast"
+            if txn.get(b"keys") is not None:
+                return "volta"
         raise DataError(p, None, "unknown LMDB layout: neither a switchbert fast store nor a VOLTA store ('keys')")
     if p.is_file():
         with open(p, "rb") as fh:
@@ -421,6 +427,7 @@ class _LMDBWriter:
         import lmdb
 
         Path(path).mkdir(parents=True, exist_ok=True)
+        _close_lmdb_env(Path(path))  # py-lmdb allows one environment per path and process
         self.env = lmdb.open(str(path), map_size=map_size, subdir=True, readahead=False, meminit=False)
         self.pending: list[tuple[bytes, bytes]] = []
         self.batch = batch

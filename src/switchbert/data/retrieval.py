@@ -131,12 +131,22 @@ def hard_negative_pool(store: FeatureStore, image_ids: list[str], k: int = 20,
 
 @dataclass
 class RetrievalExample:
-    """One training sample: 4 (caption, image) pairs in the order of ``CANDIDATES``."""
+    """One training sample: 4 (caption, image) pairs in the order of ``CANDIDATES``.
+
+    Attributes:
+        text_ids: 4 (T_k,) int64 captions.
+        regions: 4 images' regions.
+        image_id: the positive image.
+        caption_index: the sample's caption (index into the split's captions).
+        pair_captions, pair_images: the 4 pairs as (caption index, image index) into the split.
+    """
 
     text_ids: list[np.ndarray]
     regions: list[Regions]
     image_id: str
     caption_index: int
+    pair_captions: tuple[int, int, int, int] = (0, 0, 0, 0)
+    pair_images: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 @dataclass
@@ -221,7 +231,8 @@ class RetrievalTrainDataset(_FlickrSplit):
             self.policy.handle(err)
             return None
         texts = [self.captions[index], self.captions[rand_cap], self.captions[index], self.captions[hard_cap]]
-        return RetrievalExample(texts, [own, own, other, own], self.image_ids[img], index)
+        return RetrievalExample(texts, [own, own, other, own], self.image_ids[img], index,
+                                (index, rand_cap, index, hard_cap), (img, img, rand_img, img))
 
     def collate(self, examples: list[Optional[RetrievalExample]]) -> tuple[Batch, RetrievalLabels]:
         examples = drop_skipped(examples)

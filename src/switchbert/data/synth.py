@@ -125,8 +125,8 @@ class Detector:
         self.stuff_emb = rng.standard_normal((NUM_STUFF, feat_dim), dtype=np.float32)
         # each shape is confused with two fixed other classes, as real detectors confuse similar ones
         self.confusers = rng.integers(1, num_classes, (len(SHAPES), 2))
-        self.stuff_class = 1 + len(SHAPES) + rng.permutation(num_classes - 1 - len(SHAPES))[:NUM_STUFF] % (
-            num_classes - 1 - len(SHAPES))
+        # stuff kinds map to classes after the shapes (several kinds share one when classes are few)
+        self.stuff_class = 1 + len(SHAPES) + rng.integers(0, num_classes - 1 - len(SHAPES), NUM_STUFF)
 
     def detect(self, scenes: list[Scene], rng: np.random.Generator) -> Iterator[RegionRecord]:
         """Region records for ``scenes``: objects, jittered duplicates and stuff, in random order."""
