@@ -181,6 +181,14 @@ class _LMDBMixin:
     path: Path
 
     def _env(self):
+        # Fast path without os.path.realpath (tens of microseconds per call): the shared entry for
+        # this path, if it was opened by this process.
+        key = self.__dict__.get("_env_key")
+        if key is None:
+            key = self._env_key = os.path.realpath(self.path)
+        entry = _ENVS.get(key)
+        if entry is not None and entry[0] == os.getpid():
+            return entry[1]
         return _lmdb_env(self.path)
 
     def _raw(self, key: bytes) -> Optional[bytes]:
