@@ -1,0 +1,236 @@
+"""``switchbert routes``, ``switchbert flops`` and ``switchbert route-dynamics``.
+
+    switchbert routes MODEL_DIR DATA_DIR --task refexp --split val --out report/
+    switchbert flops switchbert-base --text-len 38 --regions 36 --samples 120000 --epochs 20
+    switchbert route-dynamics run/metrics.jsonl --out report/
+
+DATA_DIR is a directory with a ``manifest.json`` naming the files of each task (keys below), paths
+relative to the directory or absolute. ``switchbert synth`` writes one; for the real datasets write one
+by hand with the same keys:
+
+    features                                  region-feature store (any format the data layer reads)
+    vqa_{train,val}_questions                 VQAv2 questions JSON (answers are not needed)
+    flickr_{train,val,test}                   Flickr30k JSON lines
+    refcoco_refs, refcoco_instances           RefCOCO+ refs(unc).p and instances.json
+
+This module is the only part of ``switchbert.analysis`` that knows about datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
+# Text lengths of the controlled setting (SPEC §7).
+MAX_TEXT = {"vqa": 23, "retrieval": 30, "refexp": 20}
+
+
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    """Adds ``routes``, ``flops`` and ``route-dynamics``."""
+    p = subparsers.add_parser("routes", help="which attention mode and input each layer chooses, per task (paper Fig. 4)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model directory (written by save_pretrained)")
+    p.add_argument("data", metavar="DATA", help="directory with manifest.json (e.g. written by `switchbert synth`)")
+    p.add_argument("--task", default="all", choices=TASKS + ("all",))
+    p.add_argument("--split", default="val",
+                   help="split to analyse: train, val, test (VQA: train/val; RefCOCO+: also testA/testB; default val)")
+    p.add_argument("--max-samples", type=int, default=None, help="analyse a random subset of this many samples per task")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--top", type=int, default=10, help="most frequent architectures to list")
+    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --max-samples subset")
+    p.add_argument("--out", required=True, help="report directory (routes.md, routes.json, PNGs)")
+    p.set_defaults(func=run_routes)
+
+    f = subparsers.add_parser("flops", help="forward FLOPs per sample and over a training run vs the fixed baselines (Table 7)")
+    f.add_argument("model", metavar="MODEL", help="a preset name or a model directory")
+    f.add_argument("--text-len", type=int, default=38, help="text tokens T incl. [CLS]/[SEP] (default 38)")
+    f.add_argument("--regions", type=int, default=36, help="detected regions; R = regions + 1 (IMG) (default 36)")
+    f.add_argument("--samples", type=int, default=None,
+                   help="training samples per epoch (default: 1, or with --routes the samples analysed)")
+    f.add_argument("--epochs", type=float, default=1.0)
+    f.add_argument("--routes", default=None, help="routes.json from `switchbert routes`: use the measured routes and "
+                   "token counts instead of uniform routing at --text-len/--regions")
+    f.add_argument("--baseline", action="append", default=None, metavar="PRESET_OR_DIR",
+                   help="fixed model(s) to compare with (repeatable); default UNITER, LXMERT, ViLBERT at the model's size")
+    f.add_argument("--json", action="store_true", help="print JSON")
+    f.set_defaults(func=run_flops)
+
+    d = subparsers.add_parser("route-dynamics", help="plot per-layer switch probabilities vs step (and tau) from a metrics JSONL")
+    d.add_argument("metrics", metavar="METRICS", help="JSONL with step, tau and routes/sab/L{i}/{mode} keys")
+    d.add_argument("--out", required=True, help="directory for route_dynamics_sab.png (and _sib.png)")
+    d.set_defaults(func=run_dynamics)
+
+
+# -- routes ---------------------------------------------------------------------------------------------
+
+
+def _manifest(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: DATA must be a directory with a manifest.json naming its files "
+                                "(`switchbert synth DIR` writes one; see `switchbert routes --help`)")
+    return json.loads(path.read_text())
+
+
+def _file(data_dir: Path, manifest: dict, key: str, task: str) -> Path:
+    if key not in manifest:
+        raise KeyError(f"{data_dir}/manifest.json has no {key!r}: cannot analyse {task} on this split")
+    return data_dir / manifest[key]
+
+
+def task_dataset(data_dir: Path, manifest: dict, task: str, split: str, store, tokenizer):
+    """The dataset of (caption/question/expression, image) samples of ``task`` and its collate function."""
+    from torch.utils.data import ConcatDataset, Subset
+
+    if task == "vqa":
+        from switchbert.data import AnswerVocab, VQADataset
+
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"VQA split must be train, val or test, got {split!r}")
+        # Routes need no answers: no annotations, an empty answer vocabulary.
+        ds = VQADataset(_file(data_dir, manifest, f"vqa_{split}_questions", task), None, store, tokenizer,
+                        AnswerVocab([]), max_text_len=MAX_TEXT[task])
+        return ds, ds.collate
+    if task == "retrieval":
+        from switchbert.data import RetrievalEvalDataset
+
+        ds = RetrievalEvalDataset(_file(data_dir, manifest, f"flickr_{split}", task), store, tokenizer,
+                                  max_text_len=MAX_TEXT[task])
+        # Each caption with its own image (the matching pairs), image-major so regions are read once per image.
+        order = np.argsort(ds.caption_image, kind="stable")
+        pairs = [int(ds.caption_image[c]) * ds.num_captions + int(c) for c in order]
+        return Subset(ds, pairs), ds.collate
+    if task == "refexp":
+        from switchbert.data import RefCOCODataset
+        from switchbert.data.refcoco import collate_ref
+
+        splits = ("testA", "testB") if split == "test" else (split,)
+        refs = _file(data_dir, manifest, "refcoco_refs", task)
+        inst = _file(data_dir, manifest, "refcoco_instances", task)
+        parts = [RefCOCODataset(refs, inst, store, tokenizer, s, max_text_len=MAX_TEXT[task]) for s in splits]
+        return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), collate_ref
+    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+
+
+def task_batches(data_dir: Path, task: str, split: str, batch_size: int, max_samples: Optional[int] = None,
+                 seed: int = 0) -> tuple[Iterable, int]:
+    """Batches of ``task``'s ``split`` from a manifest directory, and how many samples they hold."""
+    from torch.utils.data import Subset
+
+    from switchbert.data import load_tokenizer, make_dataloader, open_feature_store
+
+    manifest = _manifest(data_dir)
+    store = open_feature_store(_file(data_dir, manifest, "features", task))
+    ds, collate = task_dataset(data_dir, manifest, task, split, store, load_tokenizer())
+    n = len(ds)
+    if max_samples is not None and max_samples < n:
+        # A random subset is representative; sorted so neighbouring samples still share images.
+        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+        ds, n = Subset(ds, keep.tolist()), max_samples
+    return make_dataloader(ds, batch_size, collate_fn=collate), n
+
+
+def run_routes(args: argparse.Namespace) -> int:
+    from switchbert.pretrained import load_pretrained
+
+    from switchbert.analysis.report import write_report
+    from switchbert.analysis.routes import collect_routes
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = load_pretrained(args.checkpoint, map_location="cpu").to(device)
+    if not model.config.switches_attention and model.config.sib is None:
+        log.warning("%s is a fixed architecture: every sample takes the same route", model.config.name)
+    data = Path(args.data)
+    tasks = TASKS if args.task == "all" else (args.task,)
+    stats = {}
+    for task in tasks:
+        batches, n = task_batches(data, task, args.split, args.batch_size, args.max_samples, args.seed)
+        log.info("%s/%s: %d samples", task, args.split, n)
+        stats[task] = collect_routes(model, batches, device, top_n=args.top, task=f"{task} ({args.split})")
+    files = write_report(args.out, stats, config=model.config)
+    for task, s in stats.items():
+        top = s.top_architectures[0] if s.top_architectures else None
+        share = f"{top.share:.2%}" if top else "-"
+        print(f"{task}: {s.num_samples} samples, {s.num_architectures} architectures, most frequent {share}"
+              + (f": {top.signature}" if top is not None and top.layers else ""))
+    print(f"wrote {files.markdown}, {files.json} and {sum(len(v) for v in files.figures.values())} figures")
+    return 0
+
+
+# -- flops ----------------------------------------------------------------------------------------------
+
+
+def _config(name: str):
+    from switchbert.presets import PRESETS, get_config
+    from switchbert.pretrained import read_config
+
+    if name in PRESETS:
+        return get_config(name)
+    if Path(name).is_dir():
+        return read_config(name)
+    raise ValueError(f"{name!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a model directory")
+
+
+def run_flops(args: argparse.Namespace) -> int:
+    from switchbert.analysis.flops import NOTIONS, default_baselines, expected_flops, fixed_flops, flops_over_run
+    from switchbert.analysis.report import load_report
+
+    config = _config(args.model)
+    baselines = ({_config(b).name: _config(b) for b in args.baseline} if args.baseline
+                 else default_baselines(config))
+    T, R = args.text_len, args.regions + 1
+    result: dict[str, Any] = {"model": config.name, "text_len": T, "region_tokens": R}
+    per_sample = []
+    if config.arch == "switchbert" and (config.switches_attention or config.sib is not None):
+        for phase, training in (("training, uniform routing", True), ("inference, hard route, mean over modes", False)):
+            e = expected_flops(config, T, R, training)
+            per_sample += [(config.name, f"{phase} ({n})", e[n].total, e[n].attention) for n in NOTIONS]
+    else:
+        b = fixed_flops(config, T, R)
+        per_sample.append((config.name, "fixed", b.total, b.attention))
+    for name, c in baselines.items():
+        b = fixed_flops(c, T, R)
+        per_sample.append((name, "fixed", b.total, b.attention))
+    result["per_sample"] = [dict(model=m, notion=n, gflops=t / 1e9, attention_gflops=a / 1e9)
+                            for m, n, t, a in per_sample]
+    if args.routes:
+        runs = {task: flops_over_run(s, config, samples=args.samples, epochs=args.epochs, baselines=baselines)
+                for task, s in load_report(args.routes).items()}
+    else:
+        runs = {"uniform routing": flops_over_run((T, R), config, samples=args.samples or 1, epochs=args.epochs,
+                                          baselines=baselines)}
+    result["runs"] = {k: v.to_dict() for k, v in runs.items()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"Forward FLOPs per sample at T={T} text + R={R} region tokens (IMG + {args.regions} regions):\n")
+    print("| model | notion | GFLOPs | of which attention |\n|---|---|---:|---:|")
+    for m, n, t, a in per_sample:
+        print(f"| {m} | {n} | {t / 1e9:.3f} | {a / 1e9:.3f} |")
+    for task, run in runs.items():
+        print(f"\n{task}:\n{run.to_markdown()}")
+    return 0
+
+
+# -- dynamics -------------------------------------------------------------------------------------------
+
+
+def run_dynamics(args: argparse.Namespace) -> int:
+    from switchbert.analysis.plots import plot_training_dynamics, read_metrics
+
+    records = read_metrics(args.metrics)
+    out = Path(args.out)
+    written = [plot_training_dynamics(records, out / "route_dynamics_sab.png", "sab")]
+    if any(k.startswith("routes/sib/") for r in records for k in r):
+        written.append(plot_training_dynamics(records, out / "route_dynamics_sib.png", "sib"))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
