@@ -1,0 +1,17 @@
+"""Training and evaluation: the code that uses the library (models, heads, losses, data, metrics).
+
+Modules, one concept each:
+    config       the experiment YAML as typed dataclasses; dotted overrides; strict checks
+    optim        AdamW parameter groups; warm-up then linear decay
+    distributed  torchrun process groups (NCCL/gloo), the sharded sampler, gathering, rank 0 writes
+    tasks        pretrain / vqa / retrieval / refexp: datasets, heads, loss, evaluation
+    checkpoint   atomic best/ and last/ directories with the full training state
+    metrics_log  metrics.jsonl (+ TensorBoard), route probabilities per layer
+    trainer      the loop: accumulation, AMP, clipping, temperature, validation, resume, NaN guard
+    evaluate     scoring a checkpoint; result records for reports
+    cli          `switchbert pretrain | finetune | evaluate | report`
+"""
+
+from switchbert.train.config import ConfigError, ExperimentConfig, check_paths, load_config
+
+__all__ = ["ConfigError", "ExperimentConfig", "check_paths", "load_config"]

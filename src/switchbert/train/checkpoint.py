@@ -1,0 +1,180 @@
+"""Training checkpoints, written atomically as whole directories.
+
+    OUTPUT_DIR/last/   and   OUTPUT_DIR/best/
+        config.json, model.safetensors   the model (``save_pretrained``: ``load_pretrained(dir)`` reads it)
+        heads.safetensors                the task's heads (the tied MLM decoder matrix lives in the model)
+        trainer_state.pt                 optimizer, scheduler, step, epoch, position in the epoch,
+                                         RNG states (python, numpy, torch, CUDA), best metric so far
+        answer_vocab.json                VQA only: the classifier's answers
+
+A directory is written under a temporary name and renamed into place; the previous one is kept
+(``.old-<name>``) until the new one is complete, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from switchbert.io import atomic_write
+from switchbert.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+
+HEADS_NAME = "heads.safetensors"
+STATE_NAME = "trainer_state.pt"
+
+
+@dataclass
+class TrainerState:
+    """Where training stands.
+
+    Attributes:
+        step: optimizer steps taken in this stage.
+        epoch: the current epoch (0-based).
+        step_in_epoch: optimizer steps taken in ``epoch`` (a resumed run skips their batches).
+        total_steps: the stage's length (fixes the LR and temperature schedules).
+        best_value: best validation value of ``best_metric`` so far, or None.
+        best_step: the step it was reached at.
+        best_metric: its name.
+        global_batch: samples per step; a resume with another batch would not be exact.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    total_steps: int = 0
+    best_value: Optional[float] = None
+    best_step: Optional[int] = None
+    best_metric: str = ""
+    global_batch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)  # validation results per epoch
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global random state a training step draws from (dropout, Gumbel noise, shuffling)."""
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> Path:
+    """Calls ``write(tmp_dir)`` then swaps ``tmp_dir`` into ``final``; the old copy goes last."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    old = final.parent / f".old-{final.name}"
+    try:
+        write(tmp)
+        _apply_umask(tmp)
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _apply_umask(directory: Path) -> None:
+    # mkdtemp/mkstemp create private (0700/0600) entries; give the checkpoint the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for f in directory.iterdir():
+        os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
+
+
+def save_checkpoint(
+    directory: Path,
+    model: nn.Module,
+    heads: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainerState,
+    rng: Optional[list[dict[str, Any]]] = None,
+    assets: Optional[Callable[[Path], None]] = None,
+) -> Path:
+    """Writes a full training checkpoint to ``directory`` atomically (see the module docstring).
+
+    Args:
+        rng: the RNG states of every process, in rank order (default: this process's alone).
+    """
+    rng = rng if rng is not None else [rng_states()]
+
+    def write(tmp: Path) -> None:
+        save_pretrained(model, tmp)
+        head_state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
+        atomic_write(tmp / HEADS_NAME, lambda p: save_file(head_state, p))
+        payload = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                   "state": asdict(state), "rng": rng}
+        atomic_write(tmp / STATE_NAME, lambda p: torch.save(payload, p))
+        if assets is not None:
+            assets(tmp)
+
+    return write_dir_atomically(directory, write)
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint directory from a run directory (``best/``, else ``last/``) or a checkpoint itself.
+
+    Recovers ``.old-<name>`` when a crash happened between the two renames of an atomic write.
+    """
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for name in ("best", "last"):
+        for candidate in (path / name, path / f".old-{name}"):
+            if (candidate / CONFIG_NAME).is_file():
+                return candidate
+    raise FileNotFoundError(f"{path}: no checkpoint (neither a model directory nor a run with best/ or last/)")
+
+
+def load_heads(heads: nn.Module, directory: Path) -> None:
+    """Loads ``heads.safetensors``; a missing or misshapen tensor is a ValueError naming it."""
+    path = Path(directory) / HEADS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the checkpoint has no task heads")
+    state = load_file(str(path))
+    expected = heads.state_dict()
+    problems = [k for k in expected if k not in state or tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems += [k for k in state if k not in expected]
+    if problems:
+        detail = ", ".join(
+            f"{k} (file {tuple(state[k].shape) if k in state else 'missing'}, "
+            f"heads {tuple(expected[k].shape) if k in expected else 'none'})" for k in problems[:6])
+        raise ValueError(f"{path} does not fit this task's heads: {detail}")
+    heads.load_state_dict(state)
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    """The ``trainer_state.pt`` payload (optimizer, scheduler, state dict, RNG states)."""
+    path = Path(directory) / STATE_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trainer state to resume from")
+    # Our own file; it holds numpy RNG state, which the weights-only unpickler refuses.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def has_weights(directory: Path) -> bool:
+    return (Path(directory) / WEIGHTS_NAME).is_file()

@@ -1,0 +1,171 @@
+"""Commands ``pretrain``, ``finetune``, ``evaluate`` and ``report``.
+
+    switchbert pretrain configs/pretrain/switchbert.yaml train.lr=2e-4 [--resume]
+    switchbert finetune configs/vqa/switchbert.yaml model.init_from=runs/pretrain/switchbert [--resume]
+    switchbert evaluate runs/vqa/switchbert-seed0 [--splits val test] [--checkpoint DIR]
+    switchbert report runs/*/ --out table.md
+
+Each also runs as ``main(argv)`` (``pretrain_main`` ...), which tests call. Under ``torchrun`` the same
+commands train with DDP. Config problems stop with a message before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from switchbert.train.config import ConfigError, check_paths, load_config
+
+
+# ---------------------------------------------------------------------------------------- arguments
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="experiment YAML (docs/training.md lists every key)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=2e-5")
+    p.add_argument("--resume", action="store_true", help="continue output_dir/last exactly where it stopped")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run directory (with config.yaml) or an experiment YAML")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the run's config")
+    p.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the run's best/)")
+    p.add_argument("--splits", nargs="+", default=None, help="splits to score (default: the task's test splits)")
+    p.add_argument("--out", default=None, help="directory for result files (default: OUTPUT_DIR/eval)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", help="run directories (their results.jsonl) or result files (.jsonl/.json)")
+    p.add_argument("--out", default=None, help="write the markdown table here too")
+    p.add_argument("--no-paper", action="store_true", help="leave out the paper's rows")
+    p.add_argument("--column", action="append", default=None, metavar="TITLE=TASK:METRIC",
+                   help="a column (repeatable; replaces the default Table 3 columns), e.g. 'VQAv2 val=vqa:accuracy_val'")
+    p.add_argument("--decimals", type=int, default=1)
+
+
+# ----------------------------------------------------------------------------------------- commands
+def run_train(args: argparse.Namespace, stage: str) -> int:
+    from switchbert.train.trainer import Trainer
+
+    config = load_config(args.config, args.overrides)
+    if stage == "pretrain" and config.task != "pretrain":
+        raise ConfigError(f"{args.config}: task is {config.task!r}; use `switchbert finetune` for downstream tasks")
+    if stage == "finetune" and config.task == "pretrain":
+        raise ConfigError(f"{args.config}: task is 'pretrain'; use `switchbert pretrain`")
+    check_paths(config, args.config)
+    result = Trainer(config, resume=args.resume, source=args.config).fit()
+    best = result["best_value"]
+    logging.getLogger(__name__).info(
+        "%s finished at step %d%s; best %s = %s; outputs in %s", stage, result["step"],
+        " (stopped early by train.stop_after)" if result["stopped_early"] else "", result["best_metric"],
+        "-" if best is None else f"{best:.4f}", config.output_dir)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from switchbert.train.evaluate import evaluate
+
+    run = Path(args.run)
+    config_path = run / "config.yaml" if run.is_dir() else run
+    config = load_config(config_path, args.overrides)
+    check_paths(config, str(config_path), need_train=False)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else (run if run.is_dir() else None)
+    results = evaluate(config, checkpoint, args.splits, Path(args.out) if args.out else None,
+                       progress=not args.no_progress)
+    for split, metrics in results.items():
+        shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items()) or "(result file only: no annotations)"
+        print(f"{config.task} {split}: {shown}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from switchbert.io import atomic_write_text
+    from switchbert.metrics import TABLE3_COLUMNS, Table3Column, aggregate_runs, format_table3, load_records
+    from switchbert.train.evaluate import RESULTS_NAME
+
+    files = []
+    for p in map(Path, args.paths):
+        f = p / RESULTS_NAME if p.is_dir() else p
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: no result records (run `switchbert evaluate` on the run first)")
+        files.append(f)
+    columns = TABLE3_COLUMNS
+    if args.column:
+        columns = tuple(_parse_column(c) for c in args.column)
+    records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in load_records(files)]
+    table = format_table3(aggregate_runs(records), columns=columns, include_paper=not args.no_paper,
+                          decimals=args.decimals)
+    print(table)
+    if args.out:
+        atomic_write_text(args.out, table + "\n")
+    return 0
+
+
+def _parse_column(text: str):
+    from switchbert.metrics import Table3Column
+
+    title, sep, rest = text.partition("=")
+    task, sep2, metric = rest.partition(":")
+    if not (sep and sep2 and title and task and metric):
+        raise ValueError(f"--column {text!r}: expected TITLE=TASK:METRIC, e.g. 'VQAv2 val=vqa:accuracy_val'")
+    return Table3Column(title, task, metric)
+
+
+# ------------------------------------------------------------------------------------ registration
+def register(subparsers: "argparse._SubParsersAction") -> None:
+    """Adds ``pretrain``, ``finetune``, ``evaluate`` and ``report`` to the ``switchbert`` command."""
+    p = subparsers.add_parser("pretrain", help="pretrain on image-caption pairs (MLM + MRC-KL + ITM)")
+    _add_train_args(p)
+    p.set_defaults(func=lambda a: run_train(a, "pretrain"))
+    p = subparsers.add_parser("finetune", help="fine-tune on VQA, retrieval or referring expressions")
+    _add_train_args(p)
+    p.set_defaults(func=lambda a: run_train(a, "finetune"))
+    p = subparsers.add_parser("evaluate", help="score a checkpoint on its task's splits; writes result files")
+    _add_eval_args(p)
+    p.set_defaults(func=run_evaluate)
+    p = subparsers.add_parser("report", help="mean ± std over seeds per model and task, as the paper's Table 3")
+    _add_report_args(p)
+    p.set_defaults(func=run_report)
+
+
+def _main(prog: str, add_args: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int],
+          argv: Optional[Sequence[str]]) -> int:
+    parser = argparse.ArgumentParser(prog=f"switchbert {prog}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
+    add_args(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return int(run(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        if args.verbose:
+            raise
+        print(f"switchbert {prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def pretrain_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _main("pretrain", _add_train_args, lambda a: run_train(a, "pretrain"), argv)
+
+
+def finetune_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _main("finetune", _add_train_args, lambda a: run_train(a, "finetune"), argv)
+
+
+def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _main("evaluate", _add_eval_args, run_evaluate, argv)
+
+
+def report_main(argv: Optional[Sequence[str]] = None) -> int:
+    return _main("report", _add_report_args, run_report, argv)
+
+
+if __name__ == "__main__":  # python -m switchbert.train.cli pretrain CONFIG ... (what torchrun runs)
+    commands = {"pretrain": pretrain_main, "finetune": finetune_main, "evaluate": evaluate_main,
+                "report": report_main}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(f"usage: python -m switchbert.train.cli {{{','.join(commands)}}} ...", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(commands[sys.argv[1]](sys.argv[2:]))

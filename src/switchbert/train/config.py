@@ -1,0 +1,427 @@
+"""The experiment config: typed dataclasses, one YAML file per experiment, dotted overrides.
+
+    task: vqa                      # pretrain | vqa | retrieval | refexp
+    output_dir: runs/vqa/switchbert
+    model: {preset: switchbert-base, bert_dir: null, init_from: runs/pretrain/switchbert, overrides: {}}
+    data:  {root: data/vqa, features: features.lmdb, max_text_len: 23, ...}
+    train: {epochs: 20, batch_size: 256, lr: 1.0e-4, ...}
+    eval:  {batch_size: 512, splits: [val]}
+
+``load_config(path, ["train.lr=2e-5", "model.preset=uniter-base"])`` reads the file, applies the
+overrides (values parsed as YAML), and checks every key and type. An unknown key, a wrong type or a bad
+value is a ``ConfigError`` naming the file and the dotted key. ``check_paths`` (called by the commands
+before any work) checks that every file the task needs exists. docs/training.md lists every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+TASKS: tuple[str, ...] = ("pretrain", "vqa", "retrieval", "refexp")
+
+
+class ConfigError(ValueError):
+    """A bad experiment config: names the file and the dotted key."""
+
+
+@dataclass
+class ModelSection:
+    """Which model, and where its weights start.
+
+    Attributes:
+        preset: a name in ``switchbert.PRESETS`` (ignored for the architecture when ``init_from`` is a
+            model directory, whose config.json fixes it).
+        bert_dir: local HF BERT directory; initialises text embeddings and layers (SPEC §5). A
+            fine-tuning run with ``bert_dir`` and no ``init_from`` is the paper's "no pretraining".
+        init_from: a pretraining run directory (its ``best/``, else ``last/``), a checkpoint
+            directory (``.../best``), a model directory (``config.json`` + ``model.safetensors``), or
+            a state-dict file (``.safetensors``/``.pt``/``.bin``, keys must fit ``preset``: an
+            imported checkpoint).
+        overrides: ``ModelConfig`` fields applied to the preset (e.g. ``{top_k: 2, sib: null}``); with a
+            model directory only runtime fields such as dropout or ``attention_impl`` make sense.
+    """
+
+    preset: str = "switchbert-base"
+    bert_dir: Optional[str] = None
+    init_from: Optional[str] = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """Where the data is and how it is read. Path keys are those of the synthetic manifest.
+
+    Relative paths resolve against ``root`` (itself relative to the working directory). Only the
+    paths of the configured task must exist.
+    """
+
+    root: str = "."
+    features: str = "features.lmdb"
+    max_text_len: int = 38
+    max_regions: int = 36
+    num_workers: int = 0
+    # Train on a random fraction of the training items (paper: 25% / 50% pretraining study).
+    fraction: float = 1.0
+    skip_bad: bool = False
+    # pretrain (Conceptual Captions JSON: image id -> caption)
+    cc_train: Optional[str] = None
+    cc_valid: Optional[str] = None
+    mrc: bool = True
+    # vqa (official VQAv2 JSONs); test questions have no annotations (server result file only)
+    vqa_train_questions: Optional[str] = None
+    vqa_train_annotations: Optional[str] = None
+    vqa_val_questions: Optional[str] = None
+    vqa_val_annotations: Optional[str] = None
+    vqa_test_questions: Optional[str] = None
+    vqa_answer_vocab: Optional[str] = None  # JSON list; null = the top vqa_num_answers of train+val
+    vqa_num_answers: int = 3129
+    # retrieval (Flickr30k JSON lines)
+    flickr_train: Optional[str] = None
+    flickr_val: Optional[str] = None
+    flickr_test: Optional[str] = None
+    hard_negatives_k: int = 20
+    # refexp (REFER refs(unc).p + COCO instances.json)
+    refcoco_refs: Optional[str] = None
+    refcoco_instances: Optional[str] = None
+
+    def path(self, key: str) -> Optional[Path]:
+        """The resolved path of a path key, or None when unset."""
+        value = getattr(self, key)
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.root).expanduser() / p
+
+
+@dataclass
+class TrainSection:
+    """The optimisation recipe (SPEC §6-§7). ``batch_size`` is the GLOBAL batch per optimizer step
+    (over all processes and accumulation steps), so a recipe means the same on 1 or 8 GPUs."""
+
+    epochs: int = 10
+    max_steps: Optional[int] = None  # cap on optimizer steps (the schedules then span max_steps)
+    stop_after: Optional[int] = None  # stop (and write last/) after this many steps; resume later
+    batch_size: int = 256
+    grad_accum: int = 1
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # fraction of the stage's steps
+    clip: Optional[float] = 5.0  # max gradient norm; null = no clipping
+    amp: bool = True  # bf16 autocast on GPU; CPU always runs float32
+    seed: int = 0
+    tau_max: float = 5.0
+    tau_min: float = 0.1
+    tau_kind: str = "exp"
+    loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # pretraining MLM, MRC, ITM
+    log_every: int = 50
+    checkpoint_every: int = 0  # also write last/ every N steps (0 = at each epoch end only)
+    progress: bool = True
+    tensorboard: bool = True
+    device: str = "auto"  # auto | cpu | cuda
+    best_metric: Optional[str] = None  # null = the task's default (docs/training.md)
+
+
+@dataclass
+class EvalSection:
+    """Validation and evaluation.
+
+    Attributes:
+        batch_size: samples (retrieval: pairs) per forward pass, per process.
+        splits: what ``switchbert evaluate`` scores by default (null = the task's test splits).
+        val_split: the split validated after each epoch.
+        retrieval_val_images: validate retrieval on all pairs of the first N val images (0 = all)
+            [ours: all-pairs validation of 1,000 images costs 5M forward passes each epoch].
+    """
+
+    batch_size: int = 256
+    splits: Optional[list[str]] = None
+    val_split: str = "val"
+    retrieval_val_images: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment. ``name`` labels the model in reports (default: derived from the preset)."""
+
+    task: str = "pretrain"
+    output_dir: str = "runs/experiment"
+    name: Optional[str] = None
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    @property
+    def report_name(self) -> str:
+        """The model's name in result records: ``name``, else the preset without ``-base``, with
+        ``-nopretrain`` for a fine-tuning run that starts from BERT only."""
+        if self.name:
+            return self.name
+        base = self.model.preset.removesuffix("-base")
+        if self.task != "pretrain" and self.model.init_from is None:
+            base += "-nopretrain"
+        return base
+
+
+REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("features", "cc_train", "cc_valid"),
+    "vqa": ("features", "vqa_train_questions", "vqa_train_annotations", "vqa_val_questions", "vqa_val_annotations"),
+    "retrieval": ("features", "flickr_train", "flickr_val", "flickr_test"),
+    "refexp": ("features", "refcoco_refs", "refcoco_instances"),
+}
+"""Data keys each task needs (the VQA test questions and the answer vocabulary are optional)."""
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    """Reads an experiment YAML, applies ``key=value`` overrides, checks keys, types and values.
+
+    Raises:
+        ConfigError: naming the file and the dotted key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    for item in overrides or []:
+        key, value = parse_override(item, source=str(path))
+        set_dotted(raw, key, value, source=f"{path} (override {item!r})")
+    return from_dict(raw, source=str(path))
+
+
+def parse_override(item: str, source: str = "command line") -> tuple[str, Any]:
+    """``"train.lr=2e-5"`` -> ("train.lr", 2e-05); the value is parsed as YAML (null, true, [a, b])."""
+    if "=" not in item:
+        raise ConfigError(f"{source}: override {item!r} must look like key.subkey=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{source}: override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """Sets ``raw[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way."""
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])} is not a section, cannot set {key}")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    """Builds and validates an ``ExperimentConfig`` from plain data."""
+    config = _build(ExperimentConfig, raw, prefix="", source=source)
+    validate(config, source)
+    return config
+
+
+def save_config(config: ExperimentConfig, path: Union[str, Path]) -> None:
+    """Writes the fully resolved config (every key) as YAML, atomically."""
+    from switchbert.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the file'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        where = prefix.rstrip(".") or "top level"
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{unknown[0]} (in {where}; known keys: {', '.join(sorted(known))})"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(value, hints[name], f"{prefix}{name}", source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Checks ``value`` against the annotation ``tp``; converts lists to tuples and ints to floats."""
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", source)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, source)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(key, "true or false", value, source)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _type_error(key, "an integer", value, source)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept what Python reads as a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _type_error(key, "a number", value, source)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(key, "a string", value, source)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _type_error(key, "a list", value, source)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{source}: {key} must have {len(args)} entries, got {list(value)!r}")
+            return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_coerce(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, "a mapping", value, source)
+        return dict(value)
+    raise ConfigError(f"{source}: {key}: unsupported config type {tp!r}")  # a bug in this module
+
+
+def _type_error(key: str, expected: str, value: Any, source: str) -> ConfigError:
+    return ConfigError(f"{source}: {key} must be {expected}, got {value!r} ({type(value).__name__})")
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------- validation
+def validate(config: ExperimentConfig, source: str = "<config>") -> None:
+    """Value checks that need no file system; raises ``ConfigError`` naming the key."""
+
+    def bad(key: str, msg: str) -> None:
+        raise ConfigError(f"{source}: {key} {msg}")
+
+    if config.task not in TASKS:
+        bad("task", f"must be one of {', '.join(TASKS)}, got {config.task!r}")
+    if not config.output_dir:
+        bad("output_dir", "must not be empty")
+    t, d, e = config.train, config.data, config.eval
+    for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.grad_accum", t.grad_accum),
+                       ("train.log_every", t.log_every), ("data.max_text_len", d.max_text_len),
+                       ("data.max_regions", d.max_regions), ("data.vqa_num_answers", d.vqa_num_answers),
+                       ("data.hard_negatives_k", d.hard_negatives_k), ("eval.batch_size", e.batch_size)):
+        if value < 1:
+            bad(key, f"must be >= 1, got {value}")
+    for key, value in (("train.max_steps", t.max_steps), ("train.stop_after", t.stop_after)):
+        if value is not None and value < 1:
+            bad(key, f"must be null or >= 1, got {value}")
+    for key, value in (("train.checkpoint_every", t.checkpoint_every), ("data.num_workers", d.num_workers),
+                       ("eval.retrieval_val_images", e.retrieval_val_images)):
+        if value < 0:
+            bad(key, f"must be >= 0, got {value}")
+    if d.max_text_len < 2:
+        bad("data.max_text_len", "must be >= 2 ([CLS] and [SEP])")
+    if t.batch_size % t.grad_accum:
+        bad("train.batch_size", f"{t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+    if not 0.0 < d.fraction <= 1.0:
+        bad("data.fraction", f"must be in (0, 1], got {d.fraction}")
+    if not t.lr > 0:
+        bad("train.lr", f"must be > 0, got {t.lr}")
+    if t.weight_decay < 0:
+        bad("train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    if not 0.0 <= t.warmup < 1.0:
+        bad("train.warmup", f"is a fraction of the steps in [0, 1), got {t.warmup}")
+    if t.clip is not None and not t.clip > 0:
+        bad("train.clip", f"must be null (no clipping) or > 0, got {t.clip}")
+    if not all(0.0 <= b < 1.0 for b in t.betas):
+        bad("train.betas", f"must be two numbers in [0, 1), got {list(t.betas)}")
+    if not t.eps > 0:
+        bad("train.eps", f"must be > 0, got {t.eps}")
+    if not t.tau_max >= t.tau_min > 0:
+        bad("train.tau_max", f"need tau_max >= tau_min > 0, got tau_max={t.tau_max}, tau_min={t.tau_min}")
+    if t.tau_kind not in ("exp", "linear"):
+        bad("train.tau_kind", f"must be 'exp' or 'linear', got {t.tau_kind!r}")
+    if t.device not in ("auto", "cpu", "cuda"):
+        bad("train.device", f"must be auto, cpu or cuda, got {t.device!r}")
+    if any(w < 0 for w in t.loss_weights):
+        bad("train.loss_weights", f"must be non-negative, got {list(t.loss_weights)}")
+    _validate_model(config, source)
+
+
+def _validate_model(config: ExperimentConfig, source: str) -> None:
+    """The preset exists and the overrides are valid ModelConfig fields and values."""
+    from switchbert.presets import PRESETS, get_config
+
+    m = config.model
+    if m.init_from is not None and Path(m.init_from).suffix == "" and not m.overrides:
+        return  # a model directory fixes the architecture; checked by check_paths
+    if m.preset not in PRESETS:
+        raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}; available: {', '.join(sorted(PRESETS))}")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}
+    try:
+        get_config(m.preset, **overrides)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{source}: model.overrides: {e}") from None
+
+
+def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: bool = True) -> None:
+    """Checks, before any work, that every file the task needs exists.
+
+    Args:
+        need_train: also require the training files (False for ``evaluate``).
+    """
+    d = config.data
+    keys = list(REQUIRED_PATHS[config.task])
+    if not need_train:  # evaluation reads the answer vocabulary from the checkpoint
+        keys = [k for k in keys if "train" not in k]
+    for key in keys:
+        p = d.path(key)
+        if p is None:
+            raise ConfigError(f"{source}: data.{key} is required for task {config.task!r} (it is null)")
+        if not p.exists():
+            raise ConfigError(f"{source}: data.{key}: {p} does not exist (data.root = {d.root!r})")
+    for key in ("vqa_test_questions", "vqa_answer_vocab"):
+        p = d.path(key)
+        if config.task == "vqa" and p is not None and not p.exists():
+            raise ConfigError(f"{source}: data.{key}: {p} does not exist")
+    m = config.model
+    for key, value in (("model.bert_dir", m.bert_dir), ("model.init_from", m.init_from)):
+        if value is not None and not Path(value).expanduser().exists():
+            raise ConfigError(f"{source}: {key}: {value} does not exist")

@@ -1,0 +1,101 @@
+"""Scoring a checkpoint on the splits of its task, and the result records reports are built from.
+
+``evaluate(config, checkpoint, splits)`` writes (rank 0) into ``OUTPUT_DIR/eval/``:
+    metrics.json                  {split: {metric: value}}
+    vqa_results_<split>.json      VQA: the evaluation server's format ([{question_id, answer}])
+    retrieval_scores_<split>.pt   retrieval: the (captions, images) score matrix
+and merges one record per (split, metric) into ``OUTPUT_DIR/results.jsonl``:
+    {"model", "task", "metric", "seed", "value", "split", "checkpoint"}
+Metric names are ``<metric>_<split>`` (``accuracy_val``, ``accuracy_testA``), except retrieval on
+``test``, which is the paper's number and keeps the plain name (``ir_r1``, ``tr_r1``), the names
+``switchbert.metrics.TABLE3_COLUMNS`` looks up.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from switchbert.io import atomic_write_json, atomic_write_text
+from switchbert.pretrained import load_pretrained
+from switchbert.train.checkpoint import load_heads, resolve_checkpoint
+from switchbert.train.config import ExperimentConfig
+from switchbert.train.distributed import barrier, init_distributed
+from switchbert.train.tasks import EvalContext, build_task
+from switchbert.train.trainer import model_overrides
+
+RESULTS_NAME = "results.jsonl"
+
+
+def record_metric(task: str, metric: str, split: str) -> str:
+    """The metric name a result record carries (see the module docstring)."""
+    if task == "retrieval" and split == "test":
+        return metric
+    return f"{metric}_{split}"
+
+
+def evaluate(
+    config: ExperimentConfig,
+    checkpoint: Optional[Path] = None,
+    splits: Optional[Sequence[str]] = None,
+    out_dir: Optional[Path] = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Scores a checkpoint.
+
+    Args:
+        config: the run's experiment config.
+        checkpoint: a checkpoint directory or run directory (default: ``output_dir``'s best, else last).
+        splits: default ``eval.splits``, else the task's test splits.
+        out_dir: where result files go (default ``output_dir/eval``).
+        progress: progress bars (rank 0, on a terminal).
+
+    Returns:
+        {split: {metric: value}}.
+    """
+    ctx = init_distributed(config.train.device)
+    ckpt = resolve_checkpoint(Path(checkpoint) if checkpoint is not None else Path(config.output_dir))
+    runtime = {k: v for k, v in model_overrides(config).items() if k in _RUNTIME_FIELDS}
+    model = load_pretrained(ckpt, **runtime).to(ctx.device).eval()
+    task = build_task(config, model.config, ctx)
+    task.load_assets(ckpt)  # VQA: the answer vocabulary the head was trained with
+    heads = task.build_heads(model)
+    load_heads(heads, ckpt)
+    heads.to(ctx.device).eval()
+    splits = list(splits or config.eval.splits or task.test_splits)
+    out = Path(out_dir) if out_dir is not None else Path(config.output_dir) / "eval"
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    ectx = EvalContext(ctx, config.eval.batch_size, progress=progress and sys.stderr.isatty(), out_dir=out)
+    results: dict[str, dict[str, float]] = {}
+    for split in splits:
+        results[split] = task.evaluate(model, heads, split, ectx)
+    if ctx.is_main:
+        atomic_write_json(out / "metrics.json", {"checkpoint": str(ckpt), **results})
+        records = [
+            {"model": config.report_name, "task": config.task, "metric": record_metric(config.task, m, split),
+             "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt)}
+            for split, metrics in results.items() for m, v in metrics.items()
+        ]
+        merge_records(Path(config.output_dir) / RESULTS_NAME, records)
+    barrier(ctx)
+    return results
+
+
+# Config fields that change how a loaded model runs, not its weights.
+_RUNTIME_FIELDS = frozenset({"attention_impl", "hidden_dropout", "attention_dropout", "fusion_dropout"})
+
+
+def merge_records(path: Path, records: list[dict[str, Any]]) -> None:
+    """Adds records to a JSON-lines file, replacing any with the same (model, task, metric, seed)."""
+    def key(r: dict[str, Any]) -> tuple:
+        return (r["model"], r["task"], r["metric"], r["seed"])
+
+    existing = []
+    if path.exists():
+        existing = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    new_keys = {key(r) for r in records}
+    merged = [r for r in existing if key(r) not in new_keys] + records
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in merged))

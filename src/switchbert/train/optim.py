@@ -1,0 +1,53 @@
+"""AdamW with BERT's parameter groups, and the warm-up then linear-decay learning-rate schedule (SPEC §6-§7)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decayed weights, and biases + LayerNorm parameters without decay (BERT/VOLTA).
+
+    A parameter reached from several modules (the MLM decoder's tied word embedding) appears once.
+    Embedding matrices are decayed, as in BERT.
+    """
+    decay, no_decay, seen = [], [], set()
+    for module in modules:
+        for sub in module.modules():
+            for name, p in sub.named_parameters(recurse=False):
+                if not p.requires_grad or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                if isinstance(sub, nn.LayerNorm) or name == "bias":
+                    no_decay.append(p)
+                else:
+                    decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(
+    modules: Iterable[nn.Module], lr: float, weight_decay: float, betas: tuple[float, float], eps: float
+) -> torch.optim.AdamW:
+    """AdamW over ``modules`` with :func:`param_groups`."""
+    return torch.optim.AdamW(param_groups(modules, weight_decay), lr=lr, betas=tuple(betas), eps=eps)
+
+
+def warmup_linear(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier: linear 0 -> 1 over ``warmup_steps``, then linear 1 -> 0 at ``total_steps``.
+
+    ``step`` is the number of optimizer steps taken so far (the multiplier for the next update).
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    remaining = total_steps - step
+    return max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float) -> LambdaLR:
+    """Warm-up for ``warmup_fraction`` of ``total_steps`` then linear decay to 0; stepped once per update."""
+    warmup_steps = int(round(warmup_fraction * total_steps))
+    return LambdaLR(optimizer, lambda step: warmup_linear(step, total_steps, warmup_steps))

@@ -1,0 +1,384 @@
+"""One small class per objective: its datasets, its heads, its loss, and its evaluation (SPEC §6-§7).
+
+    pretrain   Conceptual Captions pairs; MLM + MRC-KL + ITM; validation loss
+    vqa        VQAv2; BCE on soft scores; official VQA accuracy + the evaluation server's result file
+    retrieval  Flickr30k; 4-way cross-entropy; R@1/5/10 both directions over all pairs of a split
+    refexp     RefCOCO+; BCE against region IoU; accuracy per split
+
+A task never owns the model: the trainer passes the model and the heads in. Evaluation runs on this
+process's contiguous share of the split and gathers the per-sample results on every process, so the
+metrics are those of the whole split whatever the number of processes.
+
+Dimension legend: B batch, T text tokens, N real regions, A answers, K = 4 retrieval candidates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from switchbert.batch import Batch
+from switchbert.config import ModelConfig
+from switchbert.data import (AnswerVocab, CaptionPairsDataset, RefCOCODataset, RetrievalEvalDataset,
+                             RetrievalTrainDataset, VQADataset, build_answer_vocab, load_tokenizer,
+                             make_dataloader, open_feature_store)
+from switchbert.data.vqa_answers import load_annotations
+from switchbert.heads import PretrainHeads, build_head
+from switchbert.losses import (ignore_mismatched, pretrain_loss, refexp_bce_loss, retrieval_4way_loss,
+                               vqa_bce_loss)
+from switchbert.metrics import (predict_answers, refexp_correct, retrieval_recall, vqa_accuracy,
+                                write_vqa_results)
+from switchbert.models.base import VLModel
+from switchbert.outputs import EncoderOutput
+from switchbert.train.config import ConfigError, ExperimentConfig
+from switchbert.train.distributed import DistContext, all_gather_objects, shard_range
+
+VQA_VOCAB_FILE = "answer_vocab.json"
+
+
+@dataclass
+class StepOutput:
+    """One micro-batch's forward pass.
+
+    Attributes:
+        loss: scalar objective (float32).
+        parts: named scalar components for logging (detached).
+        output: the encoder's output (its routes are logged).
+    """
+
+    loss: Tensor
+    parts: dict[str, Tensor]
+    output: EncoderOutput
+
+
+@dataclass
+class EvalContext:
+    """What an evaluation needs besides the model."""
+
+    dist: DistContext
+    batch_size: int
+    progress: bool = False
+    out_dir: Optional[Path] = None  # where result files go (rank 0 writes)
+    max_images: int = 0  # retrieval: score only the first N images of the split (0 = all)
+    autocast: Any = field(default_factory=lambda: contextlib.nullcontext)
+
+
+class Task:
+    """Base class. Subclasses set the class attributes and implement the four methods."""
+
+    name: str = ""
+    metric_names: tuple[str, ...] = ()
+    default_best: str = ""
+    lower_is_better: frozenset[str] = frozenset()
+    test_splits: tuple[str, ...] = ()
+
+    def __init__(self, config: ExperimentConfig, model_config: ModelConfig, ctx: DistContext) -> None:
+        self.config, self.model_config, self.ctx = config, model_config, ctx
+        d = config.data
+        self.tokenizer = load_tokenizer()
+        self.store = open_feature_store(d.path("features"))
+        if self.store.feat_dim is not None and self.store.feat_dim != model_config.region_feat_dim:
+            raise ConfigError(
+                f"data.features: {self.store.path} has {self.store.feat_dim}-d region features but model "
+                f"{model_config.name!r} expects region_feat_dim={model_config.region_feat_dim} "
+                f"(set model.overrides.region_feat_dim or use other features)"
+            )
+
+    # -- to implement ----------------------------------------------------------------------------
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def build_heads(self, model: VLModel) -> nn.Module:
+        raise NotImplementedError
+
+    def step(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any) -> StepOutput:
+        raise NotImplementedError
+
+    def evaluate(self, model: VLModel, heads: nn.Module, split: str, ectx: EvalContext) -> dict[str, float]:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+    def best_metric(self) -> tuple[str, bool]:
+        """(metric name, higher is better) that selects the best checkpoint."""
+        name = self.config.train.best_metric or self.default_best
+        if name not in self.metric_names:
+            raise ConfigError(f"train.best_metric: task {self.name!r} reports {', '.join(self.metric_names)}; "
+                              f"got {name!r}")
+        return name, name not in self.lower_is_better
+
+    def save_assets(self, directory: Path) -> None:
+        """Writes what evaluation needs besides the weights (VQA: the answer vocabulary)."""
+
+    def load_assets(self, directory: Path) -> None:
+        """Reads what ``save_assets`` wrote."""
+
+    def _eval_batches(self, dataset: Dataset, ectx: EvalContext, desc: str, indices: Optional[list[int]] = None):
+        """Yields (batch, labels) on device for this process's contiguous share of ``indices``."""
+        indices = list(range(len(dataset))) if indices is None else indices
+        mine = [indices[i] for i in shard_range(len(indices), ectx.dist)]
+        loader = make_dataloader(dataset, ectx.batch_size, sampler=mine, num_workers=self.config.data.num_workers)
+        bar = tqdm(loader, desc=desc, unit="batch", disable=not (ectx.progress and ectx.dist.is_main), leave=False)
+        for batch, labels in bar:
+            yield batch.to(ectx.dist.device), labels.to(ectx.dist.device)
+
+
+# ------------------------------------------------------------------------------------------ pretrain
+class PretrainTask(Task):
+    """MLM + MRC-KL + ITM on image-caption pairs (SPEC §6). Validation: the same losses on cc_valid with
+    the masks of epoch 0, so every epoch is scored on identical corruptions."""
+
+    name = "pretrain"
+    metric_names = ("loss", "mlm", "mrc", "itm", "itm_accuracy")
+    default_best = "loss"
+    lower_is_better = frozenset({"loss", "mlm", "mrc", "itm"})
+    test_splits = ("val",)
+
+    def _dataset(self, key: str) -> CaptionPairsDataset:
+        d = self.config.data
+        return CaptionPairsDataset(d.path(key), self.store, self.tokenizer, d.max_text_len, d.max_regions,
+                                   seed=self.config.train.seed, mrc=d.mrc, skip_bad=d.skip_bad)
+
+    def train_dataset(self) -> Dataset:
+        return self._dataset("cc_train")
+
+    def build_heads(self, model: VLModel) -> nn.Module:
+        c = model.config
+        return PretrainHeads(model.get_word_embeddings(), c.region_hidden_size_, c.pooler_size,
+                             num_region_classes=max(1, self.store.num_classes or 1),
+                             layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
+
+    def _losses(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any):
+        output = model(batch)
+        mlm_labels, mrc_mask = ignore_mismatched(labels.itm_labels, labels.mlm_labels, labels.mrc_mask)
+        logits = heads(output, mlm_labels=mlm_labels, mrc_target_mask=mrc_mask)
+        loss = pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets,
+                             weights=tuple(self.config.train.loss_weights))
+        return output, logits, loss
+
+    def step(self, model, heads, batch, labels) -> StepOutput:
+        output, _, loss = self._losses(model, heads, batch, labels)
+        parts = {"mlm": loss.mlm.detach(), "mrc": loss.mrc.detach(), "itm": loss.itm.detach()}
+        return StepOutput(loss.total, parts, output)
+
+    def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
+        if split not in ("val", "valid"):
+            raise ConfigError(f"pretrain evaluates split 'val' (data.cc_valid), got {split!r}")
+        dataset = self._dataset("cc_valid")
+        dataset.set_epoch(0)
+        sums = torch.zeros(6, dtype=torch.float64)  # loss, mlm, mrc, itm (x batch size), itm hits, samples
+        with torch.no_grad(), ectx.autocast():
+            for batch, labels in self._eval_batches(dataset, ectx, "validating"):
+                _, logits, loss = self._losses(model, heads, batch, labels)
+                n = batch.batch_size
+                hits = (logits.itm.argmax(-1) == labels.itm_labels).sum()
+                sums += torch.tensor([float(loss.total) * n, float(loss.mlm) * n, float(loss.mrc) * n,
+                                      float(loss.itm) * n, float(hits), n], dtype=torch.float64)
+        total = sum(all_gather_objects(sums, ectx.dist))
+        n = max(float(total[5]), 1.0)
+        return {"loss": float(total[0]) / n, "mlm": float(total[1]) / n, "mrc": float(total[2]) / n,
+                "itm": float(total[3]) / n, "itm_accuracy": 100.0 * float(total[4]) / n}
+
+
+# ----------------------------------------------------------------------------------------------- vqa
+class VQATask(Task):
+    """VQAv2 (SPEC §7). The answer vocabulary is built from train + val annotations (or read from
+    ``data.vqa_answer_vocab``) and saved beside every checkpoint, so evaluation uses the same one."""
+
+    name = "vqa"
+    metric_names = ("accuracy", "target_score")
+    default_best = "accuracy"
+    test_splits = ("val", "test")
+
+    def __init__(self, config, model_config, ctx) -> None:
+        super().__init__(config, model_config, ctx)
+        self.vocab: Optional[AnswerVocab] = None
+
+    def _ensure_vocab(self) -> AnswerVocab:
+        if self.vocab is None:
+            d = self.config.data
+            if d.vqa_answer_vocab is not None:
+                self.vocab = AnswerVocab.load(d.path("vqa_answer_vocab"))
+            else:
+                self.vocab = build_answer_vocab([d.path("vqa_train_annotations"), d.path("vqa_val_annotations")],
+                                                top_k=d.vqa_num_answers)
+        return self.vocab
+
+    def save_assets(self, directory: Path) -> None:
+        from switchbert.io import atomic_write_json
+
+        atomic_write_json(Path(directory) / VQA_VOCAB_FILE, self._ensure_vocab().answers)
+
+    def load_assets(self, directory: Path) -> None:
+        path = Path(directory) / VQA_VOCAB_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: a VQA checkpoint needs its answer vocabulary")
+        self.vocab = AnswerVocab.load(path)
+
+    def _files(self, split: str) -> tuple[Path, Optional[Path]]:
+        d = self.config.data
+        if split == "train":
+            return d.path("vqa_train_questions"), d.path("vqa_train_annotations")
+        if split == "val":
+            return d.path("vqa_val_questions"), d.path("vqa_val_annotations")
+        if split in ("test", "test-dev", "test-std"):
+            if d.vqa_test_questions is None:
+                raise ConfigError(f"VQA split {split!r} needs data.vqa_test_questions")
+            return d.path("vqa_test_questions"), None
+        raise ConfigError(f"unknown VQA split {split!r}; choose train, val or test")
+
+    def _dataset(self, split: str) -> VQADataset:
+        d = self.config.data
+        questions, annotations = self._files(split)
+        return VQADataset(questions, annotations, self.store, self.tokenizer, self._ensure_vocab(),
+                          d.max_text_len, d.max_regions, oov="keep", skip_bad=d.skip_bad)
+
+    def train_dataset(self) -> Dataset:
+        return self._dataset("train")
+
+    def build_heads(self, model: VLModel) -> nn.Module:
+        c = model.config
+        return build_head("vqa", pooler_size=c.pooler_size, num_answers=len(self._ensure_vocab()),
+                          layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
+
+    def step(self, model, heads, batch, labels) -> StepOutput:
+        output = model(batch)
+        loss = vqa_bce_loss(heads(output), labels.scores)
+        return StepOutput(loss, {}, output)
+
+    def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
+        dataset = self._dataset(split)
+        rows: list[tuple[int, int, float]] = []  # question id, predicted answer index, its target score
+        with torch.no_grad(), ectx.autocast():
+            for batch, labels in self._eval_batches(dataset, ectx, f"VQA {split}"):
+                logits = heads(model(batch)).float()
+                pred = logits.argmax(dim=1)
+                picked = labels.scores.gather(1, pred[:, None]).squeeze(1)
+                rows.extend(zip(labels.question_ids.tolist(), pred.tolist(), picked.tolist()))
+        rows = sorted(r for part in all_gather_objects(rows, ectx.dist) for r in part)
+        qids = [r[0] for r in rows]
+        answers = [self.vocab.answers[r[1]] for r in rows]
+        if ectx.out_dir is not None and ectx.dist.is_main:
+            write_vqa_results(Path(ectx.out_dir) / f"vqa_results_{split}.json", qids, answers)
+        _, annotations = self._files(split)
+        if annotations is None:
+            return {}  # test questions: only the server can score the result file
+        humans = {int(a["question_id"]): [x["answer"] for x in a["answers"]] for a in load_annotations(annotations)}
+        return {"accuracy": vqa_accuracy(answers, [humans[q] for q in qids]),
+                "target_score": 100.0 * float(np.mean([r[2] for r in rows]))}
+
+
+# ----------------------------------------------------------------------------------------- retrieval
+class RetrievalTask(Task):
+    """Flickr30k (SPEC §7): 4-way training; evaluation scores every (caption, image) pair of a split."""
+
+    name = "retrieval"
+    metric_names = ("ir_r1", "ir_r5", "ir_r10", "tr_r1", "tr_r5", "tr_r10", "r_mean")
+    default_best = "r_mean"
+    test_splits = ("test",)
+
+    def train_dataset(self) -> Dataset:
+        d = self.config.data
+        # Every process needs the hard-negative pool; only rank 0 caches it (in the run, not the data).
+        cache = Path(self.config.output_dir) / "cache" / "hardneg_train.npz" if self.ctx.is_main else None
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+        return RetrievalTrainDataset(d.path("flickr_train"), self.store, self.tokenizer, d.max_text_len, d.max_regions,
+                                     seed=self.config.train.seed, hard_k=d.hard_negatives_k, cache_path=cache,
+                                     skip_bad=d.skip_bad)
+
+    def build_heads(self, model: VLModel) -> nn.Module:
+        c = model.config
+        return build_head("retrieval", pooler_size=c.pooler_size, initializer_range=c.initializer_range)
+
+    def step(self, model, heads, batch, labels) -> StepOutput:
+        output = model(batch)
+        loss = retrieval_4way_loss(heads(output), labels.num_candidates)
+        return StepOutput(loss, {}, output)
+
+    def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
+        key = {"train": "flickr_train", "val": "flickr_val", "test": "flickr_test"}.get(split)
+        if key is None:
+            raise ConfigError(f"unknown retrieval split {split!r}; choose train, val or test")
+        d = self.config.data
+        dataset = RetrievalEvalDataset(d.path(key), self.store, self.tokenizer, d.max_text_len, d.max_regions)
+        n_img = dataset.num_images if ectx.max_images <= 0 else min(ectx.max_images, dataset.num_images)
+        caption_image = dataset.caption_image
+        n_cap = int((caption_image < n_img).sum())  # captions are stored image by image
+        # Pairs are image-major (index = image * num_captions + caption) so a run of pairs shares regions.
+        indices = [i * dataset.num_captions + c for i in range(n_img) for c in range(n_cap)]
+        parts: list[Tensor] = []
+        with torch.no_grad(), ectx.autocast():
+            for batch, labels in self._eval_batches(dataset, ectx, f"retrieval {split} pairs", indices):
+                scores = heads(model(batch)).float().cpu()
+                parts.append(torch.stack([labels.caption_index.cpu().double(), labels.image_index.cpu().double(),
+                                          scores.double()], dim=1))
+        local = torch.cat(parts) if parts else torch.zeros(0, 3, dtype=torch.float64)
+        rows = torch.cat(all_gather_objects(local, ectx.dist))
+        matrix = torch.full((n_cap, n_img), float("nan"), dtype=torch.float32)
+        matrix[rows[:, 0].long(), rows[:, 1].long()] = rows[:, 2].float()
+        if ectx.out_dir is not None and ectx.dist.is_main:
+            torch.save(matrix, Path(ectx.out_dir) / f"retrieval_scores_{split}.pt")
+        metrics = retrieval_recall(matrix, caption_image[:n_cap])
+        metrics["r_mean"] = float(np.mean(list(metrics.values())))
+        return metrics
+
+
+# -------------------------------------------------------------------------------------------- refexp
+class RefExpTask(Task):
+    """RefCOCO+ (SPEC §7): a region is right when its IoU with the referred box is > 0.5."""
+
+    name = "refexp"
+    metric_names = ("accuracy",)
+    default_best = "accuracy"
+    test_splits = ("val", "testA", "testB")
+
+    def _dataset(self, split: str) -> RefCOCODataset:
+        d = self.config.data
+        return RefCOCODataset(d.path("refcoco_refs"), d.path("refcoco_instances"), self.store, self.tokenizer,
+                              split, d.max_text_len, d.max_regions, skip_bad=d.skip_bad)
+
+    def train_dataset(self) -> Dataset:
+        return self._dataset("train")
+
+    def build_heads(self, model: VLModel) -> nn.Module:
+        c = model.config
+        return build_head("refexp", pooler_size=c.pooler_size, region_hidden_size=c.region_hidden_size_,
+                          initializer_range=c.initializer_range)
+
+    def step(self, model, heads, batch, labels) -> StepOutput:
+        output = model(batch)
+        loss = refexp_bce_loss(heads(output), labels.iou, labels.region_mask)
+        return StepOutput(loss, {}, output)
+
+    def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
+        dataset = self._dataset(split)
+        flags: list[tuple[int, int, bool]] = []
+        with torch.no_grad(), ectx.autocast():
+            for batch, labels in self._eval_batches(dataset, ectx, f"RefCOCO+ {split}"):
+                logits = heads(model(batch)).float()
+                hit = refexp_correct(logits, labels.iou, labels.region_mask)
+                flags.extend(zip(labels.ref_ids.tolist(), labels.sent_ids.tolist(), hit.tolist()))
+        flags = [f for part in all_gather_objects(flags, ectx.dist) for f in part]
+        if not flags:
+            raise ValueError(f"RefCOCO+ split {split!r} has no sample")
+        return {"accuracy": 100.0 * float(np.mean([f[2] for f in flags]))}
+
+
+TASK_CLASSES: dict[str, type[Task]] = {
+    "pretrain": PretrainTask,
+    "vqa": VQATask,
+    "retrieval": RetrievalTask,
+    "refexp": RefExpTask,
+}
+
+
+def build_task(config: ExperimentConfig, model_config: ModelConfig, ctx: DistContext) -> Task:
+    return TASK_CLASSES[config.task](config, model_config, ctx)
