@@ -50,6 +50,19 @@ class VLModel(nn.Module):
         for s in self.switchers():
             s.tau.fill_(float(tau))
 
+    def get_word_embeddings(self) -> nn.Embedding:
+        """The (V, D) word embedding the MLM decoder ties to (SPEC §6).
+
+        Every model in the library keeps it at ``embeddings.text.word_embeddings``; a model that
+        stores it elsewhere overrides this method.
+        """
+        text = getattr(getattr(self, "embeddings", None), "text", None)
+        emb = getattr(text, "word_embeddings", None)
+        if not isinstance(emb, nn.Embedding):
+            raise AttributeError(f"{type(self).__name__} has no embeddings.text.word_embeddings; "
+                                 "override get_word_embeddings()")
+        return emb
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
