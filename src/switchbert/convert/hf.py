@@ -1,0 +1,158 @@
+"""Import HF transformers' ``VisualBertModel`` and ``LxmertModel`` weights (no network; a local directory).
+
+Parity: with imported weights our ``visualbert`` and ``lxmert`` models reproduce HF's encoder hidden
+states on the same inputs (tests/test_convert_hf.py, within 1e-5). What differs, and how it is mapped:
+
+- Poolers: HF has a tanh pooler (D -> D) on [CLS]; every model here uses VOLTA's ReLU poolers
+  (D -> P) on [CLS] and IMG (SPEC §4). HF's ``pooler.*`` is reported unused; ours start random.
+- IMG token: our models prepend it to the regions (mean feature, whole-image box; SPEC §2). HF has
+  none; "the same inputs" means HF is given our region sequence, IMG included.
+- LXMERT boxes: HF reads ``visual_pos_dim`` numbers (4 in released checkpoints: x1, y1, x2, y2); the
+  imported config sets ``region_box_dim`` to it, and our 5-d boxes are cut to their first four.
+- LXMERT region stream width equals the text width in HF; so it does here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from switchbert.config import ModelConfig
+from switchbert.convert.common import ImportReport, KeyMap, apply_key_map, read_state_dict
+from switchbert.layers.cross_attention import BERT_ATTENTION, BERT_FFN, sublayer_key_map
+from switchbert.models import build_model
+from switchbert.models.base import VLModel
+from switchbert.models.lxmert import LxmertModel
+from switchbert.models.switchbert import SwitchBertModel, bert_layer_key_map
+
+HF_TEXT_EMB = {
+    "embeddings.text.word_embeddings.weight": "embeddings.word_embeddings.weight",
+    "embeddings.text.position_embeddings.weight": "embeddings.position_embeddings.weight",
+    "embeddings.text.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
+    "embeddings.text.norm.weight": "embeddings.LayerNorm.weight",
+    "embeddings.text.norm.bias": "embeddings.LayerNorm.bias",
+}
+LX_CROSS = {"query": "att.query", "key": "att.key", "value": "att.value", "output": "output.dense",
+            "norm": "output.LayerNorm"}
+LX_SELF = {"query": "self.query", "key": "self.key", "value": "self.value", "output": "output.dense",
+           "norm": "output.LayerNorm"}
+HF_PREFIXES = ("visual_bert.", "lxmert.")  # the base model inside HF's pretraining / task models
+
+NOTES = {
+    "visual_bert": [
+        "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
+        "regions get our IMG token first (mean feature); HF has none, so parity feeds HF the same sequence",
+    ],
+    "lxmert": [
+        "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
+        "regions get our IMG token first (mean feature, box 0,0,1,1[,1]); HF has none",
+        "boxes: region_box_dim = HF visual_pos_dim; with 4, our 5-d boxes are read as (x1, y1, x2, y2)",
+    ],
+}
+
+
+def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """HF config dict and state dict (base-model keys: ``visual_bert.``/``lxmert.`` stripped)."""
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; an HF model directory needs config.json")
+    try:
+        hf = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    state = {}
+    for k, v in read_state_dict(directory).items():
+        for p in HF_PREFIXES:
+            if k.startswith(p):
+                k = k[len(p):]
+                break
+        state[k] = v
+    return hf, state
+
+
+def config_from_hf(hf: dict[str, Any], base: ModelConfig) -> ModelConfig:
+    """``base`` (a preset of the right family) with the sizes of an HF VisualBERT / LXMERT config.
+
+    Raises:
+        ValueError: the model type does not match the preset's family, or HF uses another activation.
+    """
+    kind = hf.get("model_type")
+    if hf.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"HF config hidden_act={hf['hidden_act']!r}: only 'gelu' (exact) is supported")
+    common = dict(hidden_size=hf["hidden_size"], num_heads=hf["num_attention_heads"],
+                  intermediate_size=hf["intermediate_size"], vocab_size=hf["vocab_size"],
+                  max_position=hf["max_position_embeddings"], type_vocab_size=hf["type_vocab_size"],
+                  hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+                  attention_dropout=hf.get("attention_probs_dropout_prob", 0.1))
+    if kind == "visual_bert":
+        if base.arch != "switchbert" or base.embedding != "visualbert":
+            raise ValueError(f"HF model_type 'visual_bert' needs a VisualBERT preset (e.g. visualbert-base), "
+                             f"got {base.name!r} (arch={base.arch}, embedding={base.embedding})")
+        return base.replace(num_layers=hf["num_hidden_layers"], region_feat_dim=hf["visual_embedding_dim"],
+                            layer_norm_eps=hf.get("layer_norm_eps", 1e-12), **common)
+    if kind == "lxmert":
+        if base.arch != "lxmert":
+            raise ValueError(f"HF model_type 'lxmert' needs an LXMERT preset (e.g. lxmert-base), got {base.name!r}")
+        text, region, cross = hf["l_layers"], hf["r_layers"], hf["x_layers"]
+        return base.replace(text_layers=text, region_layers=region, cross_layers=cross,
+                            bert_layers=min(base.bert_layers, text + cross), region_feat_dim=hf["visual_feat_dim"],
+                            region_box_dim=hf["visual_pos_dim"], layer_norm_eps=1e-12,  # HF LXMERT hard-codes it
+                            region_hidden_size=0, region_num_heads=0, region_intermediate_size=0, **common)
+    raise ValueError(f"HF model_type {kind!r} is not importable; supported: 'visual_bert', 'lxmert'")
+
+
+def hf_key_map(model: VLModel) -> KeyMap:
+    """Our parameter -> HF base-model key, for a VisualBERT (single-stream) or LXMERT model."""
+    c = model.config
+    m: KeyMap = dict(HF_TEXT_EMB)
+    if isinstance(model, SwitchBertModel) and c.embedding == "visualbert":
+        m["embeddings.feat_proj.weight"] = "embeddings.visual_projection.weight"
+        m["embeddings.feat_proj.bias"] = "embeddings.visual_projection.bias"
+        m["embeddings.type_embeddings.weight"] = "embeddings.visual_token_type_embeddings.weight"
+        m["embeddings.position_embeddings.weight"] = "embeddings.visual_position_embeddings.weight"
+        for i in range(c.num_layers):
+            m.update(bert_layer_key_map(f"layers.{i}.", f"encoder.layer.{i}."))
+        return m
+    if isinstance(model, LxmertModel) and c.embedding == "lxmert":
+        V = "encoder.visn_fc."
+        m.update(sublayer_key_map("embeddings.", V, {"feat_proj": "visn_fc", "feat_norm": "visn_layer_norm",
+                                                    "box_proj": "box_fc", "box_norm": "box_layer_norm"}))
+        for i in range(c.text_layers):
+            m.update(sublayer_key_map(f"text_layers.{i}.attn.", f"encoder.layer.{i}.", BERT_ATTENTION))
+            m.update(sublayer_key_map(f"text_layers.{i}.ffn.", f"encoder.layer.{i}.", BERT_FFN))
+        for i in range(c.region_layers):
+            m.update(sublayer_key_map(f"region_layers.{i}.attn.", f"encoder.r_layers.{i}.", BERT_ATTENTION))
+            m.update(sublayer_key_map(f"region_layers.{i}.ffn.", f"encoder.r_layers.{i}.", BERT_FFN))
+        for j in range(c.cross_layers):
+            x, h = f"cross_layers.{j}.", f"encoder.x_layers.{j}."
+            m.update(sublayer_key_map(x + "cross.", h + "visual_attention.", LX_CROSS))
+            m.update(sublayer_key_map(x + "text_attn.", h + "lang_self_att.", LX_SELF))
+            m.update(sublayer_key_map(x + "region_attn.", h + "visn_self_att.", LX_SELF))
+            m.update(sublayer_key_map(x + "text_ffn.", h, {"up": "lang_inter.dense", "down": "lang_output.dense",
+                                                           "norm": "lang_output.LayerNorm"}))
+            m.update(sublayer_key_map(x + "region_ffn.", h, {"up": "visn_inter.dense", "down": "visn_output.dense",
+                                                             "norm": "visn_output.LayerNorm"}))
+        return m
+    raise ValueError(f"{type(model).__name__} with embedding {c.embedding!r}: no HF layout "
+                     "(VisualBERT and LXMERT only)")
+
+
+def import_hf(model: VLModel, state: dict[str, Tensor], model_type: str, source: str = "<state dict>") -> ImportReport:
+    """Loads HF base-model weights into ``model`` in place and reports what was used."""
+    report = ImportReport(source=source)
+    used = apply_key_map(model, state, hf_key_map(model), {}, report)
+    report.unused = sorted(set(state) - used)
+    report.notes += NOTES.get(model_type, [])
+    return report
+
+
+def load_hf(directory: str | Path, base: ModelConfig) -> tuple[VLModel, ImportReport]:
+    """Builds our model with the HF checkpoint's sizes (on ``base``'s family) and loads its weights."""
+    hf, state = read_hf_dir(directory)
+    config = config_from_hf(hf, base)
+    model = build_model(config)
+    return model, import_hf(model, state, hf["model_type"], source=str(directory))

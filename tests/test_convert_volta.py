@@ -1,0 +1,310 @@
+"""VOLTA import: state dicts built in VOLTA's layout from its sub-layer lists, every tensor a distinct
+known value; after import every tensor must be where VOLTA's semantics put it.
+
+The generator below follows VOLTA's ``BertGated*`` constructors (a sub-layer has text modules when it
+is in a text list, ``v_`` modules when in a vision list, and shares them when listed as shared) and
+the ``ctrl_*.json`` lists scaled to the tiny presets; the expectations pair our modules with VOLTA's
+sub-layers by list order, independently of the importer's arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import pytest
+import torch
+
+import switchbert
+from switchbert.convert import import_volta
+from switchbert.convert.cli import register
+from switchbert.heads.pretrain import PretrainHeads
+
+V, Dt, F_, P, FF = 1200, 32, 64, 48, 64  # vocab, hidden, feature, pooler, FFN of the tiny presets
+
+# ctrl_*.json scaled down: single stream 3 layers; LXMERT 2 text + 1 region + 2 cross; ViLBERT 2 + 2.
+SINGLE = dict(tt=[0, 2, 4], tv=[0, 2, 4], vt=[0, 2, 4], vv=[0, 2, 4], t_ff=[1, 3, 5], v_ff=[1, 3, 5],
+              shared=list(range(6)))
+LXMERT = dict(tt=[0, 2, 5, 8], tv=[4, 7], vt=[4, 7], vv=[0, 5, 8], t_ff=[1, 3, 6, 9], v_ff=[1, 6, 9], shared=[4, 7])
+VILBERT = dict(tt=[0, 2, 6, 10], tv=[4, 8], vt=[4, 8], vv=[6, 10], t_ff=[1, 3, 5, 7, 9, 11], v_ff=[5, 7, 9, 11],
+               shared=[])
+
+
+class Values:
+    """Distinct tensors: each one's entries are unique across the whole state dict."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self, *shape: int) -> torch.Tensor:
+        n = int(torch.tensor(shape).prod())
+        t = (torch.arange(n, dtype=torch.float32) + self.offset).reshape(shape) * 1e-4
+        self.offset += n
+        return t
+
+
+def volta_encoder(lists: dict, val: Values) -> dict[str, torch.Tensor]:
+    sd: dict[str, torch.Tensor] = {}
+
+    def lin(prefix, i, o):
+        sd[prefix + ".weight"], sd[prefix + ".bias"] = val(o, i), val(o)
+
+    def ln(prefix, d=Dt):
+        sd[prefix + ".weight"], sd[prefix + ".bias"] = val(d), val(d)
+
+    def alias(src, dst):
+        for p in ("weight", "bias"):
+            sd[f"{dst}.{p}"] = sd[f"{src}.{p}"]
+
+    n_sub = 1 + max(itertools.chain(*[v for k, v in lists.items() if k != "shared"]))
+    for k in range(n_sub):
+        L = f"bert.encoder.layer.{k}."
+        if k in lists["tt"] + lists["tv"] + lists["vt"] + lists["vv"]:
+            text, vision = k in lists["tt"] + lists["tv"], k in lists["vv"] + lists["vt"]
+            shared = text and vision and k in lists["shared"]
+            for m in ("query", "key", "value"):
+                if text:
+                    lin(L + f"attention_self.{m}", Dt, Dt)
+                if shared:
+                    alias(L + f"attention_self.{m}", L + f"attention_self.v_{m}")
+                elif vision:
+                    lin(L + f"attention_self.v_{m}", Dt, Dt)
+            if text:
+                lin(L + "attention_output.dense", Dt, Dt), ln(L + "attention_output.LayerNorm")
+            if shared:
+                alias(L + "attention_output.dense", L + "attention_output.v_dense")
+                alias(L + "attention_output.LayerNorm", L + "attention_output.v_LayerNorm")
+            elif vision:
+                lin(L + "attention_output.v_dense", Dt, Dt), ln(L + "attention_output.v_LayerNorm")
+        else:
+            text, vision = k in lists["t_ff"], k in lists["v_ff"]
+            shared = text and vision and k in lists["shared"]
+            if text:
+                lin(L + "intermediate.dense", Dt, FF), lin(L + "output.dense", FF, Dt), ln(L + "output.LayerNorm")
+            if shared:
+                for a, b in (("intermediate.dense", "intermediate.v_dense"), ("output.dense", "output.v_dense"),
+                             ("output.LayerNorm", "output.v_LayerNorm")):
+                    alias(L + a, L + b)
+            elif vision:
+                lin(L + "intermediate.v_dense", Dt, FF), lin(L + "output.v_dense", FF, Dt)
+                ln(L + "output.v_LayerNorm")
+    return sd
+
+
+def volta_state(kind: str) -> dict[str, torch.Tensor]:
+    """A whole VOLTA BertForVLPreTraining state dict for one tiny baseline, plus a task classifier."""
+    val = Values()
+    lists = {"lxmert": LXMERT, "vilbert": VILBERT}.get(kind, SINGLE)
+    E = "bert.embeddings."
+    sd = {E + "word_embeddings.weight": val(V, Dt), E + "position_embeddings.weight": val(64, Dt),
+          E + "token_type_embeddings.weight": val(3 if kind == "vlbert" else 2, Dt),
+          E + "LayerNorm.weight": val(Dt), E + "LayerNorm.bias": val(Dt)}
+
+    def lin(name, i, o):
+        sd[name + ".weight"], sd[name + ".bias"] = val(o, i), val(o)
+
+    def ln(name):
+        sd[name + ".weight"], sd[name + ".bias"] = val(Dt), val(Dt)
+
+    if kind == "uniter":
+        lin(E + "image_embeddings", F_, Dt), lin(E + "image_location_embeddings", 5, Dt)
+        ln(E + "image_layer_norm"), ln(E + "image_location_layer_norm"), ln(E + "v_LayerNorm")
+        sd[E + "image_token_type_embeddings.weight"] = sd[E + "token_type_embeddings.weight"]
+    elif kind == "visualbert":
+        lin(E + "projection", F_, Dt)
+        sd[E + "token_type_embeddings_visual.weight"] = val(2, Dt)
+        sd[E + "position_embeddings_visual.weight"] = val(64, Dt)
+    elif kind == "vlbert":
+        lin(E + "obj_downsample.1", 8 * 8 + F_, Dt)
+        sd[E + "object_linguistic_embeddings.weight"] = val(1, Dt)
+        sd[E + "object_mask_visual_embedding.weight"] = val(1, F_)
+        sd[E + "end_embedding.weight"] = val(1, Dt)
+        ln(E + "visual_ln_text"), ln(E + "visual_ln_object")
+    elif kind == "lxmert":
+        lin("bert.v_embeddings.image_embeddings", F_, Dt), lin("bert.v_embeddings.image_location_embeddings", 5, Dt)
+        ln("bert.v_embeddings.ImgLayerNorm"), ln("bert.v_embeddings.LocLayerNorm")
+    else:
+        lin("bert.v_embeddings.image_embeddings", F_, Dt), lin("bert.v_embeddings.image_location_embeddings", 5, Dt)
+        ln("bert.v_embeddings.LayerNorm")
+    sd.update(volta_encoder(lists, val))
+    lin("bert.t_pooler.dense", Dt, P), lin("bert.v_pooler.dense", Dt, P)
+    lin("cls.predictions.transform.dense", Dt, Dt), ln("cls.predictions.transform.LayerNorm")
+    sd["cls.predictions.bias"] = val(V)
+    sd["cls.predictions.decoder.weight"] = sd[E + "word_embeddings.weight"]  # tied
+    lin("cls.bi_seq_relationship", P, 2)
+    lin("cls.imagePredictions.transform.dense", Dt, Dt), ln("cls.imagePredictions.transform.LayerNorm")
+    lin("cls.imagePredictions.decoder_dict.0", Dt, 1601)
+    lin("clfs_dict.TASK1.logit_fc.0", P, 8)  # a fine-tuned checkpoint's task head: never ours
+    return sd
+
+
+def model_for(kind: str):
+    torch.manual_seed(0)
+    overrides = dict(vocab_size=V, vlbert_coord_dim=8) if kind == "vlbert" else dict(vocab_size=V)
+    return switchbert.create_model(f"{kind}-tiny", **overrides)
+
+
+def expected_pairs(kind: str, model) -> list[tuple[str, str]]:
+    """(our module, VOLTA module) pairs, by the order of VOLTA's sub-layer lists."""
+    L = "bert.encoder.layer."
+    att_t = {"query": "attention_self.query", "key": "attention_self.key", "value": "attention_self.value",
+             "output": "attention_output.dense", "norm": "attention_output.LayerNorm"}
+    att_v = {k: v.replace("self.", "self.v_").replace("output.", "output.v_") for k, v in att_t.items()}
+    ff_t = {"up": "intermediate.dense", "down": "output.dense", "norm": "output.LayerNorm"}
+    ff_v = {"up": "intermediate.v_dense", "down": "output.v_dense", "norm": "output.v_LayerNorm"}
+    pairs = []
+
+    def add(ours, k, names):
+        pairs.extend((f"{ours}.{a}", f"{L}{k}.{b}") for a, b in names.items())
+
+    if kind in ("uniter", "visualbert", "vlbert"):
+        sl = {"query": "attention.query", "key": "attention.key", "value": "attention.value",
+              "output": "attention.output", "norm": "attention_norm"}
+        for i, k in enumerate(SINGLE["tt"]):
+            pairs.extend((f"layers.{i}.{sl[a]}", f"{L}{k}.{att_t[a]}") for a in sl)
+        for i, k in enumerate(SINGLE["t_ff"]):
+            pairs.extend((f"layers.{i}.{b}", f"{L}{k}.{ff_t[a]}")
+                         for a, b in (("up", "ffn.up"), ("down", "ffn.down"), ("norm", "ffn_norm")))
+        return pairs
+    c = model.config
+    lists = LXMERT if kind == "lxmert" else VILBERT
+    text_attn = [f"text_layers.{i}.attn" for i in range(c.text_layers)] + \
+                [f"cross_layers.{j}.text_attn" for j in range(c.cross_layers)]
+    region_attn = [f"region_layers.{i}.attn" for i in range(c.region_layers)] + \
+                  [f"cross_layers.{j}.region_attn" for j in range(c.cross_layers)]
+    for ours, k in zip(text_attn, lists["tt"], strict=True):
+        add(ours, k, att_t)
+    for ours, k in zip(region_attn, lists["vv"], strict=True):
+        add(ours, k, att_v)
+    if kind == "lxmert":
+        text_ff = [f"text_layers.{i}.ffn" for i in range(c.text_layers)] + \
+                  [f"cross_layers.{j}.text_ffn" for j in range(c.cross_layers)]
+        region_ff = [f"region_layers.{i}.ffn" for i in range(c.region_layers)] + \
+                    [f"cross_layers.{j}.region_ffn" for j in range(c.cross_layers)]
+        for j, k in enumerate(lists["tv"]):
+            add(f"cross_layers.{j}.cross", k, att_t)
+    else:
+        text_ff = [f"text_layers.{i}.ffn" for i in range(c.text_layers)] + [
+            f"cross_layers.{j}.{n}" for j in range(c.cross_layers) for n in ("text_cross_ffn", "text_ffn")]
+        region_ff = [f"cross_layers.{j}.{n}" for j in range(c.cross_layers) for n in ("region_cross_ffn", "region_ffn")]
+        for j, k in enumerate(lists["tv"]):  # text queries, vision keys/values (VOLTA tv scores)
+            add(f"cross_layers.{j}.text_cross", k, {**att_t, "key": "attention_self.v_key",
+                                                   "value": "attention_self.v_value"})
+            add(f"cross_layers.{j}.region_cross", k, {**att_v, "key": "attention_self.key",
+                                                     "value": "attention_self.value"})
+    for ours, k in zip(text_ff, lists["t_ff"], strict=True):
+        add(ours, k, ff_t)
+    for ours, k in zip(region_ff, lists["v_ff"], strict=True):
+        add(ours, k, ff_v)
+    return pairs
+
+
+KINDS = ["uniter", "visualbert", "vlbert", "lxmert", "vilbert"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_volta_tensor_lands_where_it_belongs(kind):
+    sd = volta_state(kind)
+    model = model_for(kind)
+    report = import_volta(model, sd)
+    params = dict(model.named_parameters())
+    assert report.uninitialised == [], report.summary()
+    assert all(k.startswith(("cls.", "clfs_dict.")) for k in report.unused), report.summary()
+    assert "clfs_dict.TASK1.logit_fc.0.weight" in report.unused
+    for ours, theirs in expected_pairs(kind, model):
+        for p in ("weight", "bias"):
+            assert torch.equal(params[f"{ours}.{p}"], sd[f"{theirs}.{p}"]), f"{ours}.{p} != {theirs}.{p}"
+    # Every parameter holds a VOLTA tensor (or one row of a VOLTA table), and no two hold the same one.
+    sources = []
+    for name, p in params.items():
+        hits = [k for k, v in sd.items() if v.shape == p.shape and torch.equal(v, p)]
+        hits += [f"{k}[{i}]" for k, v in sd.items() if v.dim() == 2 and v.shape[1:] == p.shape and v.shape[0] <= 3
+                 for i in range(v.shape[0]) if torch.equal(v[i], p)]
+        hits += [k for k, v in sd.items() if kind == "vlbert" and v.shape[0] == 3 and p.shape[0] == 2
+                 and torch.equal(v[:2], p)]
+        assert hits, f"{name} holds no VOLTA tensor"
+        sources.append(min(hits))
+    assert len(set(sources)) == len(sources), "two parameters took the same VOLTA tensor"
+    E = "bert.embeddings."
+    assert torch.equal(params["embeddings.text.word_embeddings.weight"], sd[E + "word_embeddings.weight"])
+    assert torch.equal(params["text_pooler.dense.weight"], sd["bert.t_pooler.dense.weight"])
+    assert torch.equal(params["region_pooler.dense.bias"], sd["bert.v_pooler.dense.bias"])
+
+
+def test_embedding_variants_take_their_own_tensors():
+    sd, m = volta_state("vlbert"), model_for("vlbert")
+    import_volta(m, sd)
+    E = "bert.embeddings."
+    assert torch.equal(m.embeddings.text.token_type_embeddings.weight, sd[E + "token_type_embeddings.weight"][:2])
+    assert torch.equal(m.embeddings.type_embedding, sd[E + "token_type_embeddings.weight"][2])
+    assert torch.equal(m.embeddings.end_embedding, sd[E + "end_embedding.weight"][0])
+    assert torch.equal(m.embeddings.mask_feature, sd[E + "object_mask_visual_embedding.weight"][0])
+    assert torch.equal(m.embeddings.object_norm.weight, sd[E + "visual_ln_object.weight"])
+    sd, m = volta_state("uniter"), model_for("uniter")
+    report = import_volta(m, sd)
+    assert torch.equal(m.embeddings.region.norm.bias, sd[E + "v_LayerNorm.bias"])
+    assert any(a.startswith(E + "image_token_type_embeddings") for a in report.aliases)
+    sd, m = volta_state("lxmert"), model_for("lxmert")
+    import_volta(m, sd)
+    assert torch.equal(m.embeddings.box_norm.weight, sd["bert.v_embeddings.LocLayerNorm.weight"])
+
+
+def test_shared_v_aliases_are_deduplicated_and_must_agree():
+    sd = volta_state("lxmert")
+    report = import_volta(model_for("lxmert"), sd)
+    # LXMERT's cross-attention (sub-layers 4 and 7) is stored twice; each alias consumed once.
+    assert "bert.encoder.layer.4.attention_self.v_key.weight = bert.encoder.layer.4.attention_self.key.weight" \
+        in report.aliases
+    assert not any("v_" in k for k in report.unused)
+    sd["bert.encoder.layer.7.attention_self.v_query.weight"] = sd["bert.encoder.layer.7.attention_self.v_query.weight"] + 1
+    with pytest.raises(ValueError, match="layer.7.attention_self.v_query.weight should be the same tensor"):
+        import_volta(model_for("lxmert"), sd)
+
+
+def test_tied_decoder_and_heads():
+    sd, model = volta_state("vilbert"), model_for("vilbert")
+    heads = PretrainHeads(model.embeddings.text.word_embeddings, Dt, P)
+    report = import_volta(model, sd, heads=heads)
+    assert report.unused == ["clfs_dict.TASK1.logit_fc.0.bias", "clfs_dict.TASK1.logit_fc.0.weight"]
+    assert "cls.predictions.decoder.weight = bert.embeddings.word_embeddings.weight" in report.aliases
+    assert torch.equal(heads.mlm.bias, sd["cls.predictions.bias"])
+    assert torch.equal(heads.mrc.decoder.weight, sd["cls.imagePredictions.decoder_dict.0.weight"])
+    assert torch.equal(heads.itm.classifier.bias, sd["cls.bi_seq_relationship.bias"])
+    assert heads.mlm.decoder_weight is model.embeddings.text.word_embeddings.weight
+    sd["cls.predictions.decoder.weight"] = sd["cls.predictions.decoder.weight"] * 2  # an untied decoder
+    with pytest.raises(ValueError, match="cls.predictions.decoder.weight should be the same tensor"):
+        import_volta(model_for("vilbert"), sd)
+
+
+def test_missing_keys_are_reported_and_shape_mismatches_name_the_key():
+    sd = volta_state("uniter")
+    del sd["bert.encoder.layer.3.intermediate.dense.weight"]
+    report = import_volta(model_for("uniter"), sd)
+    assert report.uninitialised == ["layers.1.ffn.up.weight  (expected bert.encoder.layer.3.intermediate.dense.weight)"]
+    text = report.summary()
+    assert "parameters NOT initialised (1)" in text and "unused checkpoint keys" in text
+    sd = volta_state("uniter")
+    sd["bert.v_pooler.dense.weight"] = torch.zeros(10, Dt)
+    with pytest.raises(ValueError, match=r"bert.v_pooler.dense.weight has shape \(10, 32\)"):
+        import_volta(model_for("uniter"), sd)
+
+
+def test_import_checkpoint_command_writes_a_model_directory(tmp_path, capsys):
+    sd = volta_state("lxmert")
+    src = tmp_path / "pytorch_model_9.bin"
+    torch.save({"module." + k: v for k, v in sd.items()}, src)  # DataParallel prefix, as VOLTA may save
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["import-checkpoint", str(src), str(tmp_path / "out"), "--from", "volta", "--preset", "lxmert-tiny",
+                              "--strict"])
+    # lxmert-tiny has the full vocabulary; the file has 1200 words: a clear shape error.
+    with pytest.raises(ValueError, match="word_embeddings.weight has shape"):
+        args.func(args)
+    sd["bert.embeddings.word_embeddings.weight"] = torch.zeros(30522, Dt)
+    sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"]
+    torch.save(sd, src)
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "parameters NOT initialised (0): none" in out and "cls.predictions.bias" in out
+    loaded = switchbert.load_pretrained(tmp_path / "out")
+    assert torch.equal(loaded.cross_layers[1].cross.value.bias, sd["bert.encoder.layer.7.attention_self.value.bias"])
