@@ -405,7 +405,7 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
     """Checks, before any work, that every file the task needs exists.
 
     Args:
-        need_train: also require the training files (False for ``evaluate``).
+        need_train: also require the training files and the starting weights (False for ``evaluate``).
     """
     d = config.data
     keys = list(REQUIRED_PATHS[config.task])
@@ -421,6 +421,8 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
         p = d.path(key)
         if config.task == "vqa" and p is not None and not p.exists():
             raise ConfigError(f"{source}: data.{key}: {p} does not exist")
+    if not need_train:
+        return  # evaluation loads a checkpoint, not the starting weights
     m = config.model
     for key, value in (("model.bert_dir", m.bert_dir), ("model.init_from", m.init_from)):
         if value is not None and not Path(value).expanduser().exists():

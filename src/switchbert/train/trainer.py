@@ -76,7 +76,12 @@ def build_model(config: ExperimentConfig) -> VLModel:
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        check_state_dict(model, state, source=str(path))
+        try:
+            check_state_dict(model, state, source=str(path))
+        except ValueError as e:
+            raise ValueError(f"{e}\nmodel.init_from must use this library's parameter names; convert a VOLTA or "
+                             f"HF checkpoint first (switchbert import {path} DIR --from volta --preset "
+                             f"{m.preset}) and set model.init_from=DIR") from None
         model.load_state_dict(state, strict=True)
         return model
     return load_pretrained(resolve_checkpoint(path), **overrides)
@@ -293,7 +298,7 @@ class Trainer:
     def _restore(self, optimizer, scheduler, state: TrainerState, ctx: DistContext) -> TrainerState:
         payload = load_trainer_state(self.out / "last")
         saved = TrainerState(**payload["state"])
-        for key in ("total_steps", "global_batch"):
+        for key in ("global_batch", "total_steps"):
             if getattr(saved, key) != getattr(state, key):
                 raise ConfigError(
                     f"--resume: the checkpoint has {key}={getattr(saved, key)} but this config gives "
