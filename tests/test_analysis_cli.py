@@ -1,0 +1,88 @@
+"""`switchbert routes`, `flops` and `route-dynamics` end to end on a tiny saved model and a tiny synthetic benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import pytest
+import torch
+
+import switchbert
+from switchbert.analysis.report import load_report
+from switchbert.cli import main
+from switchbert.data.synth import generate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; two spin-waiting threads on a busy 2-core box are ~40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analysis_cli")
+    # switchbert-tiny reads 64-d region features.
+    generate(root / "synth", num_images=20, seed=0, feat_dim=64, num_classes=16, questions_per_image=2)
+    torch.manual_seed(0)
+    model = switchbert.create_model("switchbert-tiny")
+    model.save_pretrained(root / "model")
+    return root
+
+
+def test_routes_writes_the_report(workspace, capsys):
+    out = workspace / "report"
+    code = main(["routes", str(workspace / "model"), str(workspace / "synth"), "--task", "all", "--split", "val",
+                 "--max-samples", "6", "--batch-size", "4", "--out", str(out)])
+    assert code == 0
+    assert "refexp: 6 samples" in capsys.readouterr().out
+    raw = json.loads((out / "routes.json").read_text())
+    assert set(raw["tasks"]) == {"vqa", "retrieval", "refexp"}
+    stats = load_report(out / "routes.json")
+    for task, s in stats.items():
+        assert s.num_samples == 6 and len(s.layers) == 3
+        assert sum(a.count for a in s.top_architectures) <= 6
+        assert s.flops is not None and s.flops.num_samples == 6
+        assert raw["flops"][task]["rows"][0]["name"] == "switchbert-tiny"
+        for kind in ("route", "modes", "sib"):
+            png = out / f"{task}_{kind}.png"
+            assert png.stat().st_size > 1024 and mpimg.imread(png).shape[0] > 100
+    md = (out / "routes.md").read_text()
+    assert "## Routes: switchbert-tiny on refexp (val)" in md and "![refexp_route](refexp_route.png)" in md
+    assert "| UNITER | fixed |" in md
+
+    # Table 7 along the measured routes.
+    assert main(["flops", str(workspace / "model"), "--routes", str(out / "routes.json"), "--samples", "100",
+                 "--epochs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "Training FLOPs over 100 samples x 2 epochs" in text and "hard routes of 6 samples" in text
+
+
+def test_routes_needs_a_manifest(workspace, capsys):
+    code = main(["routes", str(workspace / "model"), str(workspace), "--task", "vqa", "--out", str(workspace / "x")])
+    assert code == 2
+    assert "manifest.json" in capsys.readouterr().err
+
+
+def test_flops_preset_table(capsys):
+    assert main(["flops", "switchbert-base", "--text-len", "38", "--regions", "36", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {(r["model"], r["notion"]): r["gflops"] for r in result["per_sample"]}
+    assert rows[("UNITER", "fixed")] == pytest.approx(13.067380224)
+    assert rows[("switchbert-base", "training, uniform routing (paper)")] > rows[("UNITER", "fixed")]
+    assert main(["flops", "uniter-base", "--samples", "1000", "--epochs", "20"]) == 0
+    assert "| uniter-base | fixed |" in capsys.readouterr().out
+
+
+def test_route_dynamics(workspace, tmp_path):
+    records = [{"step": s, "tau": 5.0 * 0.5 ** s, "routes/sab/L1/SS": 0.25 + 0.1 * s, "routes/sab/L1/J": 0.75 - 0.1 * s,
+                "routes/sib/L2/text/out": 0.5, "routes/sib/L2/region/mid": 0.5} for s in range(5)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert main(["route-dynamics", str(path), "--out", str(tmp_path / "fig")]) == 0
+    for kind in ("sab", "sib"):
+        assert (tmp_path / "fig" / f"route_dynamics_{kind}.png").stat().st_size > 1024

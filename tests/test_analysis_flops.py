@@ -1,0 +1,204 @@
+"""FLOPs along routes: a hand count, torch's FlopCounterMode on real forwards, top-K awareness, totals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import switchbert
+from switchbert.analysis.flops import (FlopsAccumulator, FlopsTally, attention_pairs, default_baselines,
+                                       expected_flops, fixed_flops, flops_over_run, route_flops)
+from switchbert.config import MODES
+from switchbert.outputs import LayerRoute
+from switchbert.synthetic import random_batch
+from tests.helpers import NO_DROPOUT
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; two spin-waiting threads on a busy 2-core box are ~40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = switchbert.get_config("switchbert-tiny")  # L=3, D=32, F=64, region features 64, pooler 48
+
+
+def one_hot_route(modes: list[str], sib: tuple[int, int] | None = None, B: int = 1) -> tuple[LayerRoute, ...]:
+    """A hard route, the same for B samples: one mode per layer, SIB choice index (text, region)."""
+    routes = []
+    for i, m in enumerate(modes):
+        w = F.one_hot(torch.tensor([MODES.index(m)] * B), 4).float()
+        r = LayerRoute(MODES, w, w, w.argmax(-1))
+        if i > 0 and sib is not None:
+            r.sib_candidates = ("out", "mid", "in")
+            r.sib_weights = F.one_hot(torch.tensor([list(sib)] * B), 3).float()
+            r.sib_probs, r.sib_choice = r.sib_weights, r.sib_weights.argmax(-1)
+        routes.append(r)
+    return tuple(routes)
+
+
+def test_hand_count_tiny_config():
+    # One sample, T = 3 text tokens, R = 2 region tokens (IMG + 1 region), N = 5; route SS, SC, CS.
+    T, R = 3, 2
+    embeddings = 2 * R * 64 * 32 + 2 * R * 5 * 32  # feature and box projections: 8192 + 640 = 8832
+    qkvo = 4 * 2 * 5 * 32 * 32  # 40960 per layer
+    ffn = 2 * 2 * 5 * 32 * 64  # 40960 per layer
+    attn = {"SS": 4 * (9 + 4) * 32, "SC": 4 * (9 + 6) * 32, "CS": 4 * (6 + 4) * 32, "J": 4 * 25 * 32}
+    sab_switch = 2 * 32 * 32 + 2 * 32 * 4  # hadamard alignment -> Linear(32, 32) -> Linear(32, 4): 2304
+    sib_switch = 2 * 32 * 32 + 2 * 32 * 6  # Linear(32, 32) -> Linear(32, 2 x 3): 2432
+    pooler = 2 * (2 * 32 * 48)  # 6144
+    expected = embeddings + 3 * (qkvo + ffn) + attn["SS"] + attn["SC"] + attn["CS"] + 3 * sab_switch \
+        + 2 * sib_switch + pooler
+    assert expected == 277376  # the hand count, written out
+    f = route_flops(TINY, one_hot_route(["SS", "SC", "CS"], sib=(0, 2)), torch.tensor([T]), torch.tensor([R]))
+    paper, fused = f["paper"].sum(), f["fused"].sum()
+    assert paper.total == expected
+    assert paper.attention == attn["SS"] + attn["SC"] + attn["CS"] and paper.sib_mixing == 0  # selection is free
+    # Fused: one joint-size attention per layer; SIB multiplies all 3 candidates: 2*3*T*D + 2*3*R*D.
+    assert fused.attention == 3 * attn["J"]
+    assert fused.sib_mixing == 2 * (2 * 3 * T * 32 + 2 * 3 * R * 32)
+    assert fused.matmul == expected - paper.attention + 3 * attn["J"]
+
+
+@pytest.mark.parametrize("mode,pairs", [("SS", 3 * 3 + 2 * 2), ("SC", 3 * 3 + 2 * 3), ("CS", 3 * 2 + 2 * 2),
+                                        ("J", 5 * 5)])
+def test_attention_pairs_table_1(mode, pairs):
+    assert attention_pairs(mode, 3, 2) == pairs
+
+
+def _torch_count(model, batch) -> int:
+    # The math SDPA backend decomposes into matmuls that FlopCounterMode sees (the CPU flash kernel has
+    # no FLOP formula); the other paths are plain matmuls.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        out = model(batch)
+    return int(counter.get_total_flops()), out
+
+
+@pytest.mark.parametrize("preset", ["uniter-tiny", "lxmert-tiny", "vilbert-tiny", "visualbert-tiny", "vlbert-tiny"])
+def test_fixed_models_match_flop_counter(preset):
+    torch.manual_seed(0)
+    model = switchbert.create_model(preset, **NO_DROPOUT).eval()
+    batch = random_batch(model.config, batch_size=3, num_text=7, num_regions=4, padded=False)
+    counted, out = _torch_count(model, batch)
+    f = route_flops(model.config, out.routes, out.text_mask.sum(1), out.region_mask.sum(1))
+    assert f["paper"].sum().matmul == counted
+    assert f["fused"].sum().matmul == counted
+    # Linear layers alone: the addmm FLOPs FlopCounterMode gives without attention.
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(batch)
+    addmm = sum(v for k, v in counter.get_flop_counts()["Global"].items() if "addmm" in str(k))
+    b = f["paper"].sum()
+    assert addmm == b.matmul - b.attention
+
+
+def test_switching_model_fused_count_matches_flop_counter():
+    """Soft training forward (fused kernel) and hard eval forward (masked SDPA) both cost joint attention."""
+    torch.manual_seed(0)
+    model = switchbert.create_model("switchbert-tiny", **NO_DROPOUT)
+    batch = random_batch(model.config, batch_size=3, num_text=7, num_regions=4, padded=False)
+    for training in (True, False):
+        model.train(training)
+        counted, out = _torch_count(model, batch)
+        f = route_flops(model.config, out.routes, out.text_mask.sum(1), out.region_mask.sum(1))
+        assert f["fused"].sum().matmul == counted  # switcher MLPs included
+        if training:  # soft: every mode active, paper-style dearer than fused
+            assert f["paper"].sum().attention > f["fused"].sum().attention
+        else:  # hard: one mode per layer, never dearer than joint
+            assert f["paper"].sum().attention <= f["fused"].sum().attention
+
+
+def test_top_k_fewer_active_modes_cost_less_paper_style():
+    T, R = torch.tensor([10]), torch.tensor([5])
+
+    def layer(weights):
+        w = torch.tensor([weights])
+        return LayerRoute(MODES, w, w, w.argmax(-1))
+
+    all4 = (layer([0.4, 0.3, 0.2, 0.1]),) * 3
+    top2 = (layer([0.6, 0.4, 0.0, 0.0]),) * 3  # SS + SC kept by top-2
+    top1 = (layer([1.0, 0.0, 0.0, 0.0]),) * 3
+    cost = {k: route_flops(TINY, r, T, R) for k, r in (("4", all4), ("2", top2), ("1", top1))}
+    paper = {k: int(v["paper"].total.item()) for k, v in cost.items()}
+    fused = {k: int(v["fused"].total.item()) for k, v in cost.items()}
+    assert paper["4"] > paper["2"] > paper["1"]
+    assert len(set(fused.values())) == 1  # the fused kernel costs the same whatever the mixture
+    D = 32
+    assert paper["4"] - paper["2"] == 3 * 4 * D * (attention_pairs("CS", 10, 5) + attention_pairs("J", 10, 5))
+    # A real top-2 model in training: exactly two modes active per layer and sample.
+    torch.manual_seed(0)
+    model = switchbert.create_model("switchbert-tiny", top_k=2, **NO_DROPOUT).train()
+    batch = random_batch(model.config, batch_size=4, padded=True)
+    with torch.no_grad():
+        out = model(batch)
+    assert all(int((r.sab_weights > 0).sum(-1).max()) == 2 for r in out.routes)
+    Tn, Rn = out.text_mask.sum(1), out.region_mask.sum(1)
+    f = route_flops(model.config, out.routes, Tn, Rn)
+    expected_attn = sum(
+        4 * D * sum(attention_pairs(m, Tn, Rn) * (r.sab_weights[:, j] > 0) for j, m in enumerate(MODES))
+        for r in out.routes)
+    assert torch.equal(f["paper"].attention, expected_attn)
+
+
+def test_all_joint_paper_equals_fused_equals_uniter():
+    T, R = torch.tensor([38, 20]), torch.tensor([37, 11])
+    uniter = switchbert.get_config("uniter-tiny")
+    f = route_flops(TINY, one_hot_route(["J", "J", "J"], B=2), T, R)
+    fixed = fixed_flops(uniter, T, R)
+    assert torch.equal(f["paper"].attention, f["fused"].attention)
+    assert torch.equal(f["paper"].attention, fixed.attention)
+    assert torch.equal(f["paper"].matmul - f["paper"].switchers, fixed.matmul)
+
+
+def test_accumulator_and_run_totals():
+    torch.manual_seed(0)
+    model = switchbert.create_model("switchbert-tiny", **NO_DROPOUT).train()
+    acc = FlopsAccumulator(model.config)
+    per_sample = []
+    for seed in range(3):
+        batch = random_batch(model.config, batch_size=4, seed=seed, padded=True)
+        with torch.no_grad():
+            out = model(batch)
+        keep = torch.tensor([True, True, True, seed != 2])  # one padding sample in the last batch
+        acc.update(out.routes, out.text_mask, out.region_mask, keep)
+        f = route_flops(model.config, out.routes, out.text_mask.sum(1), out.region_mask.sum(1))
+        per_sample += f["paper"].total[keep].tolist()
+    tally = acc.tally()
+    assert tally.num_samples == 11 and sum(tally.token_counts.values()) == 11
+    assert tally.paper.total == sum(per_sample)
+    assert tally.soft_samples == 11  # soft training routes mix modes
+    assert FlopsTally.from_dict(tally.to_dict()) == tally
+    run = flops_over_run(tally, model.config, samples=1000, epochs=2)
+    rows = {(r.name, r.notion): r for r in run.rows}
+    assert rows[("switchbert-tiny", "paper")].total == pytest.approx(tally.mean("paper") * 1000 * 2 * 3)
+    # Baselines are counted on the same token counts.
+    uniter = default_baselines(model.config)["UNITER"]
+    mean_uniter = sum(fixed_flops(uniter, t, r).total * n for (t, r), n in tally.token_counts.items()) / 11
+    assert rows[("UNITER", "fixed")].per_sample == pytest.approx(mean_uniter)
+    assert rows[("UNITER", "fixed")].relative == 1.0
+    assert "| LXMERT | fixed |" in run.to_markdown()
+
+
+def test_expected_flops_and_base_numbers():
+    """BERT-base at 38 + 37 tokens: the numbers the docs quote."""
+    sb, top2, uniter = (switchbert.get_config(n) for n in ("switchbert-base", "switchbert-base-top2", "uniter-base"))
+    u = fixed_flops(uniter, 38, 37).total
+    assert u == 13_067_380_224
+    full = expected_flops(sb, 38, 37)
+    two = expected_flops(top2, 38, 37)
+    infer = expected_flops(sb, 38, 37, training=False)
+    assert full["paper"].total > two["paper"].total > infer["paper"].total
+    assert full["fused"].total == two["fused"].total == infer["fused"].total
+    # Fused Switch-BERT = UNITER + switchers + SIB mixing (same attention).
+    assert full["fused"].attention == fixed_flops(uniter, 38, 37).attention
+    assert fixed_flops(switchbert.get_config("lxmert-base"), 38, 37).total > u
+    assert fixed_flops(switchbert.get_config("vilbert-base"), 38, 37).total > u
+    # default_baselines reproduces the base presets' dual-stream layouts.
+    base = default_baselines(sb)
+    for name, preset in (("LXMERT", "lxmert-base"), ("ViLBERT", "vilbert-base")):
+        assert fixed_flops(base[name], 38, 37).total == fixed_flops(switchbert.get_config(preset), 38, 37).total

@@ -1,0 +1,183 @@
+"""Route statistics: counts against hand-built routes, top architectures, JSON round trip, log keys."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from switchbert.analysis.routes import (Architecture, LayerChoice, RouteCollector, RouteStats, collect_routes,
+                                        route_probability_log)
+from switchbert.config import MODES
+from switchbert.outputs import LayerRoute
+from tests.helpers import batch_for, tiny_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; two spin-waiting threads on a busy 2-core box are ~40x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CANDS = ("out", "mid", "in")
+
+
+def hard_route(modes: list[str], sib: list[tuple[str, str]] | None = None, cands=CANDS, probs=None) -> LayerRoute:
+    """A layer's eval-mode route for len(modes) samples, from mode names and (text, region) inputs."""
+    choice = torch.tensor([MODES.index(m) for m in modes])
+    B = len(modes)
+    p = probs if probs is not None else torch.full((B, 4), 0.25)
+    route = LayerRoute(modes=MODES, sab_probs=p, sab_weights=F.one_hot(choice, 4).float(), sab_choice=choice)
+    if sib is not None:
+        sc = torch.tensor([[cands.index(t), cands.index(r)] for t, r in sib])
+        route.sib_candidates = cands
+        route.sib_probs = torch.full((B, 2, len(cands)), 1.0 / len(cands))
+        route.sib_weights = F.one_hot(sc, len(cands)).float()
+        route.sib_choice = sc
+    return route
+
+
+# Five samples, three layers. Samples 0, 1 and 3 take the same whole route.
+LAYER1 = ["SS", "SS", "J", "SS", "SC"]
+LAYER2 = ["SC", "SC", "SC", "SC", "CS"]
+SIB2 = [("out", "mid"), ("out", "mid"), ("out", "mid"), ("out", "mid"), ("in", "in")]
+LAYER3 = ["J", "J", "J", "J", "J"]
+SIB3 = [("out", "in"), ("out", "in"), ("out", "in"), ("out", "in"), ("mid", "out")]
+
+
+def hand_routes() -> tuple[LayerRoute, ...]:
+    return hard_route(LAYER1), hard_route(LAYER2, SIB2), hard_route(LAYER3, SIB3)
+
+
+def test_counts_match_hand_built_routes():
+    c = RouteCollector()
+    c.update(hand_routes())
+    s = c.stats()
+    assert s.num_samples == 5
+    assert [layer.mode_counts for layer in s.layers] == [(3, 1, 0, 1), (0, 4, 1, 0), (0, 0, 0, 5)]
+    assert s.layers[0].mode_frequencies() == {"SS": 0.6, "SC": 0.2, "CS": 0.0, "J": 0.2}
+    assert s.layers[0].sib_candidates == ()
+    assert s.layers[1].sib_counts == {"text": (4, 0, 1), "region": (0, 4, 1)}
+    assert s.layers[2].sib_frequencies("region") == {"out": 0.2, "mid": 0.0, "in": 0.8}
+    assert s.layers[1].mode_mean_probs == pytest.approx((0.25,) * 4)
+
+
+def test_top_architectures_and_shares():
+    c = RouteCollector(top_n=3)
+    c.update(hand_routes())
+    c.update(hand_routes())  # every count doubles; shares stay
+    s = c.stats()
+    assert s.num_samples == 10 and s.num_architectures == 3
+    first = s.top_architectures[0]
+    assert first.count == 6 and first.share == pytest.approx(0.6)
+    assert first.layers == (LayerChoice("SS"), LayerChoice("SC", "out", "mid"), LayerChoice("J", "out", "in"))
+    assert first.signature == "L1:SS L2:SC[t<-out,r<-mid] L3:J[t<-out,r<-in]"
+    assert sorted(a.count for a in s.top_architectures) == [2, 2, 6]
+    assert c.stats(top_n=1).top_architectures == (first,)
+
+
+def test_signature_matches_encoder_output_route_strings():
+    model = tiny_model().eval()
+    batch = batch_for(model, batch_size=6)
+    with torch.no_grad():
+        out = model(batch)
+    c = RouteCollector(model.config, top_n=100)
+    c.update_output(out)
+    expected = {}
+    for line in out.route_strings():
+        expected[line] = expected.get(line, 0) + 1
+    assert {a.signature: a.count for a in c.stats().top_architectures} == expected
+
+
+def test_sample_mask_leaves_padding_samples_out():
+    routes = hand_routes()
+    c = RouteCollector()
+    c.update(routes, sample_mask=torch.tensor([True, True, True, False, False]))
+    s = c.stats()
+    assert s.num_samples == 3
+    assert s.layers[0].mode_counts == (2, 0, 0, 1)
+    assert s.top_architectures[0].count == 2
+
+
+def test_last3_variable_candidates_per_layer():
+    l2 = hard_route(["SS", "J"], [("l-1", "l-2"), ("l-2", "l-2")], cands=("l-1", "l-2"))
+    l3 = hard_route(["SS", "SS"], [("l-3", "l-1"), ("l-3", "l-3")], cands=("l-1", "l-2", "l-3"))
+    c = RouteCollector()
+    c.update((hard_route(["J", "J"]), l2, l3))
+    s = c.stats()
+    assert s.layers[1].sib_counts == {"text": (1, 1), "region": (0, 2)}
+    assert s.layers[2].sib_counts == {"text": (0, 0, 2), "region": (1, 0, 1)}
+    assert RouteStats.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    # The real model with sib="last3" (C = 2 then 3) goes through the same path.
+    model = tiny_model(sib="last3")
+    stats = collect_routes(model, [batch_for(model, batch_size=5, seed=k) for k in range(2)])
+    assert [len(layer.sib_candidates) for layer in stats.layers] == [0, 2, 3]
+    assert stats.num_samples == 10
+
+
+def test_layout_change_is_an_error():
+    c = RouteCollector()
+    c.update(hand_routes())
+    with pytest.raises(ValueError, match="different layout"):
+        c.update(hand_routes()[:2])
+
+
+def test_json_round_trip_and_markdown():
+    model = tiny_model()
+    stats = collect_routes(model, [batch_for(model, batch_size=4, seed=k) for k in range(3)], task="demo")
+    text = json.dumps(stats.to_dict())
+    back = RouteStats.from_dict(json.loads(text))
+    assert back == stats
+    assert back.flops is not None and back.flops.num_samples == 12
+    md = stats.to_markdown()
+    assert "| L1 |" in md and "Most frequent architectures" in md and "text<-mid" in md
+    arch = stats.top_architectures[0]
+    assert Architecture.from_dict(arch.to_dict()) == arch
+
+
+def test_collect_routes_runs_eval_mode_and_restores_training():
+    model = tiny_model()
+    model.train()
+    batches = [batch_for(model, batch_size=4, seed=k) for k in range(3)]
+    stats = collect_routes(model, batches, max_samples=10)
+    assert model.training
+    assert stats.num_samples == 10
+    # Eval routes are deterministic: the same numbers twice, and (Batch, labels) pairs are accepted.
+    again = collect_routes(model, [(b, None) for b in batches], max_samples=10)
+    assert again == stats
+    assert stats.flops.soft_samples == 0  # hard routes
+
+
+def test_fixed_architecture_has_one_route():
+    model = tiny_model(sab_modes=("J",), sib=None)
+    stats = collect_routes(model, [batch_for(model, batch_size=4)])
+    assert stats.layers == () and stats.num_samples == 4
+    assert stats.num_architectures == 1 and stats.top_architectures[0].share == 1.0
+    assert "fixed architecture" in stats.to_markdown()
+
+
+def test_route_probability_log_keys_and_means():
+    probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]])
+    r1 = hard_route(["SS", "J"], probs=probs)
+    r2 = hard_route(["SS", "SS"], [("out", "in"), ("mid", "in")], probs=probs)
+    r2.sib_probs = torch.tensor([[[0.5, 0.3, 0.2], [0.0, 0.0, 1.0]], [[0.1, 0.3, 0.6], [0.0, 1.0, 0.0]]])
+    log = route_probability_log((r1, r2))
+    assert log["routes/sab/L1/SS"] == pytest.approx(0.4)
+    assert log["routes/sab/L2/J"] == pytest.approx(0.4)
+    assert log["routes/sib/L2/text/in"] == pytest.approx(0.4)
+    assert log["routes/sib/L2/region/mid"] == pytest.approx(0.5)
+    assert "routes/sib/L1/text/out" not in log
+    assert len(log) == 8 + 6
+    # From a real training-mode output: every mode of every layer, probabilities summing to one per layer.
+    model = tiny_model()
+    out = model(batch_for(model))
+    log = route_probability_log(out)
+    for i in (1, 2, 3):
+        assert sum(log[f"routes/sab/L{i}/{m}"] for m in MODES) == pytest.approx(1.0)
+    assert sum(log[f"routes/sib/L3/region/{c}"] for c in CANDS) == pytest.approx(1.0)
+    assert all(isinstance(v, float) for v in log.values())
