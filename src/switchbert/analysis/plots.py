@@ -270,7 +270,7 @@ def plot_training_dynamics(
     nrow = -(-len(layers) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.5 * nrow), squeeze=False, sharex=True, sharey=True)
     for ax, layer in zip(axes.flat, layers):
-        for (name, modality), (xs, ys) in sorted(series[layer].items()):
+        for (name, modality), (xs, ys) in sorted(series[layer].items(), key=lambda kv: _series_order(kv[0])):
             color = MODE_COLORS.get(name) if kind == "sab" else CANDIDATE_COLORS.get(name)
             style = "--" if modality == "region" else "-"
             label = name if kind == "sab" else f"{modality}<-{name}"
@@ -288,9 +288,16 @@ def plot_training_dynamics(
         ax.set_axis_off()
     for ax in axes[:, 0]:
         ax.set_ylabel("mean probability", fontsize=8)
-    for ax in axes[-1]:
-        ax.set_xlabel("step", fontsize=8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for k, ax in enumerate(axes.flat[: len(layers)]):
+        if k + ncol >= len(layers):  # the lowest panel of its column
+            ax.set_xlabel("step", fontsize=8)
+            ax.xaxis.set_tick_params(labelbottom=True)
+    # Legend from every panel (with last3, layer 2 has fewer candidates than layer 3), one entry per label.
+    seen: dict[str, object] = {}
+    for ax in axes.flat[: len(layers)]:
+        for h, lbl in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lbl, h)
+    labels, handles = list(seen), list(seen.values())
     if taus:
         handles.append(plt.Line2D([], [], ls=":", color="black"))
         labels.append("tau (right axis)")
@@ -300,6 +307,13 @@ def plot_training_dynamics(
     fig.suptitle(title or f"{what} probabilities during training", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     return _save(fig, path)
+
+
+def _series_order(key: tuple[str, str]) -> tuple:
+    """Modes in Table 1 order, candidates in their set's order, text before regions."""
+    name, modality = key
+    order = list(MODE_COLORS) + list(CANDIDATE_COLORS)
+    return (modality == "region", order.index(name) if name in order else len(order), name)
 
 
 def plot_report_figures(stats: RouteStats, out_dir: PathLike, prefix: str) -> list[Path]:
