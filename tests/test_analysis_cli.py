@@ -81,6 +81,7 @@ def test_flops_preset_table(capsys):
 def test_route_dynamics(workspace, tmp_path):
     records = [{"step": s, "tau": 5.0 * 0.5 ** s, "routes/sab/L1/SS": 0.25 + 0.1 * s, "routes/sab/L1/J": 0.75 - 0.1 * s,
                 "routes/sib/L2/text/out": 0.5, "routes/sib/L2/region/mid": 0.5} for s in range(5)]
+    records.append({"split": "val", "step": 4, "epoch": 0, "vqa_score": 0.3})  # the trainer's validation lines
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert main(["route-dynamics", str(path), "--out", str(tmp_path / "fig")]) == 0

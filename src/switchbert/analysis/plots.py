@@ -248,7 +248,8 @@ def plot_training_dynamics(
     series: dict[int, dict[tuple[str, str], tuple[list[float], list[float]]]] = {}
     tau_steps, taus = [], []
     for rec in recs:
-        if "step" not in rec:
+        # The trainer's log also has validation lines ("split": "val"); curves come from training lines.
+        if "step" not in rec or rec.get("split", "train") != "train":
             continue
         step = float(rec["step"])
         if rec.get("tau") is not None:

@@ -47,7 +47,8 @@ def route_probability_log(output: Union[EncoderOutput, Sequence[LayerRoute]]) ->
     Keys (layers 1-based): ``routes/sab/L{i}/{mode}`` the mean over samples of p(mode) at layer i;
     ``routes/sib/L{i}/{text|region}/{candidate}`` the mean p(candidate) of each modality's input to
     layer i. These are the probabilities p before Gumbel noise (``LayerRoute.sab_probs``), i.e. what the
-    switcher has learnt, not the noisy mixture. A fixed architecture gives ``{}``.
+    switcher has learnt, not the noisy mixture. Layers with a single mode log no SAB key; a fixed
+    architecture gives ``{}``. (``train/metrics_log.route_means`` writes the same keys.)
 
     Args:
         output: a model output, or its ``routes``.
@@ -55,9 +56,10 @@ def route_probability_log(output: Union[EncoderOutput, Sequence[LayerRoute]]) ->
     routes = output.routes if isinstance(output, EncoderOutput) else output
     log: dict[str, float] = {}
     for i, r in enumerate(routes, start=1):
-        mean = r.sab_probs.detach().float().mean(dim=0).tolist()  # (M,)
-        for mode, p in zip(r.modes, mean):
-            log[f"routes/sab/L{i}/{mode}"] = float(p)
+        if len(r.modes) > 1:  # a fixed mode (SIB-only models) has probability 1: nothing to log
+            mean = r.sab_probs.detach().float().mean(dim=0).tolist()  # (M,)
+            for mode, p in zip(r.modes, mean):
+                log[f"routes/sab/L{i}/{mode}"] = float(p)
         if r.sib_probs is not None:
             sib = r.sib_probs.detach().float().mean(dim=0).tolist()  # (2, C)
             for modality, row in zip(MODALITIES, sib):
