@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import torch
+
 from switchbert.train.config import ConfigError, check_paths, load_config
 
 
@@ -56,6 +58,8 @@ def run_train(args: argparse.Namespace, stage: str) -> int:
         raise ConfigError(f"{args.config}: task is 'pretrain'; use `switchbert pretrain`")
     check_paths(config, args.config)
     result = Trainer(config, resume=args.resume, source=args.config).fit()
+    if not result["is_main"]:
+        return 0
     best = result["best_value"]
     logging.getLogger(__name__).info(
         "%s finished at step %d%s; best %s = %s; outputs in %s", stage, result["step"],
@@ -74,6 +78,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else (run if run.is_dir() else None)
     results = evaluate(config, checkpoint, args.splits, Path(args.out) if args.out else None,
                        progress=not args.no_progress)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return 0  # rank 0 reports
     for split, metrics in results.items():
         shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items()) or "(result file only: no annotations)"
         print(f"{config.task} {split}: {shown}")

@@ -411,12 +411,13 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
     keys = list(REQUIRED_PATHS[config.task])
     if not need_train:  # evaluation reads the answer vocabulary from the checkpoint
         keys = [k for k in keys if "train" not in k]
-    for key in keys:
-        p = d.path(key)
-        if p is None:
-            raise ConfigError(f"{source}: data.{key} is required for task {config.task!r} (it is null)")
-        if not p.exists():
-            raise ConfigError(f"{source}: data.{key}: {p} does not exist (data.root = {d.root!r})")
+    unset = [k for k in keys if d.path(k) is None]
+    if unset:
+        raise ConfigError(f"{source}: data.{unset[0]} is required for task {config.task!r} (it is null)")
+    missing = [f"data.{k}: {d.path(k)}" for k in keys if not d.path(k).exists()]
+    if missing:
+        raise ConfigError(f"{source}: {missing[0]} does not exist (data.root = {d.root!r})"
+                          + (f"; also missing: {'; '.join(missing[1:])}" if len(missing) > 1 else ""))
     for key in ("vqa_test_questions", "vqa_answer_vocab"):
         p = d.path(key)
         if config.task == "vqa" and p is not None and not p.exists():

@@ -7,6 +7,7 @@ them the process runs alone. NCCL on GPU, gloo on CPU.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 from dataclasses import dataclass
@@ -61,11 +62,13 @@ def init_distributed(device: str = "auto") -> DistContext:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+        # One group per process, shared by every command the process runs (train, then evaluate).
+        atexit.register(_destroy)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
-def shutdown(ctx: DistContext) -> None:
-    if ctx.distributed and dist.is_initialized():
+def _destroy() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

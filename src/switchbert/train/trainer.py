@@ -123,7 +123,7 @@ class Trainer:
                               "or choose another output_dir")
 
     def fit(self) -> dict[str, Any]:
-        """Trains; returns {"step", "best_metric", "best_value", "stopped_early"}."""
+        """Trains; returns {"step", "best_metric", "best_value", "stopped_early", "is_main"}."""
         cfg, t = self.config, self.config.train
         self._check_output_dir()
         ctx = init_distributed(t.device)
@@ -251,7 +251,7 @@ class Trainer:
         metrics_log.close()
         barrier(ctx)
         return {"step": state.step, "best_metric": best_name, "best_value": state.best_value,
-                "stopped_early": stopped}
+                "stopped_early": stopped, "is_main": ctx.is_main}
 
     # -- pieces -----------------------------------------------------------------------------------
     _part_names: tuple[str, ...] = ()
