@@ -187,6 +187,7 @@ def test_synth_deterministic_and_needs_the_image(tmp_path):
         np.testing.assert_array_equal(sa.get(iid).features, sb.get(iid).features)
     # the best text-only rule is far from the ~90% the annotators' answers allow
     assert a["stats"]["text_only_vqa_accuracy"] < 0.55
+    assert a["stats"]["scene_oracle_vqa_accuracy"] > 0.9  # the image answers what the text cannot
     assert a["stats"]["question_types"].get("rel_color", 0) > 0.05 * 200 * 5
     c = generate(tmp_path / "c", 200, seed=12, feat_dim=8, num_classes=12)
     assert (tmp_path / "c" / c["cc_train"]).read_bytes() != (tmp_path / "a" / a["cc_train"]).read_bytes()

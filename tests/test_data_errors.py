@@ -122,3 +122,13 @@ def test_error_survives_pickling():
     err = DataError("/x/y.json", 5, "empty caption")
     again = pickle.loads(pickle.dumps(err))
     assert str(again) == str(err) == "/x/y.json, item 5: empty caption" and isinstance(again, ValueError)
+
+
+def test_vqa_results_file(tmp_path):
+    from switchbert.data.vqa import write_vqa_results
+
+    write_vqa_results(tmp_path / "r.json", [3, 1], ["yes", "2"])
+    assert json.loads((tmp_path / "r.json").read_text()) == [{"question_id": 3, "answer": "yes"},
+                                                           {"question_id": 1, "answer": "2"}]
+    with pytest.raises(ValueError):
+        write_vqa_results(tmp_path / "r.json", [1], [])

@@ -21,7 +21,8 @@ colour, size and position, and writes:
 Everything is a function of ``seed`` (the detector of ``detector_seed``, fixed by default, so data drawn
 with different seeds shares one detector). Answers are balanced so the text alone is a weak predictor:
 ``manifest.json`` records the accuracy of the best text-only rule (the most frequent training answer of
-the exact question string, else of its type) on the validation questions.
+the exact question string, else of its type) on the validation questions, next to the accuracy of
+answering from the scene itself (the ceiling the annotators' noise leaves).
 
 Directory layout (keys of ``manifest.json`` in brackets)::
 
@@ -52,7 +53,7 @@ import torch
 
 from switchbert.data.errors import PathLike
 from switchbert.data.features import RegionRecord, write_store
-from switchbert.data.vqa_answers import majority_answer
+from switchbert.data.vqa_answers import majority_answer, soft_score
 
 SHAPES = ("cube", "sphere", "cylinder", "cone", "pyramid", "torus", "star", "ring")
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
@@ -394,6 +395,7 @@ def generate(
     annotations = {"train2014": [], "val2014": []}
     refs, instances, images_meta = [], [], []
     qtype_counts: Counter = Counter()
+    oracle: list[float] = []  # VQA accuracy of answering from the scene itself (val)
     for s, sp in zip(scenes, split):
         caps = make_captions(s, lang)
         if sp in ("train", "val"):
@@ -411,6 +413,8 @@ def generate(
             qtype_counts[str(qtype)] += 1
             questions[vqa_split].append({"image_id": s.image_id, "question": text, "question_id": qid})
             answers = annotate(answer, atype, lang)
+            if vqa_split == "val2014":
+                oracle.append(soft_score(answer, answers))
             annotations[vqa_split].append({
                 "question_id": qid, "image_id": s.image_id, "question_type": str(qtype), "answer_type": atype,
                 "multiple_choice_answer": majority_answer(answers),
@@ -466,6 +470,7 @@ def generate(
             "question_types": dict(qtype_counts),
             "refs_per_split": dict(Counter(r["split"] for r in refs)),
             "text_only_vqa_accuracy": text_only_accuracy(annotations["train2014"], annotations["val2014"], questions),
+            "scene_oracle_vqa_accuracy": round(float(np.mean(oracle)), 4) if oracle else 0.0,
             "seconds": round(time.perf_counter() - t0, 2),
         },
     }
@@ -476,7 +481,6 @@ def generate(
 def text_only_accuracy(train_anns: list[dict], val_anns: list[dict], questions: dict) -> float:
     """VQA accuracy on val of the best text-only rule we can state: answer with the most frequent
     training answer of the exact question string, falling back to the most frequent of its type."""
-    from switchbert.data.vqa_answers import soft_score
 
     qtext = {q["question_id"]: q["question"] for sp in questions.values() for q in sp}
     by_text: dict[str, Counter] = defaultdict(Counter)
