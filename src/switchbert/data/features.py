@@ -601,7 +601,7 @@ def inspect_store(path: PathLike, sample_size: int = 1000, sample_id: Optional[s
             "image_w": r.image_w,
             "image_h": r.image_h,
             "num_regions": r.num_regions,
-            "first_boxes_px": np.round(r.boxes_px[:3], 1).tolist(),
+            "first_boxes_px": np.round(r.boxes_px[:3].astype(np.float64), 1).tolist(),
             "features_mean": float(r.features.mean()) if r.num_regions else 0.0,
             "top_classes": (r.cls_prob[:3].argmax(axis=1).tolist() if r.cls_prob is not None and r.num_regions else None),
         }

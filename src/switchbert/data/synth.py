@@ -481,7 +481,6 @@ def generate(
 def text_only_accuracy(train_anns: list[dict], val_anns: list[dict], questions: dict) -> float:
     """VQA accuracy on val of the best text-only rule we can state: answer with the most frequent
     training answer of the exact question string, falling back to the most frequent of its type."""
-
     qtext = {q["question_id"]: q["question"] for sp in questions.values() for q in sp}
     by_text: dict[str, Counter] = defaultdict(Counter)
     by_type: dict[str, Counter] = defaultdict(Counter)
