@@ -30,7 +30,7 @@ def _optional_modules() -> list:
     import importlib
 
     modules = []
-    for name in ("switchbert.data.cli", "switchbert.train.cli", "switchbert.analysis.cli"):
+    for name in ("switchbert.data.cli", "switchbert.train.cli", "switchbert.analysis.cli", "switchbert.demo"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as e:
