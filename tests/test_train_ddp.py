@@ -8,6 +8,7 @@ drawn per process, so a switching model's noise differs between 1 and 2 processe
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -49,6 +50,10 @@ def runs(tmp_path_factory):
         from switchbert.train.cli import evaluate_main, finetune_main
         assert finetune_main({[synth_config("vqa"), *overrides(synth, ddp)]!r}) == 0
         assert evaluate_main({[str(ddp), "--splits", "val", "--no-progress"]!r}) == 0
+        # RefExp leaves parameters without gradients (poolers, LXMERT's last text sub-layers): DDP must cope.
+        assert finetune_main({[synth_config("refexp"), f"data.root={synth}", f"output_dir={root / 'refexp'}",
+                               "model.preset=lxmert-tiny", "model.init_from=null", "train.batch_size=8",
+                               "train.max_steps=2", "train.log_every=1", *QUIET]!r}) == 0
     """))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -56,6 +61,12 @@ def runs(tmp_path_factory):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return single, ddp, proc
+
+
+def test_ddp_finds_unused_parameters_of_region_only_heads(runs):
+    single, _, _ = runs
+    losses = train_losses(single.parent / "refexp")
+    assert sorted(losses) == [1, 2] and all(math.isfinite(v) for v in losses.values())
 
 
 def test_ddp_losses_equal_single_process(runs):

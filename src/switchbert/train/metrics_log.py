@@ -11,19 +11,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from switchbert.outputs import EncoderOutput
+from switchbert.outputs import LayerRoute
 
 
-def route_means(output: EncoderOutput) -> dict[str, float]:
+def route_means(routes: Sequence[LayerRoute]) -> dict[str, float]:
     """Mean switch probabilities p over the batch, per layer (1-based, like the paper's figures).
 
     Keys: ``routes/sab/L{l}/{mode}`` and ``routes/sib/L{l}/{text|region}/{candidate}``. Empty for a
     fixed architecture.
     """
     out: dict[str, float] = {}
-    for i, route in enumerate(output.routes, start=1):
+    for i, route in enumerate(routes, start=1):
         if len(route.modes) > 1:
             probs = route.sab_probs.float().mean(0)
             for mode, p in zip(route.modes, probs.tolist()):

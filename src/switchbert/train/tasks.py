@@ -37,7 +37,7 @@ from switchbert.losses import (ignore_mismatched, pretrain_loss, refexp_bce_loss
 from switchbert.metrics import (predict_answers, refexp_correct, retrieval_recall, vqa_accuracy,
                                 write_vqa_results)
 from switchbert.models.base import VLModel
-from switchbert.outputs import EncoderOutput
+from switchbert.outputs import LayerRoute
 from switchbert.train.config import ConfigError, ExperimentConfig
 from switchbert.train.distributed import DistContext, all_gather_objects, shard_range
 
@@ -51,12 +51,14 @@ class StepOutput:
     Attributes:
         loss: scalar objective (float32).
         parts: named scalar components for logging (detached).
-        output: the encoder's output (its routes are logged).
+        routes: the encoder's per-layer routes (detached; logged). Nothing else of the encoder output is
+            returned: DDP looks for unused parameters from the forward's outputs, so an output tensor the
+            loss does not use (a region-only head leaves ``pooled`` unused) would hide them.
     """
 
     loss: Tensor
     parts: dict[str, Tensor]
-    output: EncoderOutput
+    routes: tuple[LayerRoute, ...] = ()
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Task:
     default_best: str = ""
     lower_is_better: frozenset[str] = frozenset()
     test_splits: tuple[str, ...] = ()
+    # False when the loss leaves some parameters without a gradient (DDP must then look for them).
+    uses_every_parameter: bool = True
 
     def __init__(self, config: ExperimentConfig, model_config: ModelConfig, ctx: DistContext) -> None:
         self.config, self.model_config, self.ctx = config, model_config, ctx
@@ -166,7 +170,7 @@ class PretrainTask(Task):
     def step(self, model, heads, batch, labels) -> StepOutput:
         output, _, loss = self._losses(model, heads, batch, labels)
         parts = {"mlm": loss.mlm.detach(), "mrc": loss.mrc.detach(), "itm": loss.itm.detach()}
-        return StepOutput(loss.total, parts, output)
+        return StepOutput(loss.total, parts, output.routes)
 
     def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
         if split not in ("val", "valid"):
@@ -251,7 +255,7 @@ class VQATask(Task):
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch)
         loss = vqa_bce_loss(heads(output), labels.scores)
-        return StepOutput(loss, {}, output)
+        return StepOutput(loss, {}, output.routes)
 
     def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
         dataset = self._dataset(split)
@@ -301,7 +305,7 @@ class RetrievalTask(Task):
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch)
         loss = retrieval_4way_loss(heads(output), labels.num_candidates)
-        return StepOutput(loss, {}, output)
+        return StepOutput(loss, {}, output.routes)
 
     def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
         key = {"train": "flickr_train", "val": "flickr_val", "test": "flickr_test"}.get(split)
@@ -339,6 +343,9 @@ class RefExpTask(Task):
     metric_names = ("accuracy",)
     default_best = "accuracy"
     test_splits = ("val", "testA", "testB")
+    # The head reads region states only: the poolers, and in dual-stream models the last cross layer's
+    # text side, get no gradient.
+    uses_every_parameter = False
 
     def _dataset(self, split: str) -> RefCOCODataset:
         d = self.config.data
@@ -356,7 +363,7 @@ class RefExpTask(Task):
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch)
         loss = refexp_bce_loss(heads(output), labels.iou, labels.region_mask)
-        return StepOutput(loss, {}, output)
+        return StepOutput(loss, {}, output.routes)
 
     def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
         dataset = self._dataset(split)

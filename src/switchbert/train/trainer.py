@@ -172,7 +172,8 @@ class Trainer:
         step_module: nn.Module = _TrainModule(model, heads, task)
         if ctx.distributed:
             step_module = nn.parallel.DistributedDataParallel(
-                step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+                step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                find_unused_parameters=not task.uses_every_parameter)
         params = [p for p in step_module.parameters() if p.requires_grad]
         autocast = self._autocast(ctx)
         show = t.progress and ctx.is_main and sys.stderr.isatty()
@@ -194,7 +195,7 @@ class Trainer:
             while state.step_in_epoch < steps_per_epoch and state.step < total:
                 current_tau = tau(state.step)
                 model.set_temperature(current_tau)
-                sums, output = self._accumulate(step_module, batches, t.grad_accum, ctx, autocast)
+                sums, routes = self._accumulate(step_module, batches, t.grad_accum, ctx, autocast)
                 sums = all_reduce_mean(sums, ctx)  # (1 + parts,) mean over processes
                 loss = float(sums[0])
                 if not math.isfinite(loss):
@@ -216,7 +217,7 @@ class Trainer:
                               "lr": lr, "tau": current_tau, "samples_per_s": window_samples / elapsed}
                     if grad_norm is not None:
                         values["grad_norm"] = grad_norm
-                    values.update(route_means(output))
+                    values.update(route_means(routes))
                     metrics_log.log("train", state.step, state.epoch, values)
                     bar.set_postfix(loss=f"{loss:.4f}", tau=f"{current_tau:.3f}",
                                     samples_s=f"{window_samples / elapsed:.1f}")
@@ -257,9 +258,9 @@ class Trainer:
     _part_names: tuple[str, ...] = ()
 
     def _accumulate(self, step_module: nn.Module, batches, accum: int, ctx: DistContext, autocast):
-        """Forward + backward of ``accum`` micro-batches; returns the mean (loss, parts...) and the last output."""
+        """Forward + backward of ``accum`` micro-batches; returns the mean (loss, parts...) and the last routes."""
         total: Optional[torch.Tensor] = None
-        output = None
+        routes: tuple = ()
         for a in range(accum):
             batch, labels = next(batches)
             batch, labels = batch.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
@@ -271,8 +272,8 @@ class Trainer:
             self._part_names = tuple(result.parts)
             values = torch.stack([result.loss.detach().float(), *[v.float() for v in result.parts.values()]])
             total = values if total is None else total + values
-            output = result.output
-        return total.double().cpu() / accum, output
+            routes = result.routes
+        return total.double().cpu() / accum, routes
 
     def _validate(self, model: VLModel, heads: nn.Module, task: Task, ctx: DistContext, autocast) -> dict[str, float]:
         e = self.config.eval

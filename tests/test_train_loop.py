@@ -1,0 +1,152 @@
+"""The pieces of the training loop: parameter groups, the LR schedule, the sampler, the NaN guard,
+atomic checkpoints, and one training step of every tiny preset on every objective."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from switchbert.cli import main
+from switchbert.presets import PRESETS, create_model
+from switchbert.train.checkpoint import resolve_checkpoint, write_dir_atomically
+from switchbert.train.config import load_config
+from switchbert.train.distributed import DistContext, ShardedSampler
+from switchbert.train.optim import build_scheduler, param_groups, warmup_linear
+from switchbert.train.tasks import build_task
+from switchbert.train.trainer import NonFiniteLossError, Trainer
+from tests.test_train_support import QUIET, make_synth, synth_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return make_synth(tmp_path_factory.mktemp("synth"))
+
+
+def test_param_groups_exempt_biases_and_layernorm_and_count_tied_weights_once():
+    from switchbert.heads import PretrainHeads
+
+    model = create_model("switchbert-tiny")
+    heads = PretrainHeads(model.get_word_embeddings(), 32, 48, num_region_classes=32)
+    decay, no_decay = param_groups([model, heads], 0.01)
+    ids = [id(p) for g in (decay, no_decay) for p in g["params"]]
+    expected = {id(p) for p in list(model.parameters()) + list(heads.parameters())}
+    assert len(ids) == len(set(ids)) == len(expected) and set(ids) == expected  # the tied matrix once
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for m in (model, heads) for n, p in m.named_parameters()}
+    for p in no_decay["params"]:
+        assert names[id(p)].endswith("bias") or "norm" in names[id(p)], names[id(p)]
+    for p in decay["params"]:
+        assert names[id(p)].endswith("weight") and "norm" not in names[id(p)], names[id(p)]
+    assert any(p is model.get_word_embeddings().weight for p in decay["params"])
+
+
+def test_warmup_then_linear_decay():
+    # 10 steps, 2 of warm-up: 1/2, 1, then 1 - k/8 down to 0.
+    assert [warmup_linear(s, 10, 2) for s in range(11)] == pytest.approx(
+        [0.5, 1.0, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8, 0.0, 0.0, 0.0][:2] + [1 - (s - 2) / 8 for s in range(2, 11)])
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = build_scheduler(opt, total_steps=10, warmup_fraction=0.2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.0875, 0.075, 0.0625, 0.05, 0.0375, 0.025, 0.0125])
+
+
+def test_sharded_sampler_splits_each_global_batch_between_ranks():
+    indices = list(range(100, 123))  # 23 items, global batch 6: 3 steps, 5 items dropped
+    one = list(ShardedSampler(indices, 6, seed=1, epoch=4))
+    assert len(one) == 18 and len(set(one)) == 18 and set(one) <= set(indices)
+    ranks = [list(ShardedSampler(indices, 6, seed=1, epoch=4, rank=r, world_size=2)) for r in range(2)]
+    for step in range(3):  # micro-batches of 3 per rank together form the single process's batch
+        assert sorted(ranks[0][3 * step:3 * step + 3] + ranks[1][3 * step:3 * step + 3]) == sorted(one[6 * step:6 * step + 6])
+    assert list(ShardedSampler(indices, 6, seed=1, epoch=4, skip=12)) == one[12:]  # resume mid-epoch
+    assert one != list(ShardedSampler(indices, 6, seed=1, epoch=5))  # a new order each epoch
+    assert list(ShardedSampler(indices, 6, seed=1, epoch=4, shuffle=False)) == indices[:18]
+
+
+def test_atomic_directory_write_keeps_the_old_copy_on_failure(tmp_path):
+    target = tmp_path / "last"
+    write_dir_atomically(target, lambda d: (d / "config.json").write_text("1"))
+
+    def crash(d: Path) -> None:
+        (d / "config.json").write_text("2")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_dir_atomically(target, crash)
+    assert (target / "config.json").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["last"]  # no temporary left behind
+    write_dir_atomically(target, lambda d: (d / "config.json").write_text("3"))
+    assert (target / "config.json").read_text() == "3"
+    # A crash between the two renames leaves .old-last; it is still found.
+    target.rename(tmp_path / ".old-last")
+    assert resolve_checkpoint(tmp_path) == tmp_path / ".old-last"
+
+
+def test_nan_loss_stops_with_step_and_last_good_checkpoint(synth, tmp_path, monkeypatch, capsys):
+    from switchbert.train import tasks
+
+    original = tasks.VQATask.step
+    calls = {"n": 0}
+
+    def poisoned(self, model, heads, batch, labels):
+        out = original(self, model, heads, batch, labels)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third optimizer step
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(tasks.VQATask, "step", poisoned)
+    out = tmp_path / "run"
+    rc = main(["finetune", synth_config("vqa"), f"data.root={synth}", f"output_dir={out}", "model.init_from=null",
+               "train.batch_size=8", "train.checkpoint_every=1", *QUIET])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "loss is nan at optimizer step 3" in err
+    assert f"last good checkpoint is {out / 'last'} (step 2)" in err
+    state = torch.load(out / "last" / "trainer_state.pt", weights_only=False)["state"]
+    assert state["step"] == 2  # the NaN step was not taken
+    config = load_config(synth_config("vqa"), [f"data.root={synth}", f"output_dir={tmp_path / 'r2'}",
+                                               "model.init_from=null", *QUIET])
+    calls["n"] = 2
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was written yet"):
+        Trainer(config).fit()
+
+
+TINY = sorted(p for p in PRESETS if p.endswith("-tiny"))
+
+
+@pytest.mark.parametrize("preset", TINY)
+def test_every_tiny_preset_trains_on_every_objective(synth, preset, tmp_path):
+    """One step per objective: finite loss, and a gradient for every parameter of model and heads."""
+    torch.manual_seed(0)
+    for task_name in ("pretrain", "vqa", "retrieval", "refexp"):
+        config = load_config(synth_config(task_name), [f"data.root={synth}", f"model.preset={preset}",
+                                                       "model.init_from=null", f"output_dir={tmp_path}"])
+        model = create_model(preset)
+        task = build_task(config, model.config, DistContext())
+        heads = task.build_heads(model)
+        data = task.train_dataset()
+        batch, labels = data.collate([data[i] for i in range(8)])
+        result = task.step(model, heads, batch, labels)
+        assert math.isfinite(float(result.loss)), (preset, task_name)
+        result.loss.backward()
+        params = list(model.named_parameters()) + [(f"heads.{n}", p) for n, p in heads.named_parameters()]
+        # Pretraining reaches everything, the tied word embedding included; so do VQA and retrieval.
+        no_grad = [n for n, p in params if p.grad is None]
+        assert all(torch.isfinite(p.grad).all() for _, p in params if p.grad is not None), (preset, task_name)
+        if task_name == "refexp":
+            # The region head leaves the poolers, and a dual-stream model's last text sub-layers, unused,
+            # which DDP must be told about.
+            last = f"cross_layers.{model.config.cross_layers - 1}.text_"
+            no_grad = [n for n in no_grad if "pooler" not in n and not n.startswith(last)]
+            assert not task.uses_every_parameter
+        assert not no_grad, (preset, task_name, no_grad[:5])
