@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
-from switchbert.outputs import LayerRoute
+from switchbert.outputs import EncoderOutput, LayerRoute
 
 
-def route_means(routes: Sequence[LayerRoute]) -> dict[str, float]:
+def route_means(routes: Union[EncoderOutput, Sequence[LayerRoute]]) -> dict[str, float]:
     """Mean switch probabilities p over the batch, per layer (1-based, like the paper's figures).
+
+    Takes an ``EncoderOutput`` or its ``routes``. ``switchbert.analysis.routes.route_probability_log``
+    computes the same keys.
 
     Keys: ``routes/sab/L{l}/{mode}`` and ``routes/sib/L{l}/{text|region}/{candidate}``. Empty for a
     fixed architecture.
     """
+    routes = getattr(routes, "routes", routes)
     out: dict[str, float] = {}
     for i, route in enumerate(routes, start=1):
         if len(route.modes) > 1:
