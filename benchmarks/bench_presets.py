@@ -23,9 +23,10 @@ TEXT, REGIONS = 38, 36
 
 
 def base_presets() -> list[str]:
-    """Every BERT-base-sized preset, uniter-base first (the reference)."""
+    """Every BERT-base-sized preset: uniter-base first (the reference), the other baselines, then Switch-BERT's."""
     names = [n for n in sorted(switchbert.PRESETS) if switchbert.get_config(n).hidden_size == 768]
-    return ["uniter-base"] + [n for n in names if n != "uniter-base"]
+    baselines = [n for n in names if not n.startswith("switchbert") and n != "uniter-base"]
+    return ["uniter-base"] + baselines + [n for n in names if n.startswith("switchbert")]
 
 
 def time_preset(name: str, batch_size: int, steps: int, warmup: int, device: str) -> float:
