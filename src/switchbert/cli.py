@@ -9,7 +9,11 @@ from typing import Optional, Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from switchbert import cli_models, smoke
+    from switchbert import cli_models, demo, smoke
+    from switchbert.analysis import cli as analysis_cli
+    from switchbert.convert import cli as convert_cli
+    from switchbert.data import cli as data_cli
+    from switchbert.train import cli as train_cli
 
     parser = argparse.ArgumentParser(
         prog="switchbert",
@@ -18,25 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    cli_models.register(sub)
-    smoke.register(sub)
-    for module in _optional_modules():
+    # Each subsystem adds its own commands; the order here is the order of ``--help``.
+    for module in (cli_models, smoke, data_cli, train_cli, analysis_cli, convert_cli, demo):
         module.register(sub)
     return parser
-
-
-def _optional_modules() -> list:
-    """Subsystems with their own commands, in the order they appear in ``--help``."""
-    import importlib
-
-    modules = []
-    for name in ("switchbert.data.cli", "switchbert.train.cli", "switchbert.analysis.cli", "switchbert.demo"):
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as e:
-            if e.name != name:  # a missing dependency inside the module is a real error
-                raise
-    return modules
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
