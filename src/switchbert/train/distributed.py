@@ -81,9 +81,9 @@ def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """The mean of ``values`` over processes (a copy; the input is unchanged)."""
     if not ctx.distributed:
         return values
-    out = values.detach().clone()
+    out = values.detach().to(ctx.device, copy=True)  # NCCL reduces device tensors only
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / ctx.world_size
+    return (out / ctx.world_size).to(values.device)
 
 
 def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:

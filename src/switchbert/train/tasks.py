@@ -34,7 +34,7 @@ from switchbert.data.vqa_answers import load_annotations
 from switchbert.heads import PretrainHeads, build_head
 from switchbert.losses import (ignore_mismatched, pretrain_loss, refexp_bce_loss, retrieval_4way_loss,
                                vqa_bce_loss)
-from switchbert.metrics import (predict_answers, refexp_correct, retrieval_recall, vqa_accuracy,
+from switchbert.metrics import (refexp_correct, retrieval_recall, vqa_accuracy,
                                 write_vqa_results)
 from switchbert.models.base import VLModel
 from switchbert.outputs import LayerRoute
