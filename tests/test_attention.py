@@ -187,3 +187,22 @@ def test_hard_mask_of_no_image_sample_has_no_empty_row():
     assert mask.any(-1).all()
     # text rows see exactly the valid text keys
     assert torch.equal(mask[0, 0, :T], valid[0].expand(T, -1))
+
+
+def test_huge_scores_on_padded_keys_keep_gradients_finite():
+    # Real BERT weights can give [PAD] keys scores far above the valid keys' log-sum-exp; the
+    # mixture must neither overflow in the forward pass nor produce NaN gradients.
+    layer = make_layer(21)
+    x, valid = inputs(22)
+    x = x.clone()
+    x[~valid] = 1e3 * x[~valid].sign()
+    x.requires_grad_(True)
+    w = random_weights(23).requires_grad_(True)
+    s = torch.randn(B, H, T + R, T + R).masked_fill(~valid[:, None, None, :], 800.0).requires_grad_(True)
+    probs = mixed_attention_probs(s, valid, T, w)
+    probs.sum().backward()
+    assert torch.isfinite(probs).all() and torch.isfinite(s.grad).all() and torch.isfinite(w.grad).all()
+    _, out = layer(x, valid, T, w, hard=False, impl="fused")
+    (out * valid[..., None]).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())

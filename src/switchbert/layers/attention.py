@@ -92,8 +92,10 @@ def mixed_attention_probs(scores: Tensor, key_valid: Tensor, num_text: int, w: T
     col_text = is_text.view(1, 1, 1, N)
     lse_cols = torch.where(col_text, lse_t_fin.unsqueeze(-1), lse_r_fin.unsqueeze(-1))
     alpha_cols = torch.where(col_text, alpha_t.unsqueeze(-1), alpha_r.unsqueeze(-1))
-    probs = torch.exp(scores - lse_cols).masked_fill(~key_valid[:, None, None, :], 0.0)
-    return alpha_cols * probs
+    # Mask before exp: a padded key's score can exceed its block's log-sum-exp by hundreds, and
+    # exp would overflow to inf, turning the (zero) gradient through the masked entry into NaN.
+    masked = scores.masked_fill(~key_valid[:, None, None, :], float("-inf"))
+    return alpha_cols * torch.exp(masked - lse_cols)
 
 
 def mode_mask(mode: str, num_text: int, num_tokens: int, device: torch.device) -> Tensor:
