@@ -178,7 +178,7 @@ class MultiModeAttention(nn.Module):
         x: Tensor,
         key_valid: Tensor,
         num_text: int,
-        mode_weights: Tensor,
+        mode_weights: Optional[Tensor],
         hard: bool,
         impl: str = "fused",
     ) -> Tensor:
@@ -186,7 +186,8 @@ class MultiModeAttention(nn.Module):
             x: (B, N, D) text then region states.
             key_valid: (B, N) bool.
             num_text: T.
-            mode_weights: (B, 4) over (SS, SC, CS, J).
+            mode_weights: (B, 4) over (SS, SC, CS, J); None = plain joint attention (a fixed J layer),
+                which needs only a key-padding mask.
             hard: the weights are one-hot constants (inference, fixed mode): use a masked SDPA.
             impl: "fused" (one score computation) or "reference" (one masked attention per mode).
 
@@ -196,7 +197,12 @@ class MultiModeAttention(nn.Module):
         B, N, D = x.shape
         q, k, v = self._heads(self.query(x)), self._heads(self.key(x)), self._heads(self.value(x))
         p_drop = self.dropout if self.training else 0.0
-        if impl == "reference":
+        if mode_weights is None and impl != "reference":
+            # A (B, 1, 1, N) padding mask instead of a per-query one: SDPA's cheaper path.
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid[:, None, None, :], dropout_p=p_drop)
+        elif impl == "reference":
+            if mode_weights is None:
+                mode_weights = F.one_hot(torch.full((B,), MODES.index("J"), device=x.device), len(MODES)).to(q.dtype)
             ctx = self._reference(q, k, v, key_valid, num_text, mode_weights, p_drop)
         elif hard:
             mask = hard_route_mask(key_valid, num_text, mode_weights)

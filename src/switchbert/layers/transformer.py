@@ -9,6 +9,8 @@ state after the attention sub-layer (``mid``), which the Switch-Input Block offe
 
 from __future__ import annotations
 
+from typing import Optional
+
 from torch import Tensor, nn
 
 from switchbert.layers.attention import MultiModeAttention
@@ -56,13 +58,13 @@ class SwitchLayer(nn.Module):
         self.dropout = nn.Dropout(hidden_dropout)
 
     def forward(
-        self, x: Tensor, key_valid: Tensor, num_text: int, mode_weights: Tensor, hard: bool, impl: str
+        self, x: Tensor, key_valid: Tensor, num_text: int, mode_weights: Optional[Tensor], hard: bool, impl: str
     ) -> tuple[Tensor, Tensor]:
         """Args:
             x: (B, N, D).
             key_valid: (B, N) bool.
             num_text: T.
-            mode_weights: (B, 4) over (SS, SC, CS, J).
+            mode_weights: (B, 4) over (SS, SC, CS, J), or None for plain joint attention.
             hard: one-hot constant weights (masked SDPA path).
             impl: "fused" or "reference".
 

@@ -77,6 +77,7 @@ class SwitchBertModel(VLModel):
         # The one-hot weights of a fixed single mode, e.g. J for UNITER.
         fixed = torch.tensor([float(m == config.sab_modes[0]) for m in MODES])
         self.register_buffer("_fixed_mode_weights", fixed, persistent=False)
+        self._fixed_joint = config.sab_modes == ("J",)
         self.init_weights()
 
     # -- forward ---------------------------------------------------------------------------------
@@ -121,7 +122,8 @@ class SwitchBertModel(VLModel):
                 layer_hard = hard
             else:
                 sab = None
-                mode_weights = self._fixed_mode_weights.expand(h.shape[0], -1)
+                # A fixed J layer is plain single-stream attention (UNITER): no per-query mask needed.
+                mode_weights = None if self._fixed_joint else self._fixed_mode_weights.expand(h.shape[0], -1)
                 layer_hard = True
 
             mid, out = layer(h, valid, T, mode_weights, layer_hard, impl)
