@@ -52,7 +52,10 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile each model")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (1: steady on a small shared machine)")
     args = p.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
 

@@ -20,6 +20,8 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
         row = next(line for line in report.splitlines() if line.startswith(f"| {model} |"))
         cells = [c.strip() for c in row.strip("|").split("|")[1:]]
         assert len(cells) == 5 and all(re.fullmatch(r"\d+\.\d", c) for c in cells), row
+    chance = next(line for line in report.splitlines() if line.startswith("| *chance"))
+    assert chance.count("|") == 7
     # route figures exist and are linked
     for task in ("vqa", "retrieval", "refexp"):
         assert f"### {task}" in report

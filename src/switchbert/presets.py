@@ -21,6 +21,12 @@ def switchbert_small() -> ModelConfig:
                        intermediate_size=1536, pooler_size=512)
 
 
+def switchbert_mini() -> ModelConfig:
+    """4 layers, hidden 128: fast enough to train on a laptop CPU in minutes (the demo's default)."""
+    return ModelConfig(name="switchbert-mini", num_layers=4, hidden_size=128, num_heads=4,
+                       intermediate_size=512, pooler_size=128, region_feat_dim=2048)
+
+
 def switchbert_tiny() -> ModelConfig:
     """For tests and smoke runs: 3 layers (so ``last3`` has three inputs), hidden 32, 64-d features."""
     return ModelConfig(name="switchbert-tiny", num_layers=3, hidden_size=32, num_heads=4,
@@ -71,6 +77,7 @@ def vilbert_tiny() -> ModelConfig:
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "switchbert-base": switchbert_base,
     "switchbert-small": switchbert_small,
+    "switchbert-mini": switchbert_mini,
     "switchbert-tiny": switchbert_tiny,
     # The paper's ablations (§3.4, Tables 4-7), BERT-base sized. SPEC §3.4.
     "switchbert-base-sab-only": _variant(switchbert_base, "switchbert-base-sab-only", sib=None),
