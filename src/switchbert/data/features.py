@@ -11,7 +11,7 @@ Formats
                    ``img_w``, ``img_h`` (datasets or attributes), optional ``cls_prob``.
     ``fast``       ours: LMDB whose records are one packed binary blob (header, float32 boxes, float16
                    features, float16 class distribution). No pickle and no base64 on the read path;
-                   half the bytes of float32. See docs/benchmarks_data.md for the measurement.
+                   half the bytes of float32. See BENCHMARKS.md (Data layer) for the measurement.
 
 Every reader opens its file lazily in the process that reads (read-only, ``lock=False`` for LMDB), so a
 store built in the main process is safe to hand to DataLoader workers. Every bad record raises
@@ -167,7 +167,7 @@ def _lmdb_env(path: Path):
     if not (Path(path) / "data.mdb").exists():
         raise DataError(path, None, "not an LMDB store: no data.mdb in this directory")
     # readahead stays on (unlike VOLTA's readers): a record of 36 x 2048 spans ~40 contiguous pages, and
-    # reading them in one go is 3x faster from a cold page cache (docs/benchmarks_data.md).
+    # reading them in one go is 3x faster from a cold page cache (BENCHMARKS.md (Data layer)).
     env = lmdb.open(str(path), readonly=True, lock=False, readahead=True, meminit=False, max_readers=512)
     _ENVS[key] = (os.getpid(), env)
     return env
