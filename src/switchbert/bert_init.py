@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from switchbert.convert.common import read_state_dict
 from switchbert.models.base import VLModel
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,7 @@ def read_bert_checkpoint(bert_dir: str | Path) -> tuple[dict, dict[str, torch.Te
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{config_path}: not valid JSON ({e})") from None
-    st, pt = bert_dir / "model.safetensors", bert_dir / "pytorch_model.bin"
-    if st.is_file():
-        raw = load_file(str(st))
-    elif pt.is_file():
-        raw = torch.load(pt, map_location="cpu", weights_only=True)
-    else:
-        raise FileNotFoundError(f"{bert_dir}: neither model.safetensors nor pytorch_model.bin")
+    raw = read_state_dict(bert_dir)
     state: dict[str, torch.Tensor] = {}
     for k, v in raw.items():
         nk = _normalise_key(k)
