@@ -29,6 +29,8 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
         assert png.is_file() and png.stat().st_size > 1000
         assert f"routes/{task}_route.png" in report
     assert "| UNITER | fixed |" in report
+    assert (tmp_path / "routes" / "vqa_dynamics_sab.png").stat().st_size > 1000
+    assert "routes/vqa_dynamics_sab.png" in report
     # the data are cached: asking again for the same data does not regenerate them
     manifest = tmp_path / "data" / "manifest.json"
     before = manifest.stat().st_mtime_ns

@@ -235,6 +235,14 @@ def analyse_routes(out_dir: Path, switch_runs: Path, size: DemoSize, data_dir: P
         lines.append(f"{s.num_samples} held-out samples took {s.num_architectures} distinct routes; the most "
                      f"frequent one takes {100 * top.share:.1f}% of them:\n\n`{top.signature}`\n")
         lines += [f"![{p.stem}](routes/{p.name})\n" for p in files.figures.get(task, [])]
+    # How the attention-mode probabilities moved while tau annealed, during VQA fine-tuning.
+    from switchbert.analysis.plots import plot_training_dynamics, read_metrics
+
+    dynamics = plot_training_dynamics(read_metrics(switch_runs / "vqa" / "metrics.jsonl"),
+                                      out_dir / "routes" / "vqa_dynamics_sab.png", "sab")
+    lines += ["### training dynamics (VQA fine-tuning)\n",
+              "Mean switch probability of each mode per layer against the step, with the Gumbel-softmax "
+              "temperature tau:\n", f"![vqa_dynamics](routes/{dynamics.name})\n"]
     # Table 7 style: the paper's pretraining (2.77M pairs x 10 epochs) along the VQA routes, beside the
     # fixed baselines at this model's sizes.
     flops_md = flops_over_run(stats["vqa"], config, samples=2_770_000, epochs=10).to_markdown()
