@@ -140,7 +140,8 @@ def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_
                   "overrides": {**model_overrides, "region_feat_dim": size.feat_dim}},
         "data": data,
         "train": {"epochs": epochs, "max_steps": size.max_steps, "batch_size": size.batch_size,
-                  "lr": size.lr or LR[task], "seed": seed, "log_every": 5, "progress": progress,
+                  "lr": size.lr or LR[task], "seed": seed,
+                  "log_every": 1 if size.max_steps is not None and size.max_steps < 20 else 5, "progress": progress,
                   "weight_decay": 0.01 if task == "pretrain" else 1e-4, "clip": 5.0 if task == "pretrain" else 1.0,
                   "tensorboard": False},
         # Validate retrieval on 50 images' pairs during training; the final evaluation scores them all.
