@@ -14,14 +14,6 @@ from switchbert.cli import main
 from switchbert.data.synth import generate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two spin-waiting threads on a busy 2-core box are ~40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):

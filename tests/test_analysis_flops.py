@@ -17,14 +17,6 @@ from switchbert.synthetic import random_batch
 from tests.helpers import NO_DROPOUT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two spin-waiting threads on a busy 2-core box are ~40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 TINY = switchbert.get_config("switchbert-tiny")  # L=3, D=32, F=64, region features 64, pooler 48
 

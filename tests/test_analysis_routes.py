@@ -15,14 +15,6 @@ from switchbert.outputs import LayerRoute
 from tests.helpers import batch_for, tiny_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; two spin-waiting threads on a busy 2-core box are ~40x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 CANDS = ("out", "mid", "in")
 

@@ -8,6 +8,7 @@ different sample for a bad one.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -70,3 +71,14 @@ class BadItemPolicy:
             return "no bad items skipped"
         parts = ", ".join(f"{n} x {kind}" for kind, n in self.counts.most_common())
         return f"skipped {self.skipped} bad items ({parts})"
+
+
+def load_json(path: PathLike) -> object:
+    """Reads a JSON file; a missing or malformed file is a :class:`DataError` naming it (and the line)."""
+    try:
+        with open(path, "r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as exc:
+        raise DataError(path, None, "file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(path, None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc

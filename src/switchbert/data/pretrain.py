@@ -8,7 +8,6 @@ The model prepends the IMG token, so the MRC targets here index ``region_hidden[
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
-from switchbert.data.errors import BadItemPolicy, DataError, PathLike
+from switchbert.data.errors import BadItemPolicy, DataError, PathLike, load_json
 from switchbert.data.features import FeatureStore, read_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch, pad_labels
 from switchbert.data.masking import (IGNORE_INDEX, apply_region_mask, mask_regions, mask_tokens,
@@ -71,13 +70,7 @@ class PretrainLabels(TensorFields):
 
 def load_captions(path: PathLike) -> dict[str, str]:
     """A Conceptual Captions captions file: a JSON object image id -> caption."""
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError as exc:
-        raise DataError(path, None, "file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(path, None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = load_json(path)
     if not isinstance(data, dict):
         raise DataError(path, None, f"expected a JSON object image id -> caption, got {type(data).__name__}")
     return {str(k): v for k, v in data.items()}

@@ -11,7 +11,6 @@ region; the model's region_hidden has the IMG token at index 0, so the head scor
 
 from __future__ import annotations
 
-import json
 import pickle
 from dataclasses import dataclass, field
 from typing import Optional
@@ -22,7 +21,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
-from switchbert.data.errors import BadItemPolicy, DataError, PathLike
+from switchbert.data.errors import BadItemPolicy, DataError, PathLike, load_json
 from switchbert.data.features import FeatureStore, read_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch
 from switchbert.data.regions import Regions, box_iou, xywh_to_xyxy
@@ -90,13 +89,7 @@ def load_refs(path: PathLike) -> list[dict]:
 
 def load_instance_boxes(path: PathLike) -> dict[int, np.ndarray]:
     """Annotation id -> pixel x1y1x2y2 box from a COCO ``instances.json``."""
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError as exc:
-        raise DataError(path, None, "file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(path, None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise DataError(path, None, "not a COCO instances file: no 'annotations' list")
     boxes = {}

@@ -14,12 +14,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
-from switchbert.data.errors import BadItemPolicy, DataError, DataWarning, PathLike
+from switchbert.data.errors import BadItemPolicy, DataError, DataWarning, PathLike, load_json
 from switchbert.data.features import FeatureStore, read_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch
 from switchbert.data.regions import Regions
 from switchbert.data.tokenizer import encode
-from switchbert.data.vqa_answers import AnswerVocab, _load_json, answer_scores, load_annotations
+from switchbert.data.vqa_answers import AnswerVocab, answer_scores, load_annotations
 
 OOV_POLICIES = ("keep", "drop", "error")
 
@@ -61,7 +61,7 @@ class VQALabels(TensorFields):
 
 def load_questions(path: PathLike) -> list[dict]:
     """The ``questions`` list of an official ``v2_OpenEnded_mscoco_*_questions.json``, checked per item."""
-    data = _load_json(path)
+    data = load_json(path)
     qs = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(qs, list):
         raise DataError(path, None, "not a VQA questions file: no 'questions' list")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from switchbert.data.errors import DataError, PathLike
+from switchbert.data.errors import DataError, PathLike, load_json
 
 _PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
 _COMMA_NUMBER = re.compile(r"(\d)(,)(\d)")
@@ -194,7 +194,7 @@ def build_answer_vocab(annotation_files: Iterable[PathLike], top_k: int = 3129) 
 
 def load_annotations(path: PathLike) -> list[dict]:
     """The ``annotations`` list of an official VQAv2 annotation file, checked item by item."""
-    data = _load_json(path)
+    data = load_json(path)
     anns = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(anns, list):
         raise DataError(path, None, "not a VQA annotation file: no 'annotations' list")
@@ -207,11 +207,3 @@ def load_annotations(path: PathLike) -> list[dict]:
     return anns
 
 
-def _load_json(path: PathLike):
-    try:
-        with open(path, "r", encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError as exc:
-        raise DataError(path, None, "file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(path, None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
