@@ -125,7 +125,7 @@ def test_error_survives_pickling():
 
 
 def test_vqa_results_file(tmp_path):
-    from switchbert.data.vqa import write_vqa_results
+    from switchbert.metrics import write_vqa_results
 
     write_vqa_results(tmp_path / "r.json", [3, 1], ["yes", "2"])
     assert json.loads((tmp_path / "r.json").read_text()) == [{"question_id": 3, "answer": "yes"},

@@ -8,14 +8,13 @@ report lists what BERT offered that was unused and which of our parameters staye
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from switchbert.convert.common import read_state_dict
+from switchbert.convert.common import read_config_json, read_state_dict
 from switchbert.models.base import VLModel
 
 log = logging.getLogger(__name__)
@@ -63,13 +62,7 @@ def read_bert_checkpoint(bert_dir: str | Path) -> tuple[dict, dict[str, torch.Te
     bert_dir = Path(bert_dir)
     if not bert_dir.is_dir():
         raise FileNotFoundError(f"bert_dir {bert_dir} is not a directory (a local HF BERT directory is needed)")
-    config_path = bert_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path}: missing; a BERT directory needs config.json")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_path}: not valid JSON ({e})") from None
+    config = read_config_json(bert_dir, "a BERT directory")
     raw = read_state_dict(bert_dir)
     state: dict[str, torch.Tensor] = {}
     for k, v in raw.items():

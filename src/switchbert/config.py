@@ -168,7 +168,7 @@ class ModelConfig:
             # One stream: every dual-stream field must stay at its default, so a typo is not ignored.
             for name in ("text_layers", "region_layers", "cross_layers", "bert_layers"):
                 if getattr(self, name):
-                    bad(name, f"applies to arch 'lxmert'/'vilbert' only; arch='switchbert' uses num_layers")
+                    bad(name, "applies to arch 'lxmert'/'vilbert' only; arch='switchbert' uses num_layers")
             if wide or self.region_num_heads or self.region_intermediate_size:
                 bad("region_hidden_size", "a single-stream model has one width: leave the region_* sizes at 0")
             return

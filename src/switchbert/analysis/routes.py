@@ -48,7 +48,7 @@ def route_probability_log(output: Union[EncoderOutput, Sequence[LayerRoute]]) ->
     ``routes/sib/L{i}/{text|region}/{candidate}`` the mean p(candidate) of each modality's input to
     layer i. These are the probabilities p before Gumbel noise (``LayerRoute.sab_probs``), i.e. what the
     switcher has learnt, not the noisy mixture. Layers with a single mode log no SAB key; a fixed
-    architecture gives ``{}``. (``train/metrics_log.route_means`` writes the same keys.)
+    architecture gives ``{}``. The trainer logs these every ``log_every`` steps.
 
     Args:
         output: a model output, or its ``routes``.

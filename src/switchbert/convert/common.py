@@ -7,6 +7,7 @@ sub-layer, the tied MLM decoder); each must equal its canonical tensor and is th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -61,6 +62,17 @@ class ImportReport:
             lines.append("  notes:")
             lines += [f"    - {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def read_config_json(directory: str | Path, what: str = "an HF model directory") -> dict:
+    """``directory/config.json`` as a dict; a missing or malformed file is an error naming it."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {what} needs config.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

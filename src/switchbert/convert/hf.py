@@ -14,14 +14,13 @@ states on the same inputs (tests/test_convert_hf.py, within 1e-5). What differs,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from switchbert.config import ModelConfig
-from switchbert.convert.common import ImportReport, KeyMap, apply_key_map, read_state_dict
+from switchbert.convert.common import ImportReport, KeyMap, apply_key_map, read_config_json, read_state_dict
 from switchbert.layers.cross_attention import BERT_ATTENTION, BERT_FFN, sublayer_key_map
 from switchbert.models import build_model
 from switchbert.models.base import VLModel
@@ -57,13 +56,7 @@ NOTES = {
 def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """HF config dict and state dict (base-model keys: ``visual_bert.``/``lxmert.`` stripped)."""
     directory = Path(directory)
-    path = directory / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; an HF model directory needs config.json")
-    try:
-        hf = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    hf = read_config_json(directory)
     state = {}
     for k, v in read_state_dict(directory).items():
         for p in HF_PREFIXES:

@@ -175,13 +175,3 @@ def collate_vqa(examples: list[Optional[VQAExample]], num_answers: int) -> tuple
         scores[i, torch.from_numpy(e.answer_index)] = torch.from_numpy(e.answer_score)
     qids = torch.tensor([e.question_id for e in examples], dtype=torch.long)
     return batch, VQALabels(scores, qids, [e.image_id for e in examples])
-
-
-def write_vqa_results(path: PathLike, question_ids: Sequence[int], answers: Sequence[str]) -> None:
-    """Writes the evaluation-server results file: a JSON list of {question_id, answer} (SPEC §8)."""
-    import json
-
-    if len(question_ids) != len(answers):
-        raise ValueError(f"{len(question_ids)} question ids but {len(answers)} answers")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump([{"question_id": int(q), "answer": str(a)} for q, a in zip(question_ids, answers)], fh)

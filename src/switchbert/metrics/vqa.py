@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 from torch import Tensor
+
+from switchbert.io import atomic_write_text
 
 SoftScoreFn = Callable[[str, Sequence[str]], float]
 
@@ -138,22 +139,7 @@ def write_vqa_results(
         raise ValueError(f"write_vqa_results: duplicate question ids {dupes[:10]}")
     records = [{"question_id": q, "answer": str(a)} for q, a in zip(ids, answers)]
     path = Path(path)
-    _atomic_write_text(path, json.dumps(records))
+    atomic_write_text(path, json.dumps(records))
     return path
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file in the same folder, fsync, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 

@@ -88,7 +88,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from switchbert.io import atomic_write_text
-    from switchbert.metrics import TABLE3_COLUMNS, Table3Column, aggregate_runs, format_table3, load_records
+    from switchbert.metrics import TABLE3_COLUMNS, aggregate_runs, format_table3, load_records
     from switchbert.train.evaluate import RESULTS_NAME
 
     files = []

@@ -3,7 +3,7 @@ when it is installed. Rank 0 only.
 
 A line is ``{"split": "train" | "val", "step": int, "epoch": int, <name>: float, ...}``. Train lines
 also carry ``lr``, ``tau``, ``samples_per_s`` and, for switching models, the mean route
-probabilities per layer (see :func:`route_means`).
+probabilities per layer (``switchbert.analysis.routes.route_probability_log``).
 """
 
 from __future__ import annotations
@@ -11,33 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
-
-from switchbert.outputs import EncoderOutput, LayerRoute
-
-
-def route_means(routes: Union[EncoderOutput, Sequence[LayerRoute]]) -> dict[str, float]:
-    """Mean switch probabilities p over the batch, per layer (1-based, like the paper's figures).
-
-    Takes an ``EncoderOutput`` or its ``routes``. ``switchbert.analysis.routes.route_probability_log``
-    computes the same keys.
-
-    Keys: ``routes/sab/L{l}/{mode}`` and ``routes/sib/L{l}/{text|region}/{candidate}``. Empty for a
-    fixed architecture.
-    """
-    routes = getattr(routes, "routes", routes)
-    out: dict[str, float] = {}
-    for i, route in enumerate(routes, start=1):
-        if len(route.modes) > 1:
-            probs = route.sab_probs.float().mean(0)
-            for mode, p in zip(route.modes, probs.tolist()):
-                out[f"routes/sab/L{i}/{mode}"] = p
-        if route.sib_probs is not None:
-            probs = route.sib_probs.float().mean(0)  # (2, C)
-            for g, modality in enumerate(("text", "region")):
-                for cand, p in zip(route.sib_candidates, probs[g].tolist()):
-                    out[f"routes/sib/L{i}/{modality}/{cand}"] = p
-    return out
+from typing import Any, Optional
 
 
 class MetricsLog:

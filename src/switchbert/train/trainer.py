@@ -36,7 +36,8 @@ from switchbert.train.checkpoint import (TrainerState, load_heads, load_trainer_
 from switchbert.train.config import ConfigError, ExperimentConfig, save_config
 from switchbert.train.distributed import (DistContext, ShardedSampler, all_gather_objects, all_reduce_mean,
                                           barrier, init_distributed)
-from switchbert.train.metrics_log import MetricsLog, route_means
+from switchbert.analysis.routes import route_probability_log
+from switchbert.train.metrics_log import MetricsLog
 from switchbert.train.optim import build_optimizer, build_scheduler
 from switchbert.train.tasks import EvalContext, StepOutput, Task, build_task
 
@@ -217,7 +218,7 @@ class Trainer:
                               "lr": lr, "tau": current_tau, "samples_per_s": window_samples / elapsed}
                     if grad_norm is not None:
                         values["grad_norm"] = grad_norm
-                    values.update(route_means(routes))
+                    values.update(route_probability_log(routes))
                     metrics_log.log("train", state.step, state.epoch, values)
                     bar.set_postfix(loss=f"{loss:.4f}", tau=f"{current_tau:.3f}",
                                     samples_s=f"{window_samples / elapsed:.1f}")
