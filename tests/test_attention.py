@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from switchbert.config import MODES
-from switchbert.layers.attention import hard_route_mask, mixed_attention_probs
+from switchbert.layers.attention import block_constants, hard_route_mask
+from switchbert.layers.block_attention import block_mixed_attention
 from switchbert.layers.transformer import SwitchLayer
 
 
@@ -150,17 +151,101 @@ def test_fused_gradients_equal_reference():
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
+def mixture_probs(scores, valid, w):
+    """(B, H, N, N) probabilities of the fused op, read out with V = identity (hd = N)."""
+    N = scores.shape[-1]
+    # q = scores, k = sqrt(N) I gives q.k / sqrt(hd) = scores exactly.
+    q = scores
+    k = (math.sqrt(N) * torch.eye(N)).expand(scores.shape[0], scores.shape[1], N, N)
+    v = torch.eye(N).expand_as(k)
+    c_t, c_r, w_j = block_constants(w, torch.arange(N) < T)
+    return block_mixed_attention(q, k, v, valid, T, torch.stack([c_t, c_r], -1), w_j.expand(-1, N))
+
+
 def test_probabilities_are_a_distribution_and_joint_is_one_softmax():
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(B, H, T + R, T + R, generator=g)
     _, valid = inputs()
     w = random_weights(1)
-    p = mixed_attention_probs(scores, valid, T, w)
+    p = mixture_probs(scores, valid, w)
     torch.testing.assert_close(p.sum(-1), torch.ones(B, H, T + R))
     assert (p[~valid[:, None, None, :].expand_as(p)] == 0).all()
     j = F.one_hot(torch.full((B,), 3), 4).double()
     plain = torch.softmax(scores.masked_fill(~valid[:, None, None, :], float("-inf")), -1)
-    torch.testing.assert_close(mixed_attention_probs(scores, valid, T, j), plain)
+    torch.testing.assert_close(mixture_probs(scores, valid, j), plain)
+
+
+def naive_mixture_probs(scores, valid, c_blocks, w_joint):
+    """The mixture written out: c_text P_text + c_region P_region + w_joint P_joint, loops over rows."""
+    Bn, Hn, N, _ = scores.shape
+    out = torch.zeros_like(scores)
+    blocks = (torch.arange(N) < T, torch.arange(N) >= T)
+    for b in range(Bn):
+        for h in range(Hn):
+            for i in range(N):
+                row = scores[b, h, i]
+                p_all = torch.softmax(row.masked_fill(~valid[b], float("-inf")), -1)
+                out[b, h, i] += w_joint[b, i] * p_all
+                for j, blk in enumerate(blocks):
+                    allowed = valid[b] & blk
+                    if allowed.any():
+                        out[b, h, i] += c_blocks[b, i, j] * torch.softmax(row.masked_fill(~allowed, float("-inf")), -1)
+    return out
+
+
+def fused_op_inputs(seed: int):
+    """Random q, k, v, padding (one text-only sample), and arbitrary non-negative coefficients."""
+    g = torch.Generator().manual_seed(seed)
+    N, hd = T + R, 3
+    q, k, v = (torch.randn(B, H, N, hd, generator=g) for _ in range(3))
+    _, valid = inputs()
+    valid[0, T:] = False  # no image: the region block is empty
+    c_blocks = torch.rand(B, N, 2, generator=g)
+    c_blocks[1, :, 1] = 0.0  # a block some queries put no weight on (top-K)
+    w_joint = torch.rand(B, N, generator=g)
+    return q, k, v, valid, c_blocks, w_joint
+
+
+def test_fused_op_equals_naive_mixture_with_empty_block_and_zero_weights():
+    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(3)
+    out = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint)
+    expected = naive_mixture_probs(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), valid, c_blocks, w_joint) @ v
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_op_backward_passes_gradcheck(dropout):
+    # The backward is written by hand (block_attention.py); gradcheck compares it with finite
+    # differences for q, k, v and the mixture coefficients, including an empty block and zero weights.
+    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(4)
+    keep = torch.rand(B, H, T + R, T + R, generator=torch.Generator().manual_seed(5)) >= dropout
+    args = [t.clone().requires_grad_(True) for t in (q, k, v, c_blocks, w_joint)]
+
+    def f(q, k, v, c, w):
+        return block_mixed_attention(q, k, v, valid, T, c, w, dropout_p=dropout, keep=keep)
+
+    assert torch.autograd.gradcheck(f, args, atol=1e-8, rtol=1e-6)
+
+
+def test_fused_op_dropout_uses_the_keep_mask():
+    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(6)
+    keep = torch.rand(B, H, T + R, T + R, generator=torch.Generator().manual_seed(7)) >= 0.25
+    out = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint, dropout_p=0.25, keep=keep)
+    probs = naive_mixture_probs(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), valid, c_blocks, w_joint)
+    torch.testing.assert_close(out, (probs * keep / 0.75) @ v, atol=1e-12, rtol=1e-10)
+
+
+def test_fused_op_in_bf16_autocast_is_close_to_float64():
+    # Training runs the op under bf16 autocast: the softmax statistics must stay float32.
+    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(8)
+    expected = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint)
+    args = [t.float().clone().requires_grad_(True) for t in (q, k, v)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block_mixed_attention(*[a.bfloat16() for a in args], valid, T, c_blocks.float(), w_joint.float())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), expected, atol=3e-2, rtol=3e-2)
+    out.float().sum().backward()
+    assert all(torch.isfinite(a.grad).all() for a in args)
 
 
 def test_padding_changes_no_valid_output():
@@ -199,10 +284,24 @@ def test_huge_scores_on_padded_keys_keep_gradients_finite():
     x.requires_grad_(True)
     w = random_weights(23).requires_grad_(True)
     s = torch.randn(B, H, T + R, T + R).masked_fill(~valid[:, None, None, :], 800.0).requires_grad_(True)
-    probs = mixed_attention_probs(s, valid, T, w)
+    probs = mixture_probs(s, valid, w)
     probs.sum().backward()
     assert torch.isfinite(probs).all() and torch.isfinite(s.grad).all() and torch.isfinite(w.grad).all()
     _, out = layer(x, valid, T, w, hard=False, impl="fused")
     (out * valid[..., None]).sum().backward()
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def test_fused_op_keeps_a_block_far_below_the_other_in_float32():
+    # Region scores 200 below the text scores: exp(-200) underflows in float32, so one shared row max
+    # would give the region block Z = 0 and lose P_region. Per-block maxima keep it exact.
+    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(9)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    scores[..., T:] -= 200.0
+    expected = naive_mixture_probs(scores, valid, c_blocks, w_joint)
+    N = T + R
+    k_id = (math.sqrt(N) * torch.eye(N)).expand(B, H, N, N)
+    got = block_mixed_attention(scores.float(), k_id.float(), torch.eye(N).expand(B, H, N, N).float(), valid, T,
+                                c_blocks.float(), w_joint.float())
+    torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-4)  # float32 rounding; a lost block is off by ~0.5

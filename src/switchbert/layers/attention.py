@@ -10,7 +10,8 @@ with s and c the log-sum-exp of a query's scores over text and region keys,
     O_joint = sigma(s - c) * O_text_keys + sigma(c - s) * O_region_keys.
 So any per-sample mixture of the four modes is, per query, a mix of the two block-wise softmaxes with
 weights alpha_text, alpha_region (SPEC §3.1 cost note). ``fused`` computes one score matrix and one
-P @ V; ``reference`` runs each mode as its own masked attention and mixes the outputs (kept for tests).
+P @ V with a hand-written backward (``block_attention.py``); ``reference`` runs each mode as its own
+masked attention and mixes the outputs with autograd (kept for tests).
 For hard routes (inference, or a fixed mode) the mixture is a plain masked attention, run by SDPA.
 """
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from switchbert.config import MODES
+from switchbert.layers.block_attention import accumulation_dtype, block_mixed_attention
 
 
 def block_constants(w: Tensor, is_text_query: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -43,59 +45,6 @@ def block_constants(w: Tensor, is_text_query: Tensor) -> tuple[Tensor, Tensor, T
     c_text = torch.where(q_text, (ss + sc).unsqueeze(-1), sc.unsqueeze(-1))
     c_region = torch.where(q_text, cs.unsqueeze(-1), (ss + cs).unsqueeze(-1))
     return c_text, c_region, j.unsqueeze(-1)
-
-
-def _safe_block_lse(scores: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-    """Log-sum-exp over the valid keys of one block.
-
-    Args:
-        scores: (B, H, N, N).
-        valid: (B, N) bool over keys.
-
-    Returns:
-        lse: (B, H, N), -inf where the block has no valid key; lse_finite: same with 0 there, so that
-        ``scores - lse_finite`` and its gradient stay finite.
-    """
-    has_any = valid.any(dim=-1)[:, None, None]  # (B, 1, 1)
-    masked = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-    masked = masked.masked_fill(~has_any[..., None], 0.0)
-    lse_finite = torch.logsumexp(masked, dim=-1).masked_fill(~has_any, 0.0)
-    lse = lse_finite.masked_fill(~has_any, float("-inf"))
-    return lse, lse_finite
-
-
-def mixed_attention_probs(scores: Tensor, key_valid: Tensor, num_text: int, w: Tensor) -> Tensor:
-    """Attention probabilities of a per-sample mixture of the four modes, from one score matrix.
-
-    Args:
-        scores: (B, H, N, N) raw scores q.k / sqrt(hd).
-        key_valid: (B, N) bool.
-        num_text: T; positions < T are text.
-        w: (B, 4) mode weights (rows sum to 1; zeros allowed).
-
-    Returns:
-        (B, H, N, N) probabilities; each query row is alpha_text * softmax over valid text keys
-        + alpha_region * softmax over valid region keys.
-    """
-    N = scores.shape[-1]
-    is_text = torch.arange(N, device=scores.device) < num_text
-    valid_t = key_valid & is_text
-    valid_r = key_valid & ~is_text
-    lse_t, lse_t_fin = _safe_block_lse(scores, valid_t)
-    lse_r, lse_r_fin = _safe_block_lse(scores, valid_r)
-    # Share of a joint softmax that falls on the text keys: sigma(s - c). A block with no valid key
-    # (a sample without an image) has lse = -inf and gets share 0.
-    share_t = torch.sigmoid(lse_t - lse_r)  # (B, H, N)
-    c_text, c_region, w_joint = block_constants(w.to(scores.dtype), is_text)
-    alpha_t = c_text[:, None, :] + w_joint[:, None, :] * share_t  # (B, H, N)
-    alpha_r = c_region[:, None, :] + w_joint[:, None, :] * (1.0 - share_t)
-    col_text = is_text.view(1, 1, 1, N)
-    lse_cols = torch.where(col_text, lse_t_fin.unsqueeze(-1), lse_r_fin.unsqueeze(-1))
-    alpha_cols = torch.where(col_text, alpha_t.unsqueeze(-1), alpha_r.unsqueeze(-1))
-    # Mask before exp: a padded key's score can exceed its block's log-sum-exp by hundreds, and
-    # exp would overflow to inf, turning the (zero) gradient through the masked entry into NaN.
-    masked = scores.masked_fill(~key_valid[:, None, None, :], float("-inf"))
-    return alpha_cols * torch.exp(masked - lse_cols)
 
 
 def mode_mask(mode: str, num_text: int, num_tokens: int, device: torch.device) -> Tensor:
@@ -208,12 +157,11 @@ class MultiModeAttention(nn.Module):
             mask = hard_route_mask(key_valid, num_text, mode_weights)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
         else:
-            scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim))
-            if scores.dtype in (torch.float16, torch.bfloat16):
-                scores = scores.float()  # block softmaxes in float32, as SDPA does internally
-            probs = mixed_attention_probs(scores, key_valid, num_text, mode_weights)
-            probs = F.dropout(probs, p_drop, self.training)
-            ctx = probs.to(v.dtype) @ v
+            is_text = torch.arange(N, device=x.device) < num_text
+            # The mode sums (e.g. SS + SC) in the softmax statistics' precision, not the switcher's.
+            c_text, c_region, w_joint = block_constants(mode_weights.to(accumulation_dtype(q)), is_text)
+            c_blocks = torch.stack([c_text, c_region], dim=-1)  # (B, N, 2)
+            ctx = block_mixed_attention(q, k, v, key_valid, num_text, c_blocks, w_joint.expand(B, N), p_drop)
         return self.output(ctx.transpose(1, 2).reshape(B, N, D))
 
     def _reference(

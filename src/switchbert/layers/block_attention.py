@@ -1,0 +1,175 @@
+"""Block-mixed attention with a hand-written backward: every soft SAB mode mixture in one kernel chain.
+
+Dimension legend
+    B batch size, H heads, N = T + R tokens (T text first, then R regions), hd head size
+
+For each query, the soft mixture of the four SAB modes is (``attention.block_constants``)
+
+    P = c_text * P_text + c_region * P_region + w_joint * P_joint
+
+where P_text / P_region are the softmaxes over the query's valid text / region keys and P_joint the
+softmax over all valid keys. All three come from one score matrix S. With per-block maxima m_b,
+E = exp(S - m_b), Z_b = sum_{k in b} E_k and lse_b = m_b + log Z_b, they are
+    P_b[k] = E_k / Z_b,    P_joint[k] = E_k * u_b,   u_b = exp(m_b - logaddexp(lse_text, lse_region))
+for a key k in block b, so P = E * C_b with one scalar C_b = c_b / Z_b + w_joint * u_b per query and
+block. The forward pass is one exp over S and two row sums.
+
+The backward pass is the softmax Jacobian of each of the three terms, written out so that autograd does
+not replay the ~15 elementwise ops of the forward (that replay was most of the switching overhead: SPEC
+§3.1 cost note, docs/performance.md). With dP the gradient of P and r_b = sum_{k in b} E_k dP_k,
+    dS_k        = E_k * (C_b * dP_k - g_b),   g_b = c_b r_b / Z_b^2 + w_joint u_b delta_J
+    d c_b       = delta_b = r_b / Z_b         (= <P_b, dP>)
+    d w_joint   = delta_J = sum_b u_b r_b      (= <P_joint, dP>)
+It is the same math as the flash-style "attention per key block, merged by log-sum-exp" in the SPEC,
+with the (B, H, N, N) scores kept in memory: at the paper's 75 tokens a score row (N = 75) is about as
+large as an output row (hd = 64), so tiling would save no memory traffic.
+
+A block with no valid key (regions of a text-only sample) has Z_b = 0; it gets P_b = 0, so its mode
+contributes nothing to that query, exactly as in the reference path.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def accumulation_dtype(t: Tensor) -> torch.dtype:
+    """Softmax statistics in float32 for half inputs (as SDPA does), else the input's own dtype."""
+    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+
+
+def _block_stats(e: Tensor, num_text: int) -> tuple[Tensor, Tensor]:
+    """Turns masked scores into E = exp(S - m_b) in place and returns (m, Z), each (B, H, N, 2).
+
+    Args:
+        e: (B, H, N, N) scores with -inf at padded keys; overwritten with E.
+        num_text: T; key columns < T are the text block.
+    """
+    ms, zs = [], []
+    for cols in (slice(None, num_text), slice(num_text, None)):
+        block = e[..., cols]
+        m = block.amax(dim=-1, keepdim=True)
+        # An empty block has max -inf; 0 keeps exp(-inf - 0) = 0 and no NaN.
+        m = m.masked_fill(m == float("-inf"), 0.0)
+        block.sub_(m).exp_()
+        ms.append(m)
+        zs.append(block.sum(dim=-1, keepdim=True))
+    return torch.cat(ms, dim=-1), torch.cat(zs, dim=-1)
+
+
+def _mixture_constants(m: Tensor, z: Tensor, c: Tensor, w_joint: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per query and key block: 1/Z_b, u_b and C_b (each (B, H, N, 2); 0 for an empty block).
+
+    Args:
+        m, z: (B, H, N, 2) block maxima and sums of E.
+        c: (B, 1, N, 2) fixed block weights; w_joint: (B, 1, N, 1).
+    """
+    nonempty = z > 0
+    inv_z = torch.where(nonempty, 1.0 / z.clamp(min=1.0), 0.0)  # Z_b >= 1 when the block has a key
+    lse = torch.where(nonempty, m + z.clamp(min=1.0).log(), float("-inf"))
+    lse_all = torch.logsumexp(lse, dim=-1, keepdim=True)
+    u = torch.where(nonempty, torch.exp(m - lse_all), 0.0)
+    return inv_z, u, c * inv_z + w_joint * u
+
+
+def _scale_blocks(e: Tensor, coef: Tensor, num_text: int) -> Tensor:
+    """A new tensor ``e[..., k] * coef[..., block(k)]`` for coef (B, H, N, 2).
+
+    Copy, then scale each block in place: ``out=`` into a column slice would be one pass fewer in
+    eager mode, but torch.compile cannot trace a non-contiguous ``out=`` and would break the graph.
+    """
+    out = e.clone()
+    out[..., :num_text].mul_(coef[..., 0:1])
+    out[..., num_text:].mul_(coef[..., 1:2])
+    return out
+
+
+class _BlockMixedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, key_valid, num_text, c_blocks, w_joint, keep, p_drop):
+        acc = accumulation_dtype(q)
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        # Scale and upcast in one pass (a bf16 product is written straight into float32).
+        e = torch.mul(scores, q.shape[-1] ** -0.5, out=torch.empty(scores.shape, dtype=acc, device=scores.device))
+        del scores
+        e.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
+        m, z = _block_stats(e, num_text)
+        c = c_blocks.to(acc)[:, None]  # (B, 1, N, 2)
+        wj = w_joint.to(acc)[:, None, :, None]  # (B, 1, N, 1)
+        inv_z, u, coef = _mixture_constants(m, z, c, wj)
+        probs = _scale_blocks(e, coef, num_text)
+        if keep is not None:
+            probs.masked_fill_(~keep, 0.0).mul_(1.0 / (1.0 - p_drop))
+        out = torch.matmul(probs.to(v.dtype), v)
+        ctx.save_for_backward(q, k, v, e, keep, c, wj, inv_z, u, coef)
+        ctx.num_text, ctx.p_drop = num_text, p_drop
+        ctx.c_dtype, ctx.w_dtype = c_blocks.dtype, w_joint.dtype
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out):
+        q, k, v, e, keep, c, wj, inv_z, u, coef = ctx.saved_tensors
+        T = ctx.num_text
+        d_out = d_out.contiguous()
+        # Gradient w.r.t. the (undropped) mixture probabilities.
+        dp = torch.matmul(d_out, v.transpose(-1, -2).to(d_out.dtype)).to(e.dtype)
+        if keep is not None:
+            dp.masked_fill_(~keep, 0.0).mul_(1.0 / (1.0 - ctx.p_drop))
+        ed = dp.mul_(e)  # E * dP, in dp's storage
+        r = torch.cat([ed[..., :T].sum(-1, keepdim=True), ed[..., T:].sum(-1, keepdim=True)], dim=-1)
+        delta = r * inv_z  # (B, H, N, 2): <P_b, dP>
+        delta_j = (u * r).sum(-1, keepdim=True)  # (B, H, N, 1): <P_joint, dP>
+        g = c * inv_z * delta + wj * u * delta_j
+        ds = ed
+        for i, cols in enumerate((slice(None, T), slice(T, None))):
+            ds[..., cols].mul_(coef[..., i : i + 1]).addcmul_(e[..., cols], g[..., i : i + 1], value=-1.0)
+        ds.mul_(q.shape[-1] ** -0.5)
+        dq = torch.matmul(ds.to(q.dtype), k)
+        dk = torch.matmul(ds.transpose(-1, -2).to(k.dtype), q)
+        probs = _scale_blocks(e, coef, T)
+        if keep is not None:
+            probs.masked_fill_(~keep, 0.0).mul_(1.0 / (1.0 - ctx.p_drop))
+        dv = torch.matmul(probs.transpose(-1, -2).to(d_out.dtype), d_out).to(v.dtype)
+        d_c = delta.sum(dim=1).to(ctx.c_dtype)  # (B, N, 2): c broadcast over heads
+        d_wj = delta_j.sum(dim=1).squeeze(-1).to(ctx.w_dtype)  # (B, N)
+        return dq, dk, dv, None, None, d_c, d_wj, None, None
+
+
+def block_mixed_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    key_valid: Tensor,
+    num_text: int,
+    c_blocks: Tensor,
+    w_joint: Tensor,
+    dropout_p: float = 0.0,
+    keep: Optional[Tensor] = None,
+) -> Tensor:
+    """Attention whose per-query pattern is a mix of block-wise and joint softmaxes.
+
+    Args:
+        q, k, v: (B, H, N, hd); scores are q.k / sqrt(hd).
+        key_valid: (B, N) bool.
+        num_text: T; key positions < T form the text block, the rest the region block.
+        c_blocks: (B, N, 2) weight each query puts on the softmax over its valid text / region keys.
+        w_joint: (B, N) weight each query puts on the softmax over all its valid keys.
+        dropout_p: attention-probability dropout (0 in eval).
+        keep: optional (B, H, N, N) bool dropout mask (kept entries); drawn here when ``dropout_p > 0``
+            and not given. Passing it makes the op deterministic (tests).
+
+    Returns:
+        (B, H, N, hd): sum over keys of P * v, with P = c_text P_text + c_region P_region + w_joint P_joint,
+        dropped out with ``keep`` and rescaled by 1 / (1 - dropout_p).
+    """
+    if dropout_p > 0.0 and keep is None:
+        B, H, N, _ = q.shape
+        keep = torch.rand(B, H, N, N, device=q.device) >= dropout_p
+    if dropout_p == 0.0:
+        keep = None
+    return _BlockMixedAttention.apply(q, k, v, key_valid, num_text, c_blocks, w_joint, keep, dropout_p)
