@@ -73,6 +73,19 @@ def test_pretrain_batch(synth, tok):
     store_rec = store.get(labels.image_ids[0])
     n = min(store_rec.num_regions, 36)
     np.testing.assert_allclose(labels.mrc_targets[0, :n].numpy(), store_rec.cls_prob[:n], atol=1e-6)
+    # The flat target positions the training step gathers by, found here on the CPU (no device sync).
+    assert torch.equal(labels.mlm_index, (labels.mlm_labels != IGNORE_INDEX).flatten().nonzero().squeeze(1))
+    assert torch.equal(labels.mrc_index, labels.mrc_mask.flatten().nonzero().squeeze(1))
+    assert len(labels.mlm_index) > 0 and len(labels.mrc_index) > 0
+    # An example marked mismatched whose labels were not blanked: its targets are left out, as
+    # losses.ignore_mismatched drops them in the step.
+    examples = [ds[i] for i in range(8)]
+    first = next(i for i, e in enumerate(examples) if e.itm_label == 1 and e.mrc_mask.any())
+    examples[first].itm_label = 0
+    _, relabelled = ds.collate(examples)
+    T2, N2 = relabelled.mlm_labels.shape[1], relabelled.mrc_mask.shape[1]
+    assert not ((relabelled.mlm_index // T2 == first).any() or (relabelled.mrc_index // N2 == first).any())
+    assert ((relabelled.mlm_labels[first] != IGNORE_INDEX).any() and relabelled.mrc_mask[first].any())
 
 
 def test_pretrain_deterministic_across_workers(synth, tok):

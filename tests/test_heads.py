@@ -18,6 +18,7 @@ from switchbert.heads import (
     RetrievalHead,
     VQAHead,
     build_head,
+    flat_index,
 )
 from switchbert.outputs import EncoderOutput
 
@@ -94,6 +95,48 @@ def test_mlm_gathered_logits_equal_full_logits_at_masked_positions():
     assert gathered.shape == (int(sel.sum()), V)
     torch.testing.assert_close(gathered, head(h)[sel])
     assert torch.equal(gathered_labels, labels[sel])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gathering_by_flat_index_equals_boolean_mask_indexing(seed):
+    """index_select at the collate's flat positions = x[mask], values and gradients, for any mask
+    (random, empty, full): the sync-free path computes exactly what boolean indexing did."""
+    torch.manual_seed(seed)
+    heads = PretrainHeads(nn.Embedding(V, D), D_R, P, num_region_classes=C)
+    out = fake_output(seed)
+    g = torch.Generator().manual_seed(seed)
+    for density in (0.3, 0.0, 1.0):
+        labels = torch.where(torch.rand(B, T, generator=g) < density, torch.randint(0, V, (B, T), generator=g),
+                             torch.full((B, T), IGNORE_INDEX))
+        mask = torch.rand(B, R - 1, generator=g) < density
+        text = out.text_hidden.clone().requires_grad_()
+        regions = out.region_hidden[:, 1:].clone().requires_grad_()
+        sel = labels != IGNORE_INDEX
+        ref_mlm = heads.mlm._decode(text[sel])
+        ref_mrc = heads.mrc.decoder(heads.mrc.transform(regions[mask]))
+        mlm, mlm_labels = heads.mlm.masked_logits(text, labels, flat_index(sel))
+        mrc = heads.mrc.masked_logits(regions, mask, flat_index(mask))
+        assert mlm.shape == ref_mlm.shape == (int(sel.sum()), V) and mrc.shape == ref_mrc.shape
+        torch.testing.assert_close(mlm, ref_mlm)
+        torch.testing.assert_close(mrc, ref_mrc)
+        assert torch.equal(mlm_labels, labels[sel])
+        w_mlm, w_mrc = torch.randn(mlm.shape, generator=g), torch.randn(mrc.shape, generator=g)
+        got = torch.autograd.grad((mlm * w_mlm).sum() + (mrc * w_mrc).sum(), (text, regions))
+        ref = torch.autograd.grad((ref_mlm * w_mlm).sum() + (ref_mrc * w_mrc).sum(), (text, regions))
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b)
+
+
+def test_flat_index_and_bad_index():
+    mask = torch.tensor([[False, True, True], [True, False, False]])
+    assert flat_index(mask).tolist() == [1, 2, 3]
+    assert flat_index(torch.zeros(2, 3, dtype=torch.bool)).shape == (0,)
+    head = MLMHead(nn.Embedding(V, D))
+    with pytest.raises(ValueError, match="MLM index"):
+        head.masked_logits(torch.randn(B, T, D), mlm_labels(), torch.zeros(2, 1, dtype=torch.long))
+    heads = PretrainHeads(nn.Embedding(V, D), D_R, P, num_region_classes=C)
+    with pytest.raises(ValueError, match="mrc_index needs mrc_target_mask"):
+        heads(fake_output(), mrc_index=torch.zeros(1, dtype=torch.long))
 
 
 def test_mlm_bad_inputs_raise():

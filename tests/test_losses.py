@@ -110,6 +110,10 @@ def test_mrc_kl_no_target_and_bad_shapes():
     loss = mrc_kl_loss(logits, torch.rand(2, 3, 4), torch.zeros(2, 3, dtype=torch.bool))
     assert loss.item() == 0.0
     loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+    empty = torch.randn(0, 4, requires_grad=True)  # gathered, no row
+    loss = mrc_kl_loss(empty, torch.rand(0, 4))
+    assert loss.item() == 0.0 and loss.requires_grad
     with pytest.raises(ValueError, match="target_probs"):
         mrc_kl_loss(logits, torch.rand(2, 3, 5))
     with pytest.raises(ValueError, match="target_mask"):
@@ -160,7 +164,11 @@ def test_refexp_bce_mean_over_valid_regions():
     logits2 = logits.clone()
     logits2[~mask] = 1e4
     assert refexp_bce_loss(logits2, iou, mask).item() == pytest.approx(sum(terms) / len(terms), rel=1e-6)
-    assert refexp_bce_loss(logits, iou, torch.zeros_like(mask)).item() == 0.0
+    leaf = logits.clone().requires_grad_()
+    loss = refexp_bce_loss(leaf, iou, torch.zeros_like(mask))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(leaf.grad, torch.zeros_like(leaf))
     with pytest.raises(ValueError, match="share"):
         refexp_bce_loss(logits, iou[:, :4], mask)
     with pytest.raises(ValueError, match="bool"):
@@ -213,3 +221,80 @@ def test_pretrain_loss_gathered_equals_full_and_sums_parts():
     assert set(gathered.as_floats()) == {"loss", "mlm", "mrc", "itm"}
     with pytest.raises(ValueError, match="mlm_labels"):
         pretrain_loss(heads(out), itm_labels=itm, mrc_target_probs=probs, mrc_target_mask=mrc_mask)
+
+
+def _boolean_mask_pretrain_loss(heads, out, itm, mlm, mrc_mask, probs):
+    """The straightforward computation the index gathering replaced: x[mask] everywhere (float32)."""
+    sel = mlm != IGNORE_INDEX
+    mlm_logits = heads.mlm.transform(out.text_hidden[sel])
+    mlm_logits = torch.nn.functional.linear(mlm_logits, heads.mlm.decoder_weight, heads.mlm.bias)
+    mlm_part = torch.nn.functional.cross_entropy(mlm_logits, mlm[sel]) if sel.any() else mlm_logits.sum() * 0
+    mrc_logits = heads.mrc.decoder(heads.mrc.transform(out.region_hidden[:, 1:][mrc_mask]))
+    log_q = torch.log_softmax(mrc_logits, -1)
+    p = probs[mrc_mask]
+    kl = torch.where(p > 0, p * (torch.log(torch.where(p > 0, p, torch.ones_like(p))) - log_q), torch.zeros_like(p))
+    mrc_part = kl.sum(-1).mean() if mrc_mask.any() else kl.sum() * 0
+    itm_part = torch.nn.functional.cross_entropy(heads.itm(out.pooled), itm)
+    return mlm_part, mrc_part, itm_part
+
+
+def _random_pretrain_inputs(seed: int, B: int = 4, T: int = 7, R: int = 6, D: int = 8, P: int = 6, C: int = 5):
+    gen = torch.Generator().manual_seed(seed)
+    out = EncoderOutput(
+        text_hidden=torch.randn(B, T, D, generator=gen, requires_grad=True),
+        region_hidden=torch.randn(B, R, D, generator=gen, requires_grad=True),
+        text_mask=torch.ones(B, T, dtype=torch.bool), region_mask=torch.ones(B, R, dtype=torch.bool),
+        pooled_text=torch.randn(B, P, generator=gen), pooled_region=torch.randn(B, P, generator=gen),
+        pooled=torch.randn(B, P, generator=gen, requires_grad=True),
+    )
+    itm = torch.randint(0, 2, (B,), generator=gen)
+    mlm = torch.where(torch.rand(B, T, generator=gen) < 0.3, torch.randint(0, 20, (B, T), generator=gen),
+                      torch.full((B, T), IGNORE_INDEX))
+    mrc_mask = torch.rand(B, R - 1, generator=gen) < 0.3
+    probs = torch.softmax(torch.randn(B, R - 1, C, generator=gen), -1)
+    probs[..., 0] = 0.0  # a class the detector never predicts
+    return out, itm, mlm, mrc_mask, probs
+
+
+@pytest.mark.parametrize("seed, case", [(0, "random"), (5, "random"), (9, "random"), (6, "no MLM target"),
+                                        (8, "no MRC target"), (10, "all mismatched")])
+def test_pretrain_loss_by_index_equals_boolean_mask_computation(seed, case):
+    """The sync-free path (collate's flat indices, index_select, branch-free means) gives the losses and
+    gradients of the plain x[mask] computation, also when a batch has no MLM or no MRC target."""
+    from switchbert.heads import flat_index
+
+    torch.manual_seed(seed)
+    heads = PretrainHeads(nn.Embedding(20, 8), region_hidden_size=8, pooler_size=6, num_region_classes=5)
+    out, itm, mlm, mrc_mask, probs = _random_pretrain_inputs(seed)
+    if case == "no MLM target":
+        mlm = torch.full_like(mlm, IGNORE_INDEX)
+    elif case == "no MRC target":
+        mrc_mask = torch.zeros_like(mrc_mask)
+    elif case == "all mismatched":
+        itm = torch.zeros_like(itm)
+    mlm, mrc_mask = ignore_mismatched(itm, mlm, mrc_mask)
+    leaves = [out.text_hidden, out.region_hidden, out.pooled, *heads.parameters()]
+
+    def losses_and_grads(parts):
+        total = sum(parts)
+        grads = torch.autograd.grad(total, leaves, allow_unused=True)
+        return [p.detach() for p in parts], [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+
+    expected, expected_grads = losses_and_grads(_boolean_mask_pretrain_loss(heads, out, itm, mlm, mrc_mask, probs))
+    logits = heads(out, mlm, mrc_mask, mlm_index=flat_index(mlm != IGNORE_INDEX), mrc_index=flat_index(mrc_mask))
+    loss = pretrain_loss(logits, itm_labels=itm, mrc_target_probs=probs)
+    got, got_grads = losses_and_grads([loss.mlm, loss.mrc, loss.itm])
+    for name, a, b in zip(("mlm", "mrc", "itm"), got, expected):
+        torch.testing.assert_close(a, b, msg=f"{case}: {name}")
+    for a, b in zip(got_grads, expected_grads):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b)
+    if case == "random":
+        assert logits.mlm.shape[0] > 0 and logits.mrc.shape[0] > 0
+    if case in ("no MLM target", "all mismatched"):
+        assert loss.mlm.item() == 0.0 and logits.mlm.shape[0] == 0
+    if case in ("no MRC target", "all mismatched"):
+        assert loss.mrc.item() == 0.0 and logits.mrc.shape[0] == 0
+    # Without indices the heads find the positions themselves (one sync on a GPU): same result.
+    fallback = pretrain_loss(heads(out, mlm, mrc_mask), itm_labels=itm, mrc_target_probs=probs)
+    assert torch.equal(fallback.total, loss.total)

@@ -2,7 +2,9 @@
 
 Every loss is computed in at least float32 (the logits are upcast), so bf16/fp16 training does not
 lose the loss's precision. A loss with nothing to average over (no MLM target, no MRC target, no
-valid region) is an exact 0 that stays connected to the graph, never a NaN.
+valid region) is an exact 0 that stays connected to the graph, never a NaN. That comes from the math
+(a sum over the targets divided by max(count, 1)), not from a Python branch on the data: a branch like
+``if mask.any()`` makes the host wait for the GPU, every step.
 
 Dimension legend
     B  batch size, T text tokens, N real regions, V vocabulary, C detector classes, A answers
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from switchbert.heads.pretrain import IGNORE_INDEX, PretrainLogits
+from switchbert.heads.pretrain import IGNORE_INDEX, PretrainLogits, gather_rows
 
 ITM_MATCHED = 1
 """ITM label of a matching (image, caption) pair; 0 = the caption was replaced by another one."""
@@ -31,9 +33,13 @@ def _upcast(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _zero_like_graph(x: Tensor) -> Tensor:
-    # Multiplying the (possibly empty) input keeps the graph, so backward() works on an empty batch.
-    return _upcast(x).sum() * 0.0
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` where ``mask``; 0 (with a zero gradient) where nothing is selected.
+
+    ``where`` rather than a product, so a non-finite value at an unselected position cannot leak in.
+    """
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / mask.sum().clamp(min=1).to(total.dtype)
 
 
 def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -52,9 +58,9 @@ def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
             f"got logits {tuple(logits.shape)} and labels {tuple(labels.shape)}"
         )
     logits2d, labels1d = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-    if not bool((labels1d != IGNORE_INDEX).any()):
-        return _zero_like_graph(logits)
-    return F.cross_entropy(_upcast(logits2d), labels1d, ignore_index=IGNORE_INDEX)
+    # The sum over no target is 0, so the division by max(count, 1) gives 0 with no branch.
+    total = F.cross_entropy(_upcast(logits2d), labels1d, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (labels1d != IGNORE_INDEX).sum().clamp(min=1).to(total.dtype)
 
 
 def mrc_kl_loss(logits: Tensor, target_probs: Tensor, target_mask: Optional[Tensor] = None) -> Tensor:
@@ -83,16 +89,18 @@ def mrc_kl_loss(logits: Tensor, target_probs: Tensor, target_mask: Optional[Tens
                 f"mrc_kl_loss: target_mask must be a bool tensor of shape {tuple(logits.shape[:-1])}, "
                 f"got {target_mask.dtype} {tuple(target_mask.shape)}"
             )
-        logits, target_probs = logits[target_mask], target_probs[target_mask]
-    if logits.numel() == 0:
-        return _zero_like_graph(logits)
     log_q = F.log_softmax(_upcast(logits), dim=-1)
     p = _upcast(target_probs).to(log_q.dtype)
     positive = p > 0
     # where() rather than kl_div: kl_div computes 0 * log q, which is NaN where log q = -inf.
     log_p = torch.log(torch.where(positive, p, torch.ones_like(p)))
     per_class = torch.where(positive, p * (log_p - log_q), torch.zeros_like(p))
-    return per_class.sum(-1).mean()
+    per_region = per_class.sum(-1)  # (B, N) or (K,)
+    if target_mask is not None:
+        # Full logits: average the target regions without gathering them (x[mask] syncs on a GPU).
+        return _masked_mean(per_region, target_mask)
+    # Gathered rows are all targets; K is a shape, known on the host, so max(K, 1) costs no sync.
+    return per_region.sum() / max(per_region.shape[0], 1)
 
 
 def itm_loss(logits: Tensor, labels: Tensor) -> Tensor:
@@ -193,7 +201,10 @@ def pretrain_loss(
                 f"pretrain_loss: mrc_target_probs must be (B, N, C) with (B, N) = {tuple(mask.shape)}, "
                 f"got {tuple(mrc_target_probs.shape)}"
             )
-        mrc = mrc_kl_loss(logits.mrc, mrc_target_probs[mask])
+        if logits.mrc_index is None:
+            raise ValueError("pretrain_loss: gathered MRC logits need PretrainLogits.mrc_index (PretrainHeads sets it)")
+        # The rows the head gathered, by index: mrc_target_probs[mask] would sync on a GPU.
+        mrc = mrc_kl_loss(logits.mrc, gather_rows(mrc_target_probs, logits.mrc_index))
     elif mrc_target_mask is not None:
         mrc = mrc_kl_loss(logits.mrc, mrc_target_probs, mrc_target_mask)
     else:
@@ -258,8 +269,6 @@ def refexp_bce_loss(logits: Tensor, iou_targets: Tensor, region_mask: Tensor) ->
         )
     if region_mask.dtype != torch.bool:
         raise ValueError(f"refexp_bce_loss: region_mask must be bool (True = real region), got {region_mask.dtype}")
-    if not bool(region_mask.any()):
-        return _zero_like_graph(logits)
     logits = _upcast(logits)
     per_region = F.binary_cross_entropy_with_logits(logits, iou_targets.to(logits.dtype), reduction="none")
-    return per_region[region_mask].mean()
+    return _masked_mean(per_region, region_mask)

@@ -24,6 +24,7 @@ from switchbert.data.masking import (IGNORE_INDEX, apply_region_mask, mask_regio
                                      sample_itm_negative, sample_rng)
 from switchbert.data.regions import Regions
 from switchbert.data.tokenizer import encode
+from switchbert.heads.pretrain import flat_index
 
 
 @dataclass
@@ -59,6 +60,12 @@ class PretrainLabels(TensorFields):
         mrc_mask: (B, N) bool, True = an MRC target region (never True for a mismatched pair).
         itm_labels: (B,) long, 1 = matched pair.
         image_ids: the B image ids.
+        mlm_index: (K,) long flat positions b * T + t of the MLM targets of matched pairs, ascending.
+        mrc_index: (K_r,) long flat positions b * N + n of the MRC targets of matched pairs, ascending.
+
+    The two indices are what ``PretrainHeads`` gathers. Found here on the CPU, they spare the training
+    step a ``nonzero`` on the device, which makes the host wait for the GPU (issue 7). None only for
+    labels built by hand; the heads then find the positions themselves.
     """
 
     mlm_labels: Tensor
@@ -66,6 +73,8 @@ class PretrainLabels(TensorFields):
     mrc_mask: Tensor
     itm_labels: Tensor
     image_ids: list[str] = field(default_factory=list)
+    mlm_index: Optional[Tensor] = None
+    mrc_index: Optional[Tensor] = None
 
 
 def load_captions(path: PathLike) -> dict[str, str]:
@@ -180,11 +189,18 @@ def collate_pretrain(examples: list[Optional[PretrainExample]], num_classes: int
         if e.regions.cls_prob is not None and num_classes:
             mrc_targets[i, :n] = torch.from_numpy(e.regions.cls_prob)
         mrc_mask[i, :n] = torch.from_numpy(e.mrc_mask)
+    mlm_labels = pad_labels([e.mlm_labels for e in examples], T, IGNORE_INDEX)
+    itm_labels = torch.tensor([e.itm_label for e in examples], dtype=torch.long)
+    # The targets left after losses.ignore_mismatched, which the training step applies (the dataset
+    # already blanks mismatched pairs; this keeps the indices right for examples built otherwise).
+    matched = (itm_labels == 1)[:, None]
     labels = PretrainLabels(
-        mlm_labels=pad_labels([e.mlm_labels for e in examples], T, IGNORE_INDEX),
+        mlm_labels=mlm_labels,
         mrc_targets=mrc_targets,
         mrc_mask=mrc_mask,
-        itm_labels=torch.tensor([e.itm_label for e in examples], dtype=torch.long),
+        itm_labels=itm_labels,
         image_ids=[e.image_id for e in examples],
+        mlm_index=flat_index((mlm_labels != IGNORE_INDEX) & matched),
+        mrc_index=flat_index(mrc_mask & matched),
     )
     return batch, labels

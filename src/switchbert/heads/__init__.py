@@ -11,6 +11,7 @@ from switchbert.heads.pretrain import (
     MRCHead,
     PretrainHeads,
     PretrainLogits,
+    flat_index,
 )
 from switchbert.heads.tasks import (
     TASKS,
@@ -35,4 +36,5 @@ __all__ = [
     "RetrievalHead",
     "VQAHead",
     "build_head",
+    "flat_index",
 ]

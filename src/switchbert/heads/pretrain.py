@@ -9,6 +9,11 @@ Dimension legend
     D  text hidden size, D_r region hidden size (differs from D only in dual-stream baselines)
     P  pooler size, V vocabulary size, C detector classes (1601 for BUTD features)
     K  number of selected positions (masked tokens, or target regions) in the whole batch
+
+Gathering the K selected rows needs their positions. A boolean mask gives them through ``nonzero``,
+which on a GPU makes the host wait for the device (it must learn K to size the result). The training
+step therefore passes ``mlm_index`` / ``mrc_index``, the flat positions that ``collate_pretrain``
+computed on the CPU, and the heads gather with ``index_select``, which needs no sync.
 """
 
 from __future__ import annotations
@@ -27,6 +32,27 @@ IGNORE_INDEX = -100
 
 NUM_DETECTOR_CLASSES = 1601
 """Classes of the BUTD Visual Genome detector (1600 objects + background), the MRC-KL target size."""
+
+
+def flat_index(mask: Tensor) -> Tensor:
+    """The positions of the True entries of ``mask`` flattened in row-major order.
+
+    Args:
+        mask: (...) bool.
+
+    Returns:
+        (K,) long, ascending: the row order of ``x[mask]`` for any ``x`` of the mask's shape.
+        Free on a CPU tensor (the collate calls it); on a GPU tensor it is one host sync.
+    """
+    return mask.reshape(-1).nonzero().squeeze(1)
+
+
+def gather_rows(x: Tensor, index: Tensor, lead_dims: int = 2) -> Tensor:
+    """``x`` with its first ``lead_dims`` dimensions flattened, rows ``index`` taken: (K, ...).
+
+    Equals ``x[mask]`` when ``index = flat_index(mask)``, and its backward is the same scatter-add.
+    """
+    return x.reshape(-1, *x.shape[lead_dims:]).index_select(0, index)
 
 
 def init_linear(module: nn.Linear, initializer_range: float) -> None:
@@ -123,12 +149,17 @@ class MLMHead(nn.Module):
         self._check_hidden(text_hidden)
         return self._decode(text_hidden)
 
-    def masked_logits(self, text_hidden: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    def masked_logits(
+        self, text_hidden: Tensor, labels: Tensor, index: Optional[Tensor] = None
+    ) -> tuple[Tensor, Tensor]:
         """Logits only where ``labels != -100``: the (K, V) product instead of (B*T, V), ~7x cheaper at 15%.
 
         Args:
             text_hidden: (B, T, D).
             labels: (B, T) long, the original token id at MLM targets and -100 elsewhere.
+            index: optional (K,) long flat positions (b * T + t) of the targets, ascending
+                (``PretrainLabels.mlm_index``); None = found from ``labels`` (one host sync on a GPU).
+                A position whose label is -100 is harmless: the loss ignores it.
 
         Returns:
             logits (K, V) and their labels (K,), positions in row-major (b, t) order.
@@ -138,8 +169,10 @@ class MLMHead(nn.Module):
             raise ValueError(
                 f"MLM labels must have shape (B, T) = {tuple(text_hidden.shape[:2])}, got {tuple(labels.shape)}"
             )
-        selected = labels != IGNORE_INDEX
-        return self._decode(text_hidden[selected]), labels[selected]
+        if index is None:
+            index = flat_index(labels != IGNORE_INDEX)
+        _check_index("MLM index", index)
+        return self._decode(gather_rows(text_hidden, index)), gather_rows(labels, index)
 
 
 class MRCHead(nn.Module):
@@ -187,19 +220,24 @@ class MRCHead(nn.Module):
         self._check_hidden(region_hidden)
         return self.decoder(self.transform(region_hidden))
 
-    def masked_logits(self, region_hidden: Tensor, target_mask: Tensor) -> Tensor:
+    def masked_logits(self, region_hidden: Tensor, target_mask: Tensor, index: Optional[Tensor] = None) -> Tensor:
         """Logits only at the target regions.
 
         Args:
             region_hidden: (B, N, D_r) real-region states.
             target_mask: (B, N) bool, True = an MRC target.
+            index: optional (K,) long ``flat_index(target_mask)`` (``PretrainLabels.mrc_index``);
+                None = computed here (one host sync on a GPU). It must match ``target_mask``.
 
         Returns:
             (K, C) logits in row-major (b, n) order.
         """
         self._check_hidden(region_hidden)
         _check_bool_mask("MRC target_mask", target_mask, tuple(region_hidden.shape[:2]))
-        return self.decoder(self.transform(region_hidden[target_mask]))
+        if index is None:
+            index = flat_index(target_mask)
+        _check_index("MRC index", index)
+        return self.decoder(self.transform(gather_rows(region_hidden, index)))
 
 
 class ITMHead(nn.Module):
@@ -231,6 +269,8 @@ class PretrainLogits:
         mrc: (K_r, C) logits at the target regions when a target mask was given, else (B, N, C).
         mrc_target_mask: (B, N) the mask used to gather ``mrc``, or None when ``mrc`` is full.
         itm: (B, 2) matching logits.
+        mrc_index: (K_r,) long flat positions (b * N + n) of the ``mrc`` rows, or None when ``mrc``
+            is full; the loss gathers the detector's distributions with it.
     """
 
     mlm: Tensor
@@ -238,6 +278,7 @@ class PretrainLogits:
     mrc: Tensor
     mrc_target_mask: Optional[Tensor]
     itm: Tensor
+    mrc_index: Optional[Tensor] = None
 
 
 class PretrainHeads(nn.Module):
@@ -271,6 +312,9 @@ class PretrainHeads(nn.Module):
         output: EncoderOutput,
         mlm_labels: Optional[Tensor] = None,
         mrc_target_mask: Optional[Tensor] = None,
+        *,
+        mlm_index: Optional[Tensor] = None,
+        mrc_index: Optional[Tensor] = None,
     ) -> PretrainLogits:
         """Computes the three heads' logits.
 
@@ -280,17 +324,27 @@ class PretrainHeads(nn.Module):
                 computed at the targets only; absent, at every position.
             mrc_target_mask: optional (B, N) bool, N = R - 1. Given, MRC logits are computed at the
                 target regions only; absent, at every real region.
+            mlm_index: optional (K,) long flat target positions in (B, T) (``PretrainLabels.mlm_index``);
+                with ``mlm_labels`` only. Saves the host sync of finding them on the device.
+            mrc_index: optional (K_r,) long ``flat_index(mrc_target_mask)`` (``PretrainLabels.mrc_index``);
+                with ``mrc_target_mask`` only.
 
         Returns:
             ``PretrainLogits``.
         """
+        if mlm_index is not None and mlm_labels is None:
+            raise ValueError("PretrainHeads: mlm_index needs mlm_labels (B, T) to gather the labels from")
+        if mrc_index is not None and mrc_target_mask is None:
+            raise ValueError("PretrainHeads: mrc_index needs mrc_target_mask (B, N)")
         real_regions = output.region_hidden[:, 1:]  # (B, N, D_r): drop the IMG token
         if mlm_labels is not None:
-            mlm, gathered_labels = self.mlm.masked_logits(output.text_hidden, mlm_labels)
+            mlm, gathered_labels = self.mlm.masked_logits(output.text_hidden, mlm_labels, mlm_index)
         else:
             mlm, gathered_labels = self.mlm(output.text_hidden), None
         if mrc_target_mask is not None:
-            mrc = self.mrc.masked_logits(real_regions, mrc_target_mask)
+            if mrc_index is None:
+                mrc_index = flat_index(mrc_target_mask)  # once here, reused by the loss
+            mrc = self.mrc.masked_logits(real_regions, mrc_target_mask, mrc_index)
         else:
             mrc = self.mrc(real_regions)
         return PretrainLogits(
@@ -299,12 +353,19 @@ class PretrainHeads(nn.Module):
             mrc=mrc,
             mrc_target_mask=mrc_target_mask,
             itm=self.itm(output.pooled),
+            mrc_index=mrc_index,
         )
 
 
 def _positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_index(name: str, index: Tensor) -> None:
+    # Shape and dtype only: comparing the values with the mask would bring back the host sync.
+    if index.dim() != 1 or index.dtype != torch.long:
+        raise ValueError(f"{name} must be a (K,) long tensor of flat positions, got {index.dtype} {tuple(index.shape)}")
 
 
 def _check_bool_mask(name: str, mask: Tensor, shape: tuple[int, ...]) -> None:
