@@ -15,7 +15,7 @@ from switchbert.presets import PRESETS, create_model
 from switchbert.train.checkpoint import resolve_checkpoint, write_dir_atomically
 from switchbert.train.config import load_config
 from switchbert.train.distributed import DistContext, ShardedSampler
-from switchbert.train.optim import build_scheduler, param_groups, warmup_linear
+from switchbert.train.optim import adamw_kwargs, build_optimizer, build_scheduler, param_groups, warmup_linear
 from switchbert.train.tasks import build_task
 from switchbert.train.trainer import NonFiniteLossError, Trainer
 from tests.test_train_support import QUIET, make_synth, synth_config
@@ -119,6 +119,20 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(synth, tmp_path, monk
     calls["n"] = 2
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written yet"):
         Trainer(config).fit()
+
+
+def test_adamw_is_fused_only_when_every_parameter_is_a_cuda_float():
+    from types import SimpleNamespace
+
+    def param(device: str, dtype: torch.dtype = torch.float32):  # adamw_kwargs reads device and dtype only
+        return SimpleNamespace(device=torch.device(device), dtype=dtype)
+
+    assert adamw_kwargs([param("cuda"), param("cuda", torch.bfloat16)]) == {"fused": True}
+    assert adamw_kwargs([param("cuda"), param("cpu")]) == {}
+    assert adamw_kwargs([param("cuda"), param("cuda", torch.int64)]) == {}
+    assert adamw_kwargs([param("cpu")]) == {} and adamw_kwargs([]) == {}
+    opt = build_optimizer([nn.Linear(2, 2)], 1e-3, 0.01, (0.9, 0.999), 1e-6)
+    assert not opt.defaults["fused"]  # CPU: PyTorch's default implementation
 
 
 TINY = sorted(p for p in PRESETS if p.endswith("-tiny"))
