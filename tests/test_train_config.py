@@ -63,12 +63,13 @@ def test_synthetic_configs_point_at_the_synthetic_layout(tmp_path):
 def test_overrides_are_parsed_as_yaml_and_typed():
     config = load_config(synth_config("pretrain"), [
         "train.lr=2e-5", "train.betas=[0.8, 0.99]", "train.clip=null", "model.overrides.sab_modes=[J]",
-        "model.overrides.sib=null", "eval.splits=[val]", "name=my-model", "train.max_steps=7"])
+        "model.overrides.sib=null", "eval.splits=[val]", "name=my-model", "train.max_steps=7", "train.compile=true"])
     assert config.train.lr == 2e-5 and isinstance(config.train.lr, float)  # "2e-5": YAML 1.1 reads a string
     assert config.train.betas == (0.8, 0.99)
     assert config.train.clip is None
     assert config.model.overrides == {"sab_modes": ["J"], "sib": None}
     assert config.eval.splits == ["val"] and config.name == "my-model" and config.train.max_steps == 7
+    assert config.train.compile is True and load_config(synth_config("pretrain")).train.compile is False
     assert parse_override("a.b=1") == ("a.b", 1)
     assert parse_override("a.b=runs/x") == ("a.b", "runs/x")
 
@@ -94,6 +95,7 @@ def test_report_name():
     (["train.epochs=ten"], "train.epochs must be an integer, got 'ten'"),
     (["train.epochs=2.5"], "train.epochs must be an integer"),
     (["train.amp=1"], "train.amp must be true or false"),
+    (["train.compile=1"], "train.compile must be true or false"),
     (["train.lr=fast"], "train.lr must be a number"),
     (["train.betas=[0.9]"], "train.betas must have 2 entries"),
     (["train.warmup=1.5"], "train.warmup is a fraction"),

@@ -127,6 +127,7 @@ class TrainSection:
     progress: bool = True
     tensorboard: bool = True
     device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False  # run the training forward + backward through torch.compile
     best_metric: Optional[str] = None  # null = the task's default (docs/training.md)
 
 

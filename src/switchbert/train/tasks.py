@@ -104,6 +104,12 @@ class Task:
         raise NotImplementedError
 
     def step(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any) -> StepOutput:
+        """One training forward pass.
+
+        ``batch`` must already be validated: the trainer checks it on the host before the copy to the
+        device, and the step calls ``model(batch, validate=False)``, because ``Batch.validate`` on device
+        tensors makes the host wait for the GPU (issue 7).
+        """
         raise NotImplementedError
 
     def evaluate(self, model: VLModel, heads: nn.Module, split: str, ectx: EvalContext) -> dict[str, float]:
@@ -159,16 +165,18 @@ class PretrainTask(Task):
                              num_region_classes=max(1, self.store.num_classes or 1),
                              layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
 
-    def _losses(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any):
-        output = model(batch)
+    def _losses(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any, validate: bool = True):
+        output = model(batch, validate=validate)
         mlm_labels, mrc_mask = ignore_mismatched(labels.itm_labels, labels.mlm_labels, labels.mrc_mask)
-        logits = heads(output, mlm_labels=mlm_labels, mrc_target_mask=mrc_mask)
+        # The collate's target positions: gathering by them needs no host sync.
+        logits = heads(output, mlm_labels=mlm_labels, mrc_target_mask=mrc_mask,
+                       mlm_index=labels.mlm_index, mrc_index=labels.mrc_index)
         loss = pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets,
                              weights=tuple(self.config.train.loss_weights))
         return output, logits, loss
 
     def step(self, model, heads, batch, labels) -> StepOutput:
-        output, _, loss = self._losses(model, heads, batch, labels)
+        output, _, loss = self._losses(model, heads, batch, labels, validate=False)
         parts = {"mlm": loss.mlm.detach(), "mrc": loss.mrc.detach(), "itm": loss.itm.detach()}
         return StepOutput(loss.total, parts, output.routes)
 
@@ -253,7 +261,7 @@ class VQATask(Task):
                           layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
-        output = model(batch)
+        output = model(batch, validate=False)
         loss = vqa_bce_loss(heads(output), labels.scores)
         return StepOutput(loss, {}, output.routes)
 
@@ -303,7 +311,7 @@ class RetrievalTask(Task):
         return build_head("retrieval", pooler_size=c.pooler_size, initializer_range=c.initializer_range)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
-        output = model(batch)
+        output = model(batch, validate=False)
         loss = retrieval_4way_loss(heads(output), labels.num_candidates)
         return StepOutput(loss, {}, output.routes)
 
@@ -361,7 +369,7 @@ class RefExpTask(Task):
                           initializer_range=c.initializer_range)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
-        output = model(batch)
+        output = model(batch, validate=False)
         loss = refexp_bce_loss(heads(output), labels.iou, labels.region_mask)
         return StepOutput(loss, {}, output.routes)
 

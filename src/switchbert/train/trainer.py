@@ -1,18 +1,25 @@
 """The training loop shared by pretraining and fine-tuning (SPEC §6-§7).
 
 Per optimizer step: set the switch temperature tau(step) (restarted each stage), run ``grad_accum``
-micro-batches (DDP syncs gradients on the last one only), average the loss over processes, stop on a
-non-finite loss, clip, step AdamW and the warm-up/linear-decay schedule. After each epoch: validate,
-write ``last/`` and, when the validation metric improved, ``best/``. ``resume=True`` restores
-everything from ``last/`` (weights, optimizer, scheduler, RNG states, the position inside the epoch),
-so on CPU the resumed run's losses equal an uninterrupted run's.
+micro-batches (each validated on the host before its copy to the device; DDP syncs gradients on the
+last one only), average the loss over processes, clip, step AdamW and the warm-up/linear-decay
+schedule. After each epoch: validate, write ``last/`` and, when the validation metric improved,
+``best/``. ``resume=True`` restores everything from ``last/`` (weights, optimizer, scheduler, RNG
+states, the position inside the epoch), so on CPU the resumed run's losses equal an uninterrupted run's.
+
+No host syncs in the step (issue 7): the loss sums and the gradient norm stay on the device and become
+Python numbers only on log steps (every ``train.log_every``). A non-finite loss is therefore noticed
+late: its step is recorded on the device, and the record is read on log steps, before every checkpoint
+and at the end of each epoch. A NaN stops the run at most ``log_every`` steps after it appeared (the
+message names the step where it did), and no checkpoint is ever written after it, so ``last/`` is the
+last good state. ``train.compile`` runs the forward and backward through ``torch.compile``;
+checkpoints are written from the uncompiled modules, so their keys are the usual ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
 import sys
 import time
@@ -88,6 +95,29 @@ def build_model(config: ExperimentConfig) -> VLModel:
     return load_pretrained(resolve_checkpoint(path), **overrides)
 
 
+class _NonFiniteWatch:
+    """The first optimizer step whose loss was not finite, and that loss, kept on the device.
+
+    ``update`` is a few tiny kernels and no sync; ``first`` reads the record (one sync), so the trainer
+    calls it only where it would sync anyway or must not go on with a bad state (see the module doc).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.full((), -1, dtype=torch.long, device=device)  # -1 = every loss so far finite
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        """Records ``loss`` (0-d, on the device) of optimizer step ``step`` (1-based) if it is the first bad one."""
+        first = (self.step < 0) & ~torch.isfinite(loss)
+        self.step = torch.where(first, step, self.step)
+        self.loss = torch.where(first, loss.to(self.loss.dtype), self.loss)
+
+    def first(self) -> Optional[tuple[int, float]]:
+        """(step, loss) of the first non-finite loss, or None."""
+        step, loss = torch.stack([self.step.to(self.loss.dtype), self.loss]).tolist()
+        return None if step < 0 else (int(step), loss)
+
+
 class _TrainModule(nn.Module):
     """Model + heads as one module, so DDP sees every trained parameter and one forward call."""
 
@@ -156,7 +186,7 @@ class Trainer:
                               f"(data.fraction={cfg.data.fraction})")
         total = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
 
-        optimizer = build_optimizer([model, heads], t.lr, t.weight_decay, t.betas, t.eps)
+        optimizer = build_optimizer([model, heads], t.lr, t.weight_decay, t.betas, t.eps)  # fused on CUDA
         scheduler = build_scheduler(optimizer, total, t.warmup)
         tau = TemperatureSchedule(total_steps=total, tau_max=t.tau_max, tau_min=t.tau_min, kind=t.tau_kind)
         state = TrainerState(total_steps=total, best_metric=best_name, global_batch=B)
@@ -176,6 +206,10 @@ class Trainer:
                 step_module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
                 find_unused_parameters=not task.uses_every_parameter)
         params = [p for p in step_module.parameters() if p.requires_grad]
+        # Compiled or not, the parameters are the same objects; checkpoints use model and heads
+        # directly, so their keys never get torch.compile's "_orig_mod." prefix.
+        forward = torch.compile(step_module) if t.compile else step_module
+        watch = _NonFiniteWatch(ctx.device)
         autocast = self._autocast(ctx)
         show = t.progress and ctx.is_main and sys.stderr.isatty()
         bar = tqdm(total=total, initial=state.step, desc=f"{cfg.task} {model.config.name}", unit="step", disable=not show)
@@ -196,14 +230,13 @@ class Trainer:
             while state.step_in_epoch < steps_per_epoch and state.step < total:
                 current_tau = tau(state.step)
                 model.set_temperature(current_tau)
-                sums, routes = self._accumulate(step_module, batches, t.grad_accum, ctx, autocast)
-                sums = all_reduce_mean(sums, ctx)  # (1 + parts,) mean over processes
-                loss = float(sums[0])
-                if not math.isfinite(loss):
-                    raise NonFiniteLossError(self._nonfinite_message(loss, state))
+                sums, routes = self._accumulate(step_module, forward, batches, t.grad_accum, ctx, autocast,
+                                                model.config.region_feat_dim)
+                sums = all_reduce_mean(sums, ctx)  # (1 + parts,) on the device, mean over processes
+                watch.update(sums[0], state.step + 1)
                 grad_norm = None
                 if t.clip is not None:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.clip))
+                    grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip)  # a device tensor
                 lr = optimizer.param_groups[0]["lr"]
                 optimizer.step()
                 scheduler.step()
@@ -213,11 +246,14 @@ class Trainer:
                 steps_this_run += 1
                 window_samples += B
                 if state.step % t.log_every == 0 or state.step == 1:
+                    # The step's only syncs, every log_every steps: the NaN record and the logged values.
+                    self._check_finite(watch, state)
+                    loss, *parts = sums.tolist()
                     elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    values = {"loss": loss, **{k: float(v) for k, v in zip(self._part_names, sums[1:].tolist())},
+                    values = {"loss": loss, **dict(zip(self._part_names, parts)),
                               "lr": lr, "tau": current_tau, "samples_per_s": window_samples / elapsed}
                     if grad_norm is not None:
-                        values["grad_norm"] = grad_norm
+                        values["grad_norm"] = float(grad_norm)
                     values.update(route_probability_log(routes))
                     metrics_log.log("train", state.step, state.epoch, values)
                     bar.set_postfix(loss=f"{loss:.4f}", tau=f"{current_tau:.3f}",
@@ -228,7 +264,9 @@ class Trainer:
                     stopped = True
                     break
                 if t.checkpoint_every and state.step % t.checkpoint_every == 0:
+                    self._check_finite(watch, state)
                     self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
+            self._check_finite(watch, state)  # before any checkpoint, and so a NaN never crosses an epoch
             if stopped:
                 self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
                 break
@@ -258,23 +296,37 @@ class Trainer:
     # -- pieces -----------------------------------------------------------------------------------
     _part_names: tuple[str, ...] = ()
 
-    def _accumulate(self, step_module: nn.Module, batches, accum: int, ctx: DistContext, autocast):
-        """Forward + backward of ``accum`` micro-batches; returns the mean (loss, parts...) and the last routes."""
+    def _accumulate(self, step_module: nn.Module, forward, batches, accum: int, ctx: DistContext, autocast,
+                    region_feat_dim: Optional[int]):
+        """Forward + backward of ``accum`` micro-batches.
+
+        Args:
+            step_module: the (DDP-wrapped) ``_TrainModule``, for ``no_sync``.
+            forward: what runs a micro-batch: ``step_module`` or its ``torch.compile`` wrapper.
+            region_feat_dim: the model's F, checked with the batch.
+
+        Returns:
+            the mean (loss, parts...) as a (1 + parts,) float64 tensor on the device (no sync), and the
+            last micro-batch's routes.
+        """
         total: Optional[torch.Tensor] = None
         routes: tuple = ()
         for a in range(accum):
             batch, labels = next(batches)
+            # Checked on the host, before the copy: on device tensors Batch.validate makes the host
+            # wait for the GPU, so the tasks' steps run the model with validate=False.
+            batch.validate(region_feat_dim)
             batch, labels = batch.to(ctx.device, non_blocking=True), labels.to(ctx.device, non_blocking=True)
             sync = a == accum - 1 or not ctx.distributed
             with (contextlib.nullcontext() if sync else step_module.no_sync()):
                 with autocast():
-                    result: StepOutput = step_module(batch, labels)
+                    result: StepOutput = forward(batch, labels)
                 (result.loss / accum).backward()
             self._part_names = tuple(result.parts)
             values = torch.stack([result.loss.detach().float(), *[v.float() for v in result.parts.values()]])
             total = values if total is None else total + values
             routes = result.routes
-        return total.double().cpu() / accum, routes
+        return total.double() / accum, routes
 
     def _validate(self, model: VLModel, heads: nn.Module, task: Task, ctx: DistContext, autocast) -> dict[str, float]:
         e = self.config.eval
@@ -329,10 +381,20 @@ class Trainer:
             return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext
 
-    def _nonfinite_message(self, loss: float, state: TrainerState) -> str:
-        where = f"step {state.step + 1} (epoch {state.epoch}, step {state.step_in_epoch + 1} of the epoch)"
+    def _check_finite(self, watch: _NonFiniteWatch, state: TrainerState) -> None:
+        """Raises ``NonFiniteLossError`` if a loss since the start of the run was NaN or inf (one sync)."""
+        bad = watch.first()
+        if bad is not None:
+            raise NonFiniteLossError(self._nonfinite_message(bad[1], bad[0], state))
+
+    def _nonfinite_message(self, loss: float, bad_step: int, state: TrainerState) -> str:
+        # The watch is read at least once an epoch, so the bad step is in the current epoch.
+        in_epoch = state.step_in_epoch - (state.step - bad_step)
+        where = f"step {bad_step} (epoch {state.epoch}, step {in_epoch} of the epoch)"
+        late = "" if bad_step == state.step else (
+            f" (noticed at step {state.step}: the loss is read every train.log_every steps)")
         if self.last_good is None:
             good = "no checkpoint was written yet"
         else:
             good = f"the last good checkpoint is {self.last_good[0]} (step {self.last_good[1]}); resume with --resume"
-        return f"loss is {loss} at optimizer {where}; stopping. {good}. Try a lower train.lr or train.clip."
+        return f"loss is {loss} at optimizer {where}; stopping{late}. {good}. Try a lower train.lr or train.clip."
