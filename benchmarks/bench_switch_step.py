@@ -2,7 +2,8 @@
 
 Times forward + backward of one training step at the controlled shape (38 text tokens, 36 regions +
 the IMG token) for:
-  1. Switch-BERT: four modes, soft Gumbel mixing, SIB (the paper's model, training mode);
+  1. Switch-BERT: four modes, soft Gumbel mixing, SIB (the paper's model, training mode), with the
+     fused attention (one score matrix, hand-written backward) and with the sdpa one (three SDPA calls);
   2. the same encoder with only J and no SIB (the UNITER architecture) -- the baseline;
   3. Switch-BERT with the reference attention path (each mode its own masked pass) -- the naive way.
 and prints each time and its ratio to (2), all measured in the same run on the same device.
@@ -61,6 +62,7 @@ def main(argv=None) -> None:
 
     variants = {
         "switch-bert (4 modes, soft, SIB), fused": {},
+        "switch-bert, sdpa path (3 SDPA calls)": {"attention_impl": "sdpa"},
         "plain: J only, no SIB (UNITER arch)": {"sab_modes": ("J",), "sib": None},
         "switch-bert, reference path (4 passes)": {"attention_impl": "reference"},
     }

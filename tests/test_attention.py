@@ -95,7 +95,7 @@ def naive_mode(layer: SwitchLayer, x: torch.Tensor, valid: torch.Tensor, mode: s
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("impl,hard", [("fused", False), ("fused", True), ("reference", False)])
+@pytest.mark.parametrize("impl,hard", [("fused", False), ("fused", True), ("sdpa", False), ("reference", False)])
 def test_each_mode_equals_independent_implementation(mode, impl, hard):
     layer = make_layer()
     x, valid = inputs()
@@ -106,19 +106,20 @@ def test_each_mode_equals_independent_implementation(mode, impl, hard):
     torch.testing.assert_close(out * real, expected * real, atol=1e-12, rtol=1e-10)
 
 
+@pytest.mark.parametrize("impl", ["fused", "sdpa"])
 @pytest.mark.parametrize("top_k", [None, 2, 1])
-def test_fused_equals_reference_for_random_mixtures(top_k):
+def test_fused_equals_reference_for_random_mixtures(top_k, impl):
     layer = make_layer(3)
     x, valid = inputs(4)
     w = random_weights(5, top_k)
-    _, fused = layer(x, valid, T, w, hard=False, impl="fused")
+    _, fused = layer(x, valid, T, w, hard=False, impl=impl)
     _, ref = layer(x, valid, T, w, hard=False, impl="reference")
     torch.testing.assert_close(fused, ref, atol=1e-12, rtol=1e-10)
     # and against the naive per-mode outputs mixed by hand (attention is linear in the mixture)
     attn_naive = sum(
         w[:, m, None, None] * _naive_attention_only(layer, x, valid, mode) for m, mode in enumerate(MODES)
     )
-    attn_fused = layer.attention(x, valid, T, w, hard=False, impl="fused")
+    attn_fused = layer.attention(x, valid, T, w, hard=False, impl=impl)
     torch.testing.assert_close(attn_fused * valid[..., None], attn_naive * valid[..., None], atol=1e-12, rtol=1e-10)
 
 
@@ -135,12 +136,14 @@ def _naive_attention_only(layer, x, valid, mode):
     return torch.stack(outs)
 
 
-def test_fused_gradients_equal_reference():
+@pytest.mark.parametrize("impl", ["fused", "sdpa"])
+def test_fused_gradients_equal_reference(impl):
     layer = make_layer(7)
     x, valid = inputs(8)
+    valid[0, T:] = False  # a text-only sample: the region block is empty
     w = random_weights(9).requires_grad_(True)
     grads = []
-    for impl in ("fused", "reference"):
+    for impl in (impl, "reference"):
         layer.zero_grad()
         w.grad = None
         xx = x.clone().requires_grad_(True)
@@ -258,7 +261,7 @@ def test_padding_changes_no_valid_output():
     xt, xr = x[:, :T], x[:, T:]
     x2 = torch.cat([xt, 100 * torch.randn(B, 3, D, generator=g), xr, 100 * torch.randn(B, 2, D, generator=g)], 1)
     v2 = torch.cat([valid[:, :T], torch.zeros(B, 3, dtype=torch.bool), valid[:, T:], torch.zeros(B, 2, dtype=torch.bool)], 1)
-    for impl, hard in (("fused", False), ("reference", False)):
+    for impl, hard in (("fused", False), ("sdpa", False), ("reference", False)):
         _, out = layer(x2, v2, T + 3, w, hard=hard, impl=impl)
         torch.testing.assert_close(out[:, :T], base[:, :T], atol=1e-12, rtol=1e-10)
         torch.testing.assert_close(out[:, T + 3 : T + 3 + R], base[:, T:], atol=1e-12, rtol=1e-10)

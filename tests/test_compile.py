@@ -14,10 +14,14 @@ import switchbert
 from switchbert.synthetic import random_batch
 
 
-@pytest.mark.parametrize("preset,train", [("switchbert-tiny", True), ("switchbert-tiny", False), ("uniter-tiny", True)])
-def test_forward_traces_without_graph_breaks(preset, train):
+@pytest.mark.parametrize(
+    "preset,train,impl",
+    [("switchbert-tiny", True, "fused"), ("switchbert-tiny", True, "sdpa"), ("switchbert-tiny", False, "fused"),
+     ("uniter-tiny", True, "fused")],
+)
+def test_forward_traces_without_graph_breaks(preset, train, impl):
     torch._dynamo.reset()
-    model = switchbert.create_model(preset).train(train)
+    model = switchbert.create_model(preset, attention_impl=impl).train(train)
     model.set_temperature(0.7)
     batch = random_batch(model.config, 3, num_text=7, num_regions=5, padded=True)
     explanation = torch._dynamo.explain(model)(batch, validate=False)

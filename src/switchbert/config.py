@@ -93,7 +93,9 @@ class ModelConfig:
     # (VOLTA ``v_coordinate_embeddings_dim``: 256, so 2048 + 2048 features -> 4096 -> D).
     vlbert_coord_dim: int = 256
 
-    # Runtime choice of attention kernel; "reference" computes each mode separately (tests, audits).
+    # Runtime choice of the soft-mixture attention kernel (layers/block_attention.py): "fused" (one score
+    # matrix, hand-written backward), "sdpa" (three SDPA calls, no score matrix) or "reference" (each mode
+    # separately, autograd; tests and audits). All three compute the same function.
     attention_impl: str = "fused"
 
     extra: dict[str, Any] = field(default_factory=dict)
@@ -141,8 +143,8 @@ class ModelConfig:
             bad("top_k", f"must be None or a positive integer, got {self.top_k!r}")
         if self.switch_training not in ("soft", "hard_st"):
             bad("switch_training", f"must be 'soft' or 'hard_st', got {self.switch_training!r}")
-        if self.attention_impl not in ("fused", "reference"):
-            bad("attention_impl", f"must be 'fused' or 'reference', got {self.attention_impl!r}")
+        if self.attention_impl not in ("fused", "sdpa", "reference"):
+            bad("attention_impl", f"must be 'fused', 'sdpa' or 'reference', got {self.attention_impl!r}")
         if self.region_hidden_size and self.region_hidden_size % self.region_num_heads_ != 0:
             bad("region_num_heads", "region_hidden_size is not divisible by the region head count")
         self._validate_baselines(bad)

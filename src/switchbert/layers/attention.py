@@ -10,8 +10,9 @@ with s and c the log-sum-exp of a query's scores over text and region keys,
     O_joint = sigma(s - c) * O_text_keys + sigma(c - s) * O_region_keys.
 So any per-sample mixture of the four modes is, per query, a mix of the two block-wise softmaxes with
 weights alpha_text, alpha_region (SPEC §3.1 cost note). ``fused`` computes one score matrix and one
-P @ V with a hand-written backward (``block_attention.py``); ``reference`` runs each mode as its own
-masked attention and mixes the outputs with autograd (kept for tests).
+P @ V with a hand-written backward (``block_attention.py``); ``sdpa`` mixes three SDPA calls (joint and
+one per key block) and never forms the score matrix; ``reference`` runs each mode as its own masked
+attention and mixes the outputs with autograd (kept for tests).
 For hard routes (inference, or a fixed mode) the mixture is a plain masked attention, run by SDPA.
 """
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from switchbert.config import MODES
-from switchbert.layers.block_attention import accumulation_dtype, block_mixed_attention
+from switchbert.layers.block_attention import accumulation_dtype, block_mixed_attention, split_mixed_attention
 
 
 def block_constants(w: Tensor, is_text_query: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -138,7 +139,8 @@ class MultiModeAttention(nn.Module):
             mode_weights: (B, 4) over (SS, SC, CS, J); None = plain joint attention (a fixed J layer),
                 which needs only a key-padding mask.
             hard: the weights are one-hot constants (inference, fixed mode): use a masked SDPA.
-            impl: "fused" (one score computation) or "reference" (one masked attention per mode).
+            impl: "fused" (one score matrix, hand-written backward), "sdpa" (three SDPA calls: joint and
+                one per key block) or "reference" (one masked attention per mode, autograd).
 
         Returns:
             (B, N, D) after the output projection.
@@ -161,7 +163,8 @@ class MultiModeAttention(nn.Module):
             # The mode sums (e.g. SS + SC) in the softmax statistics' precision, not the switcher's.
             c_text, c_region, w_joint = block_constants(mode_weights.to(accumulation_dtype(q)), is_text)
             c_blocks = torch.stack([c_text, c_region], dim=-1)  # (B, N, 2)
-            ctx = block_mixed_attention(q, k, v, key_valid, num_text, c_blocks, w_joint.expand(B, N), p_drop)
+            mix = split_mixed_attention if impl == "sdpa" else block_mixed_attention
+            ctx = mix(q, k, v, key_valid, num_text, c_blocks, w_joint.expand(B, N), p_drop)
         return self.output(ctx.transpose(1, 2).reshape(B, N, D))
 
     def _reference(
