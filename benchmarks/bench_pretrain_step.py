@@ -85,23 +85,23 @@ class PretrainStep:
                                  pin_memory=args.device.startswith("cuda"), seed=0, drop_last=True,
                                  persistent_workers=args.workers > 0)
         self.batches = endless(loader)
-        self.validated = False
         self.data_ms: list[float] = []
         self.compute_ms: list[float] = []
 
     def __call__(self, record: bool = True) -> None:
         t0 = time.perf_counter()
         batch, labels = next(self.batches)
+        batch.validate(self.model.config.region_feat_dim)  # on the host, as the trainer does: no GPU sync
         batch = batch.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         sync(self.device)
         t1 = time.perf_counter()
         with self.autocast:
-            # Validate the first batch only: Batch.validate syncs with the host (bool(...)) every call.
-            out = self.encoder(batch, validate=not self.validated)
-            self.validated = True
+            out = self.encoder(batch, validate=False)
             mlm_labels, mrc_mask = ignore_mismatched(labels.itm_labels, labels.mlm_labels, labels.mrc_mask)
-            logits = self.heads(out, mlm_labels=mlm_labels if self.masked_mlm else None, mrc_target_mask=mrc_mask)
+            # The collate's flat target positions: gathering by them needs no host sync (train/tasks.py).
+            logits = self.heads(out, mlm_labels=mlm_labels if self.masked_mlm else None, mrc_target_mask=mrc_mask,
+                                mlm_index=labels.mlm_index if self.masked_mlm else None, mrc_index=labels.mrc_index)
             loss = pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets,
                                  mlm_labels=None if self.masked_mlm else mlm_labels)
         loss.total.backward()

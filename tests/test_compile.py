@@ -28,3 +28,39 @@ def test_forward_traces_without_graph_breaks(preset, train, impl):
     reasons = [r.reason.splitlines()[0] for r in explanation.break_reasons]
     assert explanation.graph_break_count == 0, reasons
     assert explanation.graph_count == 1
+
+
+def test_pretraining_step_traces_without_graph_breaks():
+    # The whole step the trainer compiles with ``train.compile``: encoder, MLM/MRC/ITM heads, loss.
+    # MLM/MRC targets are gathered at the collate's flat indices, so no nonzero() breaks the graph.
+    from types import SimpleNamespace
+
+    from switchbert.data.pretrain import PretrainLabels
+    from switchbert.heads.pretrain import PretrainHeads, flat_index
+    from switchbert.train.tasks import PretrainTask
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = switchbert.create_model("switchbert-tiny").train()
+    c = model.config
+    heads = PretrainHeads(model.get_word_embeddings(), c.region_hidden_size_, c.pooler_size, num_region_classes=5)
+    B, T, R = 3, 7, 5
+    batch = random_batch(c, B, num_text=T, num_regions=R, padded=True)
+    mlm_labels = torch.full((B, T), -100)
+    mlm_labels[:, 2] = 7
+    mrc_mask = torch.zeros(B, R, dtype=torch.bool)
+    mrc_mask[:, 1] = True
+    itm = torch.tensor([1, 0, 1])
+    mlm_labels[itm == 0], mrc_mask[itm == 0] = -100, False  # as the collate does for mismatched pairs
+    labels = PretrainLabels(mlm_labels=mlm_labels, mrc_targets=torch.softmax(torch.randn(B, R, 5), -1),
+                            mrc_mask=mrc_mask, itm_labels=itm,
+                            mlm_index=flat_index(mlm_labels != -100), mrc_index=flat_index(mrc_mask))
+    task = PretrainTask.__new__(PretrainTask)  # only the step's config is needed
+    task.config = SimpleNamespace(train=SimpleNamespace(loss_weights=(1.0, 1.0, 1.0)))
+
+    def step(batch, labels):
+        return task.step(model, heads, batch, labels).loss
+
+    explanation = torch._dynamo.explain(step)(batch, labels)
+    reasons = [r.reason.splitlines()[0] for r in explanation.break_reasons]
+    assert explanation.graph_break_count == 0, reasons
