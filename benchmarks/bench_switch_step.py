@@ -15,33 +15,13 @@ and prints each time and its ratio to (2), all measured in the same run on the s
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 import switchbert
 from switchbert.synthetic import random_batch
 
-
-def step_time(model, batch, steps: int, warmup: int, dtype: torch.dtype, device: str) -> float:
-    """Median seconds of forward + backward (+ zeroing grads) over ``steps`` timed steps."""
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
-    times = []
-    for i in range(warmup + steps):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with autocast:
-            out = model(batch, validate=False)
-            loss = out.pooled.float().pow(2).mean() + out.text_hidden.float().pow(2).mean()
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from bench_hf import autocast_for, interleaved_median_ms, ours_step_fn
 
 
 def main(argv=None) -> None:
@@ -68,14 +48,13 @@ def main(argv=None) -> None:
     }
     config = switchbert.get_config(args.preset)
     batch = random_batch(config, args.batch_size, num_text=38, num_regions=36, padded=True, device=args.device)
-    results = {}
+    steps = {}
     for name, overrides in variants.items():
         model = switchbert.create_model(args.preset, **overrides).to(args.device).train()
         model.set_temperature(1.0)
-        if args.compile:
-            model = torch.compile(model)
-        results[name] = step_time(model, batch, args.steps, args.warmup, dtype, args.device)
-        del model
+        steps[name] = ours_step_fn(torch.compile(model) if args.compile else model, batch, autocast_for(args.device, dtype))
+    # One step of every variant per round, then the median: load bursts hit every row alike.
+    results = {k: v / 1e3 for k, v in interleaved_median_ms(steps, args.warmup, args.steps, args.device).items()}
     base = results["plain: J only, no SIB (UNITER arch)"]
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"preset {args.preset}, batch {args.batch_size}, 38 text + 37 region tokens, {args.dtype}, "
