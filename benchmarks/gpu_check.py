@@ -24,6 +24,8 @@ Sections, in order (the most important first; ``--budget-s`` skips what would no
                  of our code that makes the host wait for the GPU
   switch_compiled  the switch_eager rows under torch.compile (compilation takes minutes, so last)
 
+At the end, one line per goal of issue 7, read off the sections' results (``goals_summary``).
+
     python benchmarks/gpu_check.py --out "$OUT"                 # on the GPU machine
     python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check  # CPU, tiny sizes, end to end (~1-2 min)
 """
@@ -320,6 +322,61 @@ def host_syncs(opts: argparse.Namespace) -> dict[str, Any]:
     return dict(sites=dict(sorted(sites.items(), key=lambda kv: -kv[1])))
 
 
+# -- the issue's goals, from the sections' results (no extra device time) ---------------------------------
+
+def goals_summary(sections: dict[str, Any]) -> list[str]:
+    """One line per goal of issue 7, read off the sections that ran ("n/a" where one is missing)."""
+
+    def result(name: str) -> Optional[Any]:
+        sec = sections.get(name, {})
+        return sec.get("result") if sec.get("status") == "ok" else None
+
+    lines = []
+    sw = {mode: result(f"switch_{mode}") for mode in ("eager", "compiled")}
+    parts = []
+    for mode, r in sw.items():
+        if r:
+            ratios = {("sdpa" if "sdpa" in k else "fused"): v for k, v in r["vs_uniter"].items()
+                      if k.startswith("switchbert") and "reference" not in k}
+            parts.append(f"{mode}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    met = any(r and r["goal_1_met"] for r in sw.values())
+    verdict = ("met" if met else "NOT met") if parts else "n/a (switch sections did not run)"
+    lines.append(f"1. Switch-BERT step <= 1.10x our UNITER: {verdict}" + (f" ({'; '.join(parts)})" if parts else ""))
+    hf = result("hf")
+    if hf:
+        rows = {row["name"]: row["ms"] for row in hf}
+        vb, lx = rows.get("hf VisualBertModel"), rows.get("hf LxmertModel")
+        uniter_eager = rows.get("ours uniter")
+        compiled = sw["compiled"]["ms"].get("uniter arch (J only, no SIB)") if sw["compiled"] else None
+        # "compiled": our UNITER from the switch_compiled section (same device, shape and run).
+        speed = [f"eager {vb / uniter_eager:.2f}x"] + ([f"compiled {vb / compiled:.2f}x"] if compiled else [])
+        best = max(vb / uniter_eager, vb / compiled if compiled else 0.0)
+        lines.append(f"2. our UNITER >= 2x faster than HF VisualBertModel (eager): {'met' if best >= 2 else 'NOT met'} "
+                     f"({', '.join(speed)}); our LXMERT vs HF LxmertModel {lx / rows['ours lxmert']:.2f}x, "
+                     f"ViLBERT {rows['ours vilbert']:.1f} ms (no HF ViLBERT)")
+    else:
+        lines.append("2. our UNITER vs HF VisualBertModel: n/a (hf section did not run)")
+    lp = result("linear_peak")
+    if lp:
+        shares = ", ".join(f"{k} {100 * v['of_peak']:.0f}%" for k, v in lp["layer_linears"].items())
+        lines.append(f"3. linears >= 50% of the bf16 peak ({lp['peak_tflops']:.3g} TFLOP/s): "
+                     f"{'met' if lp['goal_3_met'] else 'NOT met'} ({shares})")
+    pre = result("pretrain")
+    if pre:
+        lines.append("4. pretraining step: " + "; ".join(
+            f"{row['name']} {row['samples_per_s']:.0f} samples/s, data {100 * row['data_share']:.0f}%, "
+            f"2.7M x 10 epochs in {row['paper_hours']:.0f} h" for row in pre["rows"][:2]))
+    inf = result("inference")
+    if inf:
+        e2e = inf["end_to_end"]
+        lines.append(f"5. hard-route inference: switchbert {e2e['switchbert']:.1f} ms vs uniter {e2e['uniter']:.1f} ms "
+                     f"per batch ({e2e['switchbert'] / e2e['uniter']:.2f}x)")
+    syncs = result("host_syncs")
+    if syncs and "sites" in syncs:
+        lines.append(f"host syncs in the pretraining step: {len(syncs['sites'])} sites")
+    return lines
+
+
 # -- driver -----------------------------------------------------------------------------------------------
 
 def bench_args(opts: argparse.Namespace, **override: Any) -> argparse.Namespace:
@@ -423,6 +480,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         (out / "gpu_check.md").write_text("\n".join(md))
     total = time.perf_counter() - t_start
     results["total_s"] = total
+    goals = goals_summary(results["sections"])
+    results["goals"] = goals
+    md.append("## goals of issue 7\n\n" + "\n".join(f"- {g}" for g in goals) + "\n")
+    print("\n".join(goals), flush=True)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "gpu_check.md").write_text("\n".join(md) + f"\ntotal {total:.0f} s\n")
     status = {k: v["status"] for k, v in results["sections"].items()}
