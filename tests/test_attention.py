@@ -308,3 +308,31 @@ def test_fused_op_keeps_a_block_far_below_the_other_in_float32():
     got = block_mixed_attention(scores.float(), k_id.float(), torch.eye(N).expand(B, H, N, N).float(), valid, T,
                                 c_blocks.float(), w_joint.float())
     torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-4)  # float32 rounding; a lost block is off by ~0.5
+
+
+@pytest.mark.parametrize("impl", ["fused", "sdpa"])
+def test_training_dropout_with_a_text_only_sample_stays_finite(impl):
+    torch.manual_seed(0)
+    layer = SwitchLayer(D, H, 32, 0.1, 0.3, 1e-12).double().train()
+    x, valid = inputs(30)
+    valid[0, T:] = False  # no image: the region key block is empty
+    x = x.clone().requires_grad_(True)
+    w = random_weights(31).requires_grad_(True)
+    _, out = layer(x, valid, T, w, hard=False, impl=impl)
+    (out * valid[..., None]).sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all() and torch.isfinite(w.grad).all()
+    # dropout is on: two draws differ
+    _, again = layer(x, valid, T, w, hard=False, impl=impl)
+    assert not torch.allclose(out, again)
+
+
+def test_fused_op_dropout_is_unbiased():
+    # The op draws its own mask when none is given: kept with probability 1 - p and rescaled by
+    # 1 / (1 - p), so the mean over many draws is the output without dropout.
+    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(10)
+    torch.manual_seed(0)
+    clean = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint)
+    draws = torch.stack([block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint, dropout_p=0.4)
+                         for _ in range(3000)])
+    stderr = draws.std(0) / math.sqrt(draws.shape[0])
+    assert ((draws.mean(0) - clean).abs() <= 5 * stderr + 1e-9).all()
