@@ -42,12 +42,13 @@ def test_hand_count_tiny_config():
     qkvo = 4 * 2 * 5 * 32 * 32  # 40960 per layer
     ffn = 2 * 2 * 5 * 32 * 64  # 40960 per layer
     attn = {"SS": 4 * (9 + 4) * 32, "SC": 4 * (9 + 6) * 32, "CS": 4 * (6 + 4) * 32, "J": 4 * 25 * 32}
-    sab_switch = 2 * 32 * 32 + 2 * 32 * 4  # hadamard alignment -> Linear(32, 32) -> Linear(32, 4): 2304
-    sib_switch = 2 * 32 * 32 + 2 * 32 * 6  # Linear(32, 32) -> Linear(32, 2 x 3): 2432
+    pool = 2 * 2 * 5 * 32  # each switcher pools with a (2 x N) @ (N x D) product: 640
+    sab_switch = pool + 2 * 32 * 32 + 2 * 32 * 4  # hadamard alignment -> Linear(32, 32) -> Linear(32, 4): 2944
+    sib_switch = pool + 2 * 32 * 32 + 2 * 32 * 6  # Linear(32, 32) -> Linear(32, 2 x 3): 3072
     pooler = 2 * (2 * 32 * 48)  # 6144
     expected = embeddings + 3 * (qkvo + ffn) + attn["SS"] + attn["SC"] + attn["CS"] + 3 * sab_switch \
         + 2 * sib_switch + pooler
-    assert expected == 277376  # the hand count, written out
+    assert expected == 280576  # the hand count, written out
     f = route_flops(TINY, one_hot_route(["SS", "SC", "CS"], sib=(0, 2)), torch.tensor([T]), torch.tensor([R]))
     paper, fused = f["paper"].sum(), f["fused"].sum()
     assert paper.total == expected

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from switchbert.layers.switcher import Switcher, alignment_degree, gumbel_softmax_weights, masked_mean
+from switchbert.layers.switcher import (Switcher, alignment_degree, gumbel_softmax_weights, pool_modalities,
+                                       pooling_weights)
 from switchbert.temperature import TemperatureSchedule, temperature_at
 
 
@@ -73,10 +74,15 @@ def test_alignment_degrees():
     assert alignment_degree(g_t, g_r, "rich").tolist() == [[1.0, -2.0, 3.0, 4.0, 3.0, -8.0, 2.0, 6.0]]
 
 
-def test_masked_mean_ignores_padding_and_handles_empty():
-    x = torch.tensor([[[1.0], [3.0], [100.0]], [[5.0], [7.0], [9.0]]])
-    m = torch.tensor([[True, True, False], [False, False, False]])
-    assert masked_mean(x, m).tolist() == [[2.0], [0.0]]
+def test_pooling_averages_each_modality_ignoring_padding_and_empty():
+    # Sequence of 2 text + 3 region positions; hand-computed means.
+    x = torch.tensor([[[1.0], [3.0], [10.0], [20.0], [100.0]],
+                      [[5.0], [7.0], [9.0], [11.0], [13.0]]])
+    valid = torch.tensor([[True, True, True, True, False],  # padded last region
+                          [True, False, False, False, False]])  # text only: no region position
+    g_t, g_r = pool_modalities(x, pooling_weights(valid, 2))
+    assert g_t.tolist() == [[2.0], [5.0]]
+    assert g_r.tolist() == [[15.0], [0.0]]
 
 
 def test_temperature_schedules():

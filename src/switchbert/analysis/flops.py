@@ -7,9 +7,10 @@ Dimension legend
 
 Convention: a matrix multiply of (a x b) by (b x c) costs 2abc FLOPs (one multiply and one add per
 multiply-accumulate), as ``torch.utils.flop_counter`` counts it. Counted: every ``nn.Linear`` (embedding
-projections, Q/K/V/O, FFN, switcher MLPs, poolers) and the two attention products (Q K^T and P V);
+projections, Q/K/V/O, FFN, switcher MLPs, poolers), the two attention products (Q K^T and P V), and
+each switcher's pooling, which runs as one (2 x N) @ (N x D) product (``layers.switcher.pool_modalities``);
 SIB mixing is counted apart (elementwise, cheap). Not counted: LayerNorm, softmax, GELU, dropout,
-pooling means, embedding look-ups (each well under 1% at BERT-base size).
+embedding look-ups (each well under 1% at BERT-base size).
 
 Attention cost depends on which key blocks a query attends (paper Table 1): with "pairs" the number of
 (query, key) pairs,
@@ -80,11 +81,12 @@ def ffn_flops(tokens: Count, dim: int, intermediate: int) -> Count:
     return linear_flops(tokens, dim, intermediate) + linear_flops(tokens, intermediate, dim)
 
 
-def switcher_flops(config: ModelConfig, num_outputs: int) -> int:
-    """One switcher MLP on one sample: Linear(A -> D), GELU, Linear(D -> outputs), plus the alignment product."""
+def switcher_flops(config: ModelConfig, num_outputs: int, N: Count) -> Count:
+    """One switcher on one sample of N tokens: the pooling product (2 x N) @ (N x D), then the MLP
+    Linear(A -> D), GELU, Linear(D -> outputs)."""
     D = config.hidden_size
     A = ALIGNMENT_WIDTH[config.alignment] * D
-    return linear_flops(1, A, D) + linear_flops(1, D, num_outputs)
+    return 2 * 2 * N * D + linear_flops(1, A, D) + linear_flops(1, D, num_outputs)
 
 
 def embedding_flops(config: ModelConfig, T: Count, R: Count) -> Count:
@@ -200,11 +202,11 @@ def single_stream_flops(
     out.attention = att
     switch = 0
     if config.switches_attention:
-        switch += L * switcher_flops(config, len(config.sab_modes))
+        switch = switch + L * switcher_flops(config, len(config.sab_modes), N)
     if config.sib is not None:
         from switchbert.models.switchbert import sib_num_candidates
 
-        switch += sum(switcher_flops(config, 2 * sib_num_candidates(config, i)) for i in range(1, L))
+        switch = switch + sum(switcher_flops(config, 2 * sib_num_candidates(config, i), N) for i in range(1, L))
     out.switchers = switch
     mix: Count = 0
     for k_text, k_region in sib_mixed_per_layer:

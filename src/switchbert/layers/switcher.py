@@ -37,18 +37,30 @@ class SwitchDecision:
     choice: Tensor
 
 
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean over the real positions.
+def pooling_weights(valid: Tensor, num_text: int) -> Tensor:
+    """Masked-mean weights of the two modalities (SPEC §3.2 step 1), built once per forward pass.
 
     Args:
-        x: (B, L, D).
-        mask: (B, L) bool.
+        valid: (B, N) bool over the text-then-region sequence.
+        num_text: T; positions < T are text, the rest regions (IMG included).
 
     Returns:
-        (B, D); zeros for a sample with no real position.
+        (B, 2, N): row 0 averages the valid text positions, row 1 the valid region positions; a row is
+        all zeros (mean 0) for a sample with no valid position of that modality.
     """
-    m = mask.to(x.dtype).unsqueeze(-1)
-    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    is_text = torch.arange(valid.shape[1], device=valid.device) < num_text
+    w = torch.stack([valid & is_text, valid & ~is_text], dim=1).float()  # (B, 2, N)
+    return w / w.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+def pool_modalities(h: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Masked means of the text and region tokens of ``h`` (B, N, D): (B, D), (B, D).
+
+    One batched matmul with ``pooling_weights``. Slicing ``h`` per modality and averaging would cost
+    about ten small ops, and its backward writes a zero-filled full-size gradient for each slice.
+    """
+    pooled = torch.bmm(weights.to(h.dtype), h)  # (B, 2, D)
+    return pooled[:, 0], pooled[:, 1]
 
 
 def alignment_degree(g_t: Tensor, g_r: Tensor, kind: str) -> Tensor:

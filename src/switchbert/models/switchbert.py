@@ -28,7 +28,7 @@ from switchbert.config import MODES, ModelConfig
 from switchbert.layers.attention import expand_mode_weights
 from switchbert.layers.embeddings import build_embeddings
 from switchbert.layers.pooler import Pooler, ProductFusion
-from switchbert.layers.switcher import SwitchDecision, Switcher, masked_mean
+from switchbert.layers.switcher import SwitchDecision, Switcher, pool_modalities, pooling_weights
 from switchbert.layers.transformer import SwitchLayer
 from switchbert.models.base import VLModel
 from switchbert.outputs import EncoderOutput, LayerRoute
@@ -101,6 +101,7 @@ class SwitchBertModel(VLModel):
         hard = not self.training
         impl = self.config.attention_impl
         has_switch = self.sab_switchers is not None or self.sib_switchers is not None
+        pool_w = pooling_weights(valid, T) if has_switch else None  # (B, 2, N), the same for every layer
 
         outputs = [h]  # outputs[0] = embeddings, outputs[i] = output of 0-based layer i - 1
         prev_in = prev_mid = h
@@ -109,12 +110,12 @@ class SwitchBertModel(VLModel):
             sib: Optional[SwitchDecision] = None
             if self.sib_switchers is not None and i > 0:
                 candidates = self._sib_candidates(outputs, prev_mid, prev_in)
-                g_t, g_r = self._pool(h, valid, T)  # h = layer i-1's output
+                g_t, g_r = pool_modalities(h, pool_w)  # h = layer i-1's output
                 sib = self.sib_switchers[i - 1](g_t, g_r, hard)
                 h = _mix_inputs(candidates, sib.weights, T)
 
             if self.sab_switchers is not None:
-                g_t, g_r = self._pool(h, valid, T)
+                g_t, g_r = pool_modalities(h, pool_w)
                 sab = self.sab_switchers[i](g_t, g_r, hard)
                 mode_weights = expand_mode_weights(sab.weights[:, 0], self.config.sab_modes)
                 # In training the weights carry gradients (soft, top-K or straight-through), so only
@@ -145,11 +146,6 @@ class SwitchBertModel(VLModel):
             pooled=self.fusion(pooled_text, pooled_region),
             routes=tuple(routes),
         )
-
-    @staticmethod
-    def _pool(h: Tensor, valid: Tensor, T: int) -> tuple[Tensor, Tensor]:
-        """Masked means of the text and region tokens (IMG included): (B, D), (B, D)."""
-        return masked_mean(h[:, :T], valid[:, :T]), masked_mean(h[:, T:], valid[:, T:])
 
     def _sib_candidates(self, outputs: list[Tensor], prev_mid: Tensor, prev_in: Tensor) -> list[Tensor]:
         if self.config.sib == "last3":
