@@ -37,19 +37,20 @@ class SwitchDecision:
     choice: Tensor
 
 
-def pooling_weights(valid: Tensor, num_text: int) -> Tensor:
+def pooling_weights(valid: Tensor, num_text: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """Masked-mean weights of the two modalities (SPEC §3.2 step 1), built once per forward pass.
 
     Args:
         valid: (B, N) bool over the text-then-region sequence.
         num_text: T; positions < T are text, the rest regions (IMG included).
+        dtype: of the weights (the hidden states' dtype, so 1/count is exact enough in float64 too).
 
     Returns:
         (B, 2, N): row 0 averages the valid text positions, row 1 the valid region positions; a row is
         all zeros (mean 0) for a sample with no valid position of that modality.
     """
     is_text = torch.arange(valid.shape[1], device=valid.device) < num_text
-    w = torch.stack([valid & is_text, valid & ~is_text], dim=1).float()  # (B, 2, N)
+    w = torch.stack([valid & is_text, valid & ~is_text], dim=1).to(dtype)  # (B, 2, N)
     return w / w.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 

@@ -101,7 +101,7 @@ class SwitchBertModel(VLModel):
         hard = not self.training
         impl = self.config.attention_impl
         has_switch = self.sab_switchers is not None or self.sib_switchers is not None
-        pool_w = pooling_weights(valid, T) if has_switch else None  # (B, 2, N), the same for every layer
+        pool_w = pooling_weights(valid, T, h.dtype) if has_switch else None  # (B, 2, N), the same for every layer
 
         outputs = [h]  # outputs[0] = embeddings, outputs[i] = output of 0-based layer i - 1
         prev_in = prev_mid = h
