@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from switchbert.config import MODES
-from switchbert.layers.attention import block_constants, hard_route_mask
+from switchbert.layers.attention import hard_route_mask, mixture_coefficients
 from switchbert.layers.block_attention import block_mixed_attention
 from switchbert.layers.transformer import SwitchLayer
 
@@ -161,8 +161,7 @@ def mixture_probs(scores, valid, w):
     q = scores
     k = (math.sqrt(N) * torch.eye(N)).expand(scores.shape[0], scores.shape[1], N, N)
     v = torch.eye(N).expand_as(k)
-    c_t, c_r, w_j = block_constants(w, torch.arange(N) < T)
-    return block_mixed_attention(q, k, v, valid, T, torch.stack([c_t, c_r], -1), w_j.expand(-1, N))
+    return block_mixed_attention(q, k, v, valid, T, mixture_coefficients(w, T, N))
 
 
 def test_probabilities_are_a_distribution_and_joint_is_one_softmax():
@@ -178,7 +177,7 @@ def test_probabilities_are_a_distribution_and_joint_is_one_softmax():
     torch.testing.assert_close(mixture_probs(scores, valid, j), plain)
 
 
-def naive_mixture_probs(scores, valid, c_blocks, w_joint):
+def naive_mixture_probs(scores, valid, coefs):
     """The mixture written out: c_text P_text + c_region P_region + w_joint P_joint, loops over rows."""
     Bn, Hn, N, _ = scores.shape
     out = torch.zeros_like(scores)
@@ -188,11 +187,11 @@ def naive_mixture_probs(scores, valid, c_blocks, w_joint):
             for i in range(N):
                 row = scores[b, h, i]
                 p_all = torch.softmax(row.masked_fill(~valid[b], float("-inf")), -1)
-                out[b, h, i] += w_joint[b, i] * p_all
+                out[b, h, i] += coefs[b, i, 2] * p_all
                 for j, blk in enumerate(blocks):
                     allowed = valid[b] & blk
                     if allowed.any():
-                        out[b, h, i] += c_blocks[b, i, j] * torch.softmax(row.masked_fill(~allowed, float("-inf")), -1)
+                        out[b, h, i] += coefs[b, i, j] * torch.softmax(row.masked_fill(~allowed, float("-inf")), -1)
     return out
 
 
@@ -203,16 +202,15 @@ def fused_op_inputs(seed: int):
     q, k, v = (torch.randn(B, H, N, hd, generator=g) for _ in range(3))
     _, valid = inputs()
     valid[0, T:] = False  # no image: the region block is empty
-    c_blocks = torch.rand(B, N, 2, generator=g)
-    c_blocks[1, :, 1] = 0.0  # a block some queries put no weight on (top-K)
-    w_joint = torch.rand(B, N, generator=g)
-    return q, k, v, valid, c_blocks, w_joint
+    coefs = torch.rand(B, N, 3, generator=g)  # text keys, region keys, joint
+    coefs[1, :, 1] = 0.0  # a block some queries put no weight on (top-K)
+    return q, k, v, valid, coefs
 
 
 def test_fused_op_equals_naive_mixture_with_empty_block_and_zero_weights():
-    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(3)
-    out = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint)
-    expected = naive_mixture_probs(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), valid, c_blocks, w_joint) @ v
+    q, k, v, valid, coefs = fused_op_inputs(3)
+    out = block_mixed_attention(q, k, v, valid, T, coefs)
+    expected = naive_mixture_probs(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), valid, coefs) @ v
     torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)
 
 
@@ -220,31 +218,31 @@ def test_fused_op_equals_naive_mixture_with_empty_block_and_zero_weights():
 def test_fused_op_backward_passes_gradcheck(dropout):
     # The backward is written by hand (block_attention.py); gradcheck compares it with finite
     # differences for q, k, v and the mixture coefficients, including an empty block and zero weights.
-    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(4)
+    q, k, v, valid, coefs = fused_op_inputs(4)
     keep = torch.rand(B, H, T + R, T + R, generator=torch.Generator().manual_seed(5)) >= dropout
-    args = [t.clone().requires_grad_(True) for t in (q, k, v, c_blocks, w_joint)]
+    args = [t.clone().requires_grad_(True) for t in (q, k, v, coefs)]
 
-    def f(q, k, v, c, w):
-        return block_mixed_attention(q, k, v, valid, T, c, w, dropout_p=dropout, keep=keep)
+    def f(q, k, v, c):
+        return block_mixed_attention(q, k, v, valid, T, c, dropout_p=dropout, keep=keep)
 
     assert torch.autograd.gradcheck(f, args, atol=1e-8, rtol=1e-6)
 
 
 def test_fused_op_dropout_uses_the_keep_mask():
-    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(6)
+    q, k, v, valid, coefs = fused_op_inputs(6)
     keep = torch.rand(B, H, T + R, T + R, generator=torch.Generator().manual_seed(7)) >= 0.25
-    out = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint, dropout_p=0.25, keep=keep)
-    probs = naive_mixture_probs(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), valid, c_blocks, w_joint)
+    out = block_mixed_attention(q, k, v, valid, T, coefs, dropout_p=0.25, keep=keep)
+    probs = naive_mixture_probs(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), valid, coefs)
     torch.testing.assert_close(out, (probs * keep / 0.75) @ v, atol=1e-12, rtol=1e-10)
 
 
 def test_fused_op_in_bf16_autocast_is_close_to_float64():
     # Training runs the op under bf16 autocast: the softmax statistics must stay float32.
-    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(8)
-    expected = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint)
+    q, k, v, valid, coefs = fused_op_inputs(8)
+    expected = block_mixed_attention(q, k, v, valid, T, coefs)
     args = [t.float().clone().requires_grad_(True) for t in (q, k, v)]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = block_mixed_attention(*[a.bfloat16() for a in args], valid, T, c_blocks.float(), w_joint.float())
+        out = block_mixed_attention(*[a.bfloat16() for a in args], valid, T, coefs.float())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.double(), expected, atol=3e-2, rtol=3e-2)
     out.float().sum().backward()
@@ -299,14 +297,14 @@ def test_huge_scores_on_padded_keys_keep_gradients_finite():
 def test_fused_op_keeps_a_block_far_below_the_other_in_float32():
     # Region scores 200 below the text scores: exp(-200) underflows in float32, so one shared row max
     # would give the region block Z = 0 and lose P_region. Per-block maxima keep it exact.
-    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(9)
+    q, k, v, valid, coefs = fused_op_inputs(9)
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     scores[..., T:] -= 200.0
-    expected = naive_mixture_probs(scores, valid, c_blocks, w_joint)
+    expected = naive_mixture_probs(scores, valid, coefs)
     N = T + R
     k_id = (math.sqrt(N) * torch.eye(N)).expand(B, H, N, N)
     got = block_mixed_attention(scores.float(), k_id.float(), torch.eye(N).expand(B, H, N, N).float(), valid, T,
-                                c_blocks.float(), w_joint.float())
+                                coefs.float())
     torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-4)  # float32 rounding; a lost block is off by ~0.5
 
 
@@ -329,10 +327,27 @@ def test_training_dropout_with_a_text_only_sample_stays_finite(impl):
 def test_fused_op_dropout_is_unbiased():
     # The op draws its own mask when none is given: kept with probability 1 - p and rescaled by
     # 1 / (1 - p), so the mean over many draws is the output without dropout.
-    q, k, v, valid, c_blocks, w_joint = fused_op_inputs(10)
+    q, k, v, valid, coefs = fused_op_inputs(10)
     torch.manual_seed(0)
-    clean = block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint)
-    draws = torch.stack([block_mixed_attention(q, k, v, valid, T, c_blocks, w_joint, dropout_p=0.4)
+    clean = block_mixed_attention(q, k, v, valid, T, coefs)
+    draws = torch.stack([block_mixed_attention(q, k, v, valid, T, coefs, dropout_p=0.4)
                          for _ in range(3000)])
     stderr = draws.std(0) / math.sqrt(draws.shape[0])
     assert ((draws.mean(0) - clean).abs() <= 5 * stderr + 1e-9).all()
+
+
+def test_mixture_coefficients_follow_table_1():
+    # (SS, SC, CS, J) = (.1, .2, .3, .4); 2 text tokens then 1 region token.
+    w = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    coef = mixture_coefficients(w, 2, 3)
+    text_row = [0.1 + 0.2, 0.3, 0.4]  # text keys from SS and SC, region keys from CS, joint
+    region_row = [0.2, 0.1 + 0.3, 0.4]  # text keys from SC, region keys from SS and CS, joint
+    torch.testing.assert_close(coef, torch.tensor([[text_row, text_row, region_row]]))
+
+
+def test_expand_mode_weights_places_a_subset_at_its_modes():
+    from switchbert.layers.attention import expand_mode_weights
+
+    w = torch.tensor([[0.25, 0.75]])  # over (CS, SC): a subset in a non-canonical order
+    index = torch.tensor([MODES.index("CS"), MODES.index("SC")])
+    assert expand_mode_weights(w, index).tolist() == [[0.0, 0.75, 0.25, 0.0]]  # (SS, SC, CS, J)

@@ -29,23 +29,34 @@ from switchbert.config import MODES
 from switchbert.layers.block_attention import accumulation_dtype, block_mixed_attention, split_mixed_attention
 
 
-def block_constants(w: Tensor, is_text_query: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Splits a mode mixture into fixed block weights and the joint weight.
+# Paper Table 1 as mixture weights: for each mode (rows SS, SC, CS, J) and query modality (text,
+# regions), the weight a query puts on [softmax over its text keys, softmax over its region keys,
+# joint softmax over all keys].
+MODE_BLOCK_WEIGHTS = torch.tensor([
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],  # SS: text -> text, regions -> regions
+    [[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]],  # SC: text -> text, regions -> text
+    [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]],  # CS: text -> regions, regions -> regions
+    [[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]],  # J: everything
+])
+
+
+def mixture_coefficients(w: Tensor, num_text: int, num_tokens: int, table: Optional[Tensor] = None) -> Tensor:
+    """Turns a per-sample mode mixture into per-query softmax weights.
 
     Args:
         w: (B, 4) weights over (SS, SC, CS, J).
-        is_text_query: (N,) bool.
+        num_text: T; queries < T are text.
+        num_tokens: N.
+        table: ``MODE_BLOCK_WEIGHTS`` already on w's device (a module buffer: no host-to-device copy in
+            the step); None copies it here.
 
     Returns:
-        c_text, c_region: (B, N) weight each query puts on the text / region key block from the
-            non-joint modes; w_joint: (B, 1) weight of the joint mode.
+        (B, N, 3): the weight each query puts on [text-key softmax, region-key softmax, joint softmax].
     """
-    ss, sc, cs, j = w.unbind(dim=-1)
-    q_text = is_text_query.unsqueeze(0)
-    # Text queries: SS, SC see text; CS sees regions. Region queries: SC sees text; SS, CS see regions.
-    c_text = torch.where(q_text, (ss + sc).unsqueeze(-1), sc.unsqueeze(-1))
-    c_region = torch.where(q_text, cs.unsqueeze(-1), (ss + cs).unsqueeze(-1))
-    return c_text, c_region, j.unsqueeze(-1)
+    table = (MODE_BLOCK_WEIGHTS if table is None else table).to(device=w.device, dtype=w.dtype)
+    per_modality = (w[:, :, None, None] * table).sum(dim=1)  # (B, 2, 3)
+    modality = (torch.arange(num_tokens, device=w.device) >= num_text).long()  # 0 text, 1 region
+    return per_modality.index_select(1, modality)
 
 
 def mode_mask(mode: str, num_text: int, num_tokens: int, device: torch.device) -> Tensor:
@@ -70,7 +81,7 @@ def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     return torch.softmax(s, dim=-1).masked_fill(~mask, 0.0)
 
 
-def hard_route_mask(key_valid: Tensor, num_text: int, w: Tensor) -> Tensor:
+def hard_route_mask(key_valid: Tensor, num_text: int, w: Tensor, table: Optional[Tensor] = None) -> Tensor:
     """Boolean attention mask of a one-hot route: (B, 1, N, N).
 
     A query may see a key block when its fixed weight or the joint weight is non-zero. Rows left
@@ -79,9 +90,9 @@ def hard_route_mask(key_valid: Tensor, num_text: int, w: Tensor) -> Tensor:
     """
     N = key_valid.shape[-1]
     is_text = torch.arange(N, device=key_valid.device) < num_text
-    c_text, c_region, w_joint = block_constants(w, is_text)
-    see_text = (c_text > 0) | (w_joint > 0)  # (B, N) over queries
-    see_region = (c_region > 0) | (w_joint > 0)
+    coef = mixture_coefficients(w, num_text, N, table)
+    see_text = (coef[..., 0] > 0) | (coef[..., 2] > 0)  # (B, N) over queries
+    see_region = (coef[..., 1] > 0) | (coef[..., 2] > 0)
     allowed = torch.where(is_text.view(1, 1, N), see_text.unsqueeze(-1), see_region.unsqueeze(-1))
     allowed = allowed & key_valid[:, None, :]
     empty = ~allowed.any(dim=-1, keepdim=True)
@@ -89,13 +100,13 @@ def hard_route_mask(key_valid: Tensor, num_text: int, w: Tensor) -> Tensor:
     return (allowed | (empty & eye)).unsqueeze(1)
 
 
-def expand_mode_weights(w: Tensor, modes: tuple[str, ...]) -> Tensor:
-    """(B, M') weights over the configured ``modes`` -> (B, 4) over all of ``MODES``."""
-    if modes == MODES:
-        return w
-    full = w.new_zeros(w.shape[0], len(MODES))
-    index = torch.tensor([MODES.index(m) for m in modes], device=w.device)
-    return full.index_copy(1, index, w)
+def expand_mode_weights(w: Tensor, index: Tensor) -> Tensor:
+    """(B, M') weights over a configured subset of modes -> (B, 4) over all of ``MODES``.
+
+    ``index``: (M',) long, each configured mode's position in ``MODES`` (a module buffer, so the step
+    copies nothing from the host).
+    """
+    return w.new_zeros(w.shape[0], len(MODES)).index_copy(1, index, w)
 
 
 class MultiModeAttention(nn.Module):
@@ -118,6 +129,7 @@ class MultiModeAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)
         self.output = nn.Linear(hidden_size, hidden_size)
         self.dropout = dropout
+        self.register_buffer("mode_block_weights", MODE_BLOCK_WEIGHTS.clone(), persistent=False)
 
     def _heads(self, x: Tensor) -> Tensor:
         B, N, _ = x.shape
@@ -156,15 +168,13 @@ class MultiModeAttention(nn.Module):
                 mode_weights = F.one_hot(torch.full((B,), MODES.index("J"), device=x.device), len(MODES)).to(q.dtype)
             ctx = self._reference(q, k, v, key_valid, num_text, mode_weights, p_drop)
         elif hard:
-            mask = hard_route_mask(key_valid, num_text, mode_weights)
+            mask = hard_route_mask(key_valid, num_text, mode_weights, self.mode_block_weights)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
         else:
-            is_text = torch.arange(N, device=x.device) < num_text
             # The mode sums (e.g. SS + SC) in the softmax statistics' precision, not the switcher's.
-            c_text, c_region, w_joint = block_constants(mode_weights.to(accumulation_dtype(q)), is_text)
-            c_blocks = torch.stack([c_text, c_region], dim=-1)  # (B, N, 2)
+            coef = mixture_coefficients(mode_weights.to(accumulation_dtype(q)), num_text, N, self.mode_block_weights)
             mix = split_mixed_attention if impl == "sdpa" else block_mixed_attention
-            ctx = mix(q, k, v, key_valid, num_text, c_blocks, w_joint.expand(B, N), p_drop)
+            ctx = mix(q, k, v, key_valid, num_text, coef, p_drop)
         return self.output(ctx.transpose(1, 2).reshape(B, N, D))
 
     def _reference(

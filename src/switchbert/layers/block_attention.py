@@ -3,7 +3,7 @@
 Dimension legend
     B batch size, H heads, N = T + R tokens (T text first, then R regions), hd head size
 
-For each query, the soft mixture of the four SAB modes is (``attention.block_constants``)
+For each query, the soft mixture of the four SAB modes is (``attention.mixture_coefficients``)
 
     P = c_text * P_text + c_region * P_region + w_joint * P_joint
 
@@ -94,7 +94,7 @@ def _scale_blocks(e: Tensor, coef: Tensor, num_text: int) -> Tensor:
 
 class _BlockMixedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, key_valid, num_text, c_blocks, w_joint, keep, p_drop):
+    def forward(ctx, q, k, v, key_valid, num_text, coefs, keep, p_drop):
         acc = accumulation_dtype(q)
         scores = torch.matmul(q, k.transpose(-1, -2))
         # Scale and upcast in one pass (a bf16 product is written straight into float32).
@@ -102,8 +102,8 @@ class _BlockMixedAttention(torch.autograd.Function):
         del scores
         e.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
         m, z = _block_stats(e, num_text)
-        c = c_blocks.to(acc)[:, None]  # (B, 1, N, 2)
-        wj = w_joint.to(acc)[:, None, :, None]  # (B, 1, N, 1)
+        c = coefs[..., :2].to(acc)[:, None]  # (B, 1, N, 2)
+        wj = coefs[..., 2:].to(acc)[:, None]  # (B, 1, N, 1)
         inv_z, u, coef = _mixture_constants(m, z, c, wj)
         probs = _scale_blocks(e, coef, num_text)
         if keep is not None:
@@ -111,7 +111,7 @@ class _BlockMixedAttention(torch.autograd.Function):
         out = torch.matmul(probs.to(v.dtype), v)
         ctx.save_for_backward(q, k, v, e, keep, c, wj, inv_z, u, coef)
         ctx.num_text, ctx.p_drop = num_text, p_drop
-        ctx.c_dtype, ctx.w_dtype = c_blocks.dtype, w_joint.dtype
+        ctx.coef_dtype = coefs.dtype
         return out
 
     @staticmethod
@@ -139,9 +139,9 @@ class _BlockMixedAttention(torch.autograd.Function):
         if keep is not None:
             probs.masked_fill_(~keep, 0.0).mul_(1.0 / (1.0 - ctx.p_drop))
         dv = torch.matmul(probs.transpose(-1, -2).to(d_out.dtype), d_out).to(v.dtype)
-        d_c = delta.sum(dim=1).to(ctx.c_dtype)  # (B, N, 2): c broadcast over heads
-        d_wj = delta_j.sum(dim=1).squeeze(-1).to(ctx.w_dtype)  # (B, N)
-        return dq, dk, dv, None, None, d_c, d_wj, None, None
+        # (B, N, 3): the coefficients are broadcast over heads, so their gradients sum over heads.
+        d_coefs = torch.cat([delta, delta_j], dim=-1).sum(dim=1).to(ctx.coef_dtype)
+        return dq, dk, dv, None, None, d_coefs, None, None
 
 
 def block_mixed_attention(
@@ -150,8 +150,7 @@ def block_mixed_attention(
     v: Tensor,
     key_valid: Tensor,
     num_text: int,
-    c_blocks: Tensor,
-    w_joint: Tensor,
+    coefs: Tensor,
     dropout_p: float = 0.0,
     keep: Optional[Tensor] = None,
 ) -> Tensor:
@@ -161,8 +160,8 @@ def block_mixed_attention(
         q, k, v: (B, H, N, hd); scores are q.k / sqrt(hd).
         key_valid: (B, N) bool.
         num_text: T; key positions < T form the text block, the rest the region block.
-        c_blocks: (B, N, 2) weight each query puts on the softmax over its valid text / region keys.
-        w_joint: (B, N) weight each query puts on the softmax over all its valid keys.
+        coefs: (B, N, 3) weights each query puts on the softmax over its valid text keys, over its valid
+            region keys, and over all its valid keys (``attention.mixture_coefficients``).
         dropout_p: attention-probability dropout (0 in eval).
         keep: optional (B, H, N, N) bool dropout mask (kept entries); drawn here when ``dropout_p > 0``
             and not given. Passing it makes the op deterministic (tests).
@@ -176,7 +175,7 @@ def block_mixed_attention(
         keep = torch.rand(B, H, N, N, device=q.device) >= dropout_p
     if dropout_p == 0.0:
         keep = None
-    return _BlockMixedAttention.apply(q, k, v, key_valid, num_text, c_blocks, w_joint, keep, dropout_p)
+    return _BlockMixedAttention.apply(q, k, v, key_valid, num_text, coefs, keep, dropout_p)
 
 
 def split_mixed_attention(
@@ -185,8 +184,7 @@ def split_mixed_attention(
     v: Tensor,
     key_valid: Tensor,
     num_text: int,
-    c_blocks: Tensor,
-    w_joint: Tensor,
+    coefs: Tensor,
     dropout_p: float = 0.0,
 ) -> Tensor:
     """The same mixture as ``block_mixed_attention`` from three SDPA calls, with no score matrix.
@@ -202,7 +200,7 @@ def split_mixed_attention(
 
     Args and returns: as ``block_mixed_attention`` (no ``keep``).
     """
-    out = w_joint[:, None, :, None].to(q.dtype) * F.scaled_dot_product_attention(
+    out = coefs[:, None, :, 2:].to(q.dtype) * F.scaled_dot_product_attention(
         q, k, v, attn_mask=key_valid[:, None, None, :], dropout_p=dropout_p
     )
     for i, cols in enumerate((slice(None, num_text), slice(num_text, None))):
@@ -216,6 +214,6 @@ def split_mixed_attention(
         o = F.scaled_dot_product_attention(
             q, k[:, :, cols], v[:, :, cols], attn_mask=valid[:, None, None, :], dropout_p=dropout_p
         )
-        coef = c_blocks[..., i] * has_key[:, None].to(c_blocks.dtype)  # (B, N)
+        coef = coefs[..., i] * has_key[:, None].to(coefs.dtype)  # (B, N)
         out = out + coef[:, None, :, None].to(q.dtype) * o
     return out

@@ -78,6 +78,9 @@ class SwitchBertModel(VLModel):
         fixed = torch.tensor([float(m == config.sab_modes[0]) for m in MODES])
         self.register_buffer("_fixed_mode_weights", fixed, persistent=False)
         self._fixed_joint = config.sab_modes == ("J",)
+        self._all_modes = config.sab_modes == MODES
+        index = torch.tensor([MODES.index(m) for m in config.sab_modes])
+        self.register_buffer("_mode_index", index, persistent=False)
         self.init_weights()
 
     # -- forward ---------------------------------------------------------------------------------
@@ -102,6 +105,7 @@ class SwitchBertModel(VLModel):
         impl = self.config.attention_impl
         has_switch = self.sab_switchers is not None or self.sib_switchers is not None
         pool_w = pooling_weights(valid, T, h.dtype) if has_switch else None  # (B, 2, N), the same for every layer
+        modality = (torch.arange(h.shape[1], device=h.device) >= T).long()  # (N,): 0 text, 1 region
 
         outputs = [h]  # outputs[0] = embeddings, outputs[i] = output of 0-based layer i - 1
         prev_in = prev_mid = h
@@ -112,12 +116,14 @@ class SwitchBertModel(VLModel):
                 candidates = self._sib_candidates(outputs, prev_mid, prev_in)
                 g_t, g_r = pool_modalities(h, pool_w)  # h = layer i-1's output
                 sib = self.sib_switchers[i - 1](g_t, g_r, hard)
-                h = _mix_inputs(candidates, sib.weights, T)
+                h = _mix_inputs(candidates, sib.weights, modality)
 
             if self.sab_switchers is not None:
                 g_t, g_r = pool_modalities(h, pool_w)
                 sab = self.sab_switchers[i](g_t, g_r, hard)
-                mode_weights = expand_mode_weights(sab.weights[:, 0], self.config.sab_modes)
+                mode_weights = sab.weights[:, 0]
+                if not self._all_modes:
+                    mode_weights = expand_mode_weights(mode_weights, self._mode_index)
                 # In training the weights carry gradients (soft, top-K or straight-through), so only
                 # inference can take the masked-SDPA path.
                 layer_hard = hard
@@ -210,22 +216,22 @@ def bert_layer_key_map(ours: str, bert: str) -> dict[str, str]:
     return {f"{ours}{a}.{p}": f"{bert}{b}.{p}" for a, b in pairs.items() for p in ("weight", "bias")}
 
 
-def _mix_inputs(candidates: list[Tensor], weights: Tensor, T: int) -> Tensor:
+def _mix_inputs(candidates: list[Tensor], weights: Tensor, modality: Tensor) -> Tensor:
     """Per-modality mixture of SIB candidates.
 
     Args:
         candidates: C tensors (B, N, D).
         weights: (B, 2, C) for [text, regions].
-        T: text length.
+        modality: (N,) long, 0 for a text token, 1 for a region token.
 
     Returns:
         (B, N, D).
     """
-    B, N, _ = candidates[0].shape
-    w = weights.to(candidates[0].dtype)
-    # (B, N, C): text tokens use the text row, region tokens the region row.
-    per_token = torch.cat([w[:, :1].expand(B, T, -1), w[:, 1:].expand(B, N - T, -1)], dim=1)
-    out = per_token[..., 0:1] * candidates[0]
+    # (B, N, C): each token takes its modality's row; unbind rather than slice, whose backward would
+    # write a zero-filled (B, N, C) gradient per candidate.
+    per_token = weights.to(candidates[0].dtype).index_select(1, modality)
+    w = per_token.unsqueeze(-1).unbind(dim=2)  # C x (B, N, 1)
+    out = w[0] * candidates[0]
     for c in range(1, len(candidates)):
-        out = out + per_token[..., c : c + 1] * candidates[c]
+        out = out + w[c] * candidates[c]
     return out
