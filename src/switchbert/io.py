@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written file, and a crash leaves the old one."""
+"""Atomic file writes (a reader never sees a half-written file, and a crash leaves the old one), and
+the one reader of JSON-lines files (metrics logs, results records)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def parse_jsonl(text: str, source: str | Path) -> list[Any]:
+    """The records of JSON-lines ``text`` (one JSON value a line; blank lines skipped).
+
+    A bad line is a ``ValueError`` naming ``source`` and the line number.
+    """
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source}:{lineno}: not a JSON record ({e.msg})") from None
+    return records
+
+
+def read_jsonl(path: str | Path) -> list[Any]:
+    """The records of a JSON-lines file (``parse_jsonl``)."""
+    return parse_jsonl(Path(path).read_text(encoding="utf-8"), path)

@@ -11,7 +11,6 @@ Everything draws with matplotlib's Agg backend into PNG files (no display needed
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 from switchbert.analysis.routes import MODALITIES, Architecture, RouteStats  # noqa: E402
+from switchbert.io import read_jsonl  # noqa: E402
 
 MODE_COLORS: dict[str, str] = {"SS": "#4C72B0", "SC": "#DD8452", "CS": "#55A868", "J": "#8172B3"}
 """One colour per attention mode, shared by every figure."""
@@ -213,15 +213,7 @@ def plot_sib_frequencies(stats: RouteStats, path: PathLike, title: str = "") -> 
 
 def read_metrics(path: PathLike) -> list[dict]:
     """The records of a metrics JSONL file (one JSON object a line; blank lines skipped)."""
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not a JSON object ({e})") from None
-    return records
+    return read_jsonl(path)
 
 
 _SAB_KEY = re.compile(r"^routes/sab/L(\d+)/(\w+)$")

@@ -22,6 +22,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from switchbert.io import parse_jsonl
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -79,15 +81,7 @@ def load_records(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]
     for path in paths:
         text = Path(path).read_text(encoding="utf-8")
         stripped = text.lstrip()
-        if stripped.startswith("["):
-            records.extend(json.loads(text))
-            continue
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not a JSON record ({e.msg})") from None
+        records.extend(json.loads(text) if stripped.startswith("[") else parse_jsonl(text, path))
     return records
 
 

@@ -105,7 +105,8 @@ class SwitchBertModel(VLModel):
         impl = self.config.attention_impl
         has_switch = self.sab_switchers is not None or self.sib_switchers is not None
         pool_w = pooling_weights(valid, T, h.dtype) if has_switch else None  # (B, 2, N), the same for every layer
-        modality = (torch.arange(h.shape[1], device=h.device) >= T).long()  # (N,): 0 text, 1 region
+        # (N,) long, 0 text, 1 region: the SIB weight row each token takes.
+        modality = (torch.arange(h.shape[1], device=h.device) >= T).long() if self.sib_switchers is not None else None
 
         outputs = [h]  # outputs[0] = embeddings, outputs[i] = output of 0-based layer i - 1
         prev_in = prev_mid = h

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from switchbert.io import atomic_write_json, atomic_write_text
+from switchbert.io import atomic_write_json, atomic_write_text, read_jsonl
 from switchbert.pretrained import load_pretrained
 from switchbert.train.checkpoint import load_heads, resolve_checkpoint
 from switchbert.train.config import ExperimentConfig
@@ -95,7 +95,7 @@ def merge_records(path: Path, records: list[dict[str, Any]]) -> None:
 
     existing = []
     if path.exists():
-        existing = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        existing = read_jsonl(path)
     new_keys = {key(r) for r in records}
     merged = [r for r in existing if key(r) not in new_keys] + records
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in merged))

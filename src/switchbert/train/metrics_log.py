@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from switchbert.io import read_jsonl
+
 
 class MetricsLog:
     """Appends metric records to ``metrics.jsonl`` and mirrors scalars to TensorBoard.
@@ -70,6 +72,5 @@ def _finite(v: Any) -> Any:
 
 def read_metrics(output_dir: Path, split: Optional[str] = None) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl`` (optionally of one split), in order."""
-    path = Path(output_dir) / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_jsonl(Path(output_dir) / "metrics.jsonl")
     return [r for r in records if split is None or r.get("split") == split]
