@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from switchbert.data.errors import BadItemPolicy, DataError, PathLike
+from switchbert.data.safe_pickle import safe_loads
 
 FORMATS = ("fast", "volta", "volta-b64", "h5")
 
@@ -71,26 +72,69 @@ class RegionRecord:
         return int(self.features.shape[0])
 
 
-def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int]) -> RegionRecord:
-    """Checks shapes, sizes and values; raises DataError naming ``path`` and the image id."""
+BOX_TOLERANCE = 0.05
+"""How far (as a fraction of the image side, plus one pixel) a box may reach outside the image.
+Detectors emit boxes a pixel or so outside, which ``normalize_boxes`` clips; a box further out means
+the record's boxes or image size are wrong (other units, another image size, swapped axes)."""
+
+
+def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int],
+                    num_classes: Optional[int] = None) -> RegionRecord:
+    """Checks shapes, sizes and values; raises DataError naming ``path`` and the image id.
+
+    Args:
+        feat_dim, num_classes: the store's feature size and class count (from its metadata or first
+            record); every record must agree, so a batch never mixes shapes.
+
+    Checked: features (n, F) finite; boxes (n, 4) finite, x1 < x2 and y1 < y2 (no inverted or
+    zero-area box), inside the image up to ``BOX_TOLERANCE``; the image size finite and positive;
+    ``cls_prob`` (n, C) with the store's C, finite and non-negative, present iff the store has one.
+    """
     iid = record.image_id
-    f, b = record.features, record.boxes_px
+    f, b, p = record.features, record.boxes_px, record.cls_prob
     if f.ndim != 2:
         raise DataError(path, iid, f"wrong dimensions: features have shape {f.shape}, expected (n, F)")
+    n = f.shape[0]
     if feat_dim is not None and f.shape[1] != feat_dim:
         raise DataError(path, iid, f"wrong dimensions: feature size {f.shape[1]}, the store's is {feat_dim}")
-    if b.shape != (f.shape[0], 4):
-        raise DataError(path, iid, f"wrong dimensions: boxes have shape {b.shape}, expected ({f.shape[0]}, 4)")
-    if record.cls_prob is not None and (record.cls_prob.ndim != 2 or record.cls_prob.shape[0] != f.shape[0]):
-        raise DataError(
-            path, iid, f"wrong dimensions: cls_prob has shape {record.cls_prob.shape}, expected ({f.shape[0]}, C)"
-        )
-    if not (record.image_w > 0 and record.image_h > 0):
-        raise DataError(path, iid, f"corrupt record: image size {record.image_w}x{record.image_h} is not positive")
+    if b.shape != (n, 4):
+        hint = " (stored transposed?)" if b.shape == (4, n) else ""
+        raise DataError(path, iid, f"wrong dimensions: boxes have shape {b.shape}, expected ({n}, 4){hint}")
+    if p is not None and (p.ndim != 2 or p.shape[0] != n):
+        raise DataError(path, iid, f"wrong dimensions: cls_prob has shape {p.shape}, expected ({n}, C)")
+    if num_classes is not None:
+        if p is None:
+            raise DataError(path, iid, f"wrong dimensions: no cls_prob, the store's records have {num_classes} classes")
+        if p.shape[1] != num_classes:
+            raise DataError(path, iid, f"wrong dimensions: cls_prob has {p.shape[1]} classes, the store's is {num_classes}")
+    w, h = record.image_w, record.image_h
+    if not (np.isfinite(w) and np.isfinite(h) and w > 0 and h > 0):
+        raise DataError(path, iid, f"corrupt record: image size {w}x{h} is not finite and positive")
     # A NaN feature would train silently on garbage; the check costs a few microseconds per image.
     if not np.isfinite(f).all() or not np.isfinite(b).all():
         raise DataError(path, iid, "corrupt record: features or boxes contain NaN/inf")
+    if p is not None and not (np.isfinite(p).all() and (p >= 0).all()):
+        # A NaN target would make the region an MRC target whose KL loss is silently 0 (or NaN).
+        raise DataError(path, iid, "corrupt record: cls_prob contains NaN/inf or negative values")
+    if n:
+        _check_boxes(b, float(w), float(h), path, iid)
     return record
+
+
+def _check_boxes(b: np.ndarray, w: float, h: float, path: PathLike, iid: str) -> None:
+    """Inverted, zero-area and far-outside boxes: normalize_boxes would clip them to a silent wrong box."""
+    bad = np.flatnonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
+    if bad.size:
+        i = int(bad[0])
+        kind = "zero-area" if b[i, 2] == b[i, 0] or b[i, 3] == b[i, 1] else "inverted"
+        raise DataError(path, iid, f"bad box: region {i} has a {kind} box {b[i].tolist()} (x1y1x2y2 pixels; "
+                                   f"{bad.size} such boxes in this record)")
+    tx, ty = BOX_TOLERANCE * w + 1.0, BOX_TOLERANCE * h + 1.0
+    out = np.flatnonzero((b[:, 0] < -tx) | (b[:, 1] < -ty) | (b[:, 2] > w + tx) | (b[:, 3] > h + ty))
+    if out.size:
+        i = int(out[0])
+        raise DataError(path, iid, f"bad box: region {i} has box {b[i].tolist()} outside the {w:g}x{h:g} image "
+                                   f"({out.size} such boxes in this record; pixel x1y1x2y2 expected)")
 
 
 class FeatureStore(ABC):
@@ -120,7 +164,7 @@ class FeatureStore(ABC):
         iid = str(image_id)
         if iid not in self._id_set:
             raise DataError(self.path, iid, "missing image id: not in the feature store")
-        return validate_record(self._read(iid), self.path, self.feat_dim)
+        return validate_record(self._read(iid), self.path, self.feat_dim, self.num_classes)
 
     def __iter__(self) -> Iterator[RegionRecord]:
         for iid in self._ids:
@@ -168,9 +212,28 @@ def _lmdb_env(path: Path):
         raise DataError(path, None, "not an LMDB store: no data.mdb in this directory")
     # readahead stays on (unlike VOLTA's readers): a record of 36 x 2048 spans ~40 contiguous pages, and
     # reading them in one go is 3x faster from a cold page cache (BENCHMARKS.md (Data layer)).
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=True, meminit=False, max_readers=512)
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=True, meminit=False, max_readers=512)
+    except lmdb.Error as exc:
+        raise DataError(path, None, f"not a readable LMDB store: {exc}") from exc
+    _check_lmdb_size(path, env)
     _ENVS[key] = (os.getpid(), env)
     return env
+
+
+def _check_lmdb_size(path: Path, env) -> None:
+    """Refuses a truncated ``data.mdb`` before any page is read.
+
+    LMDB maps the file and reads pages in place; a page past the end of a truncated file is a SIGBUS
+    that kills the process (no exception to catch). The meta page records the last page in use, so
+    the file must hold at least ``(last_pgno + 1) * page size`` bytes.
+    """
+    size = os.path.getsize(Path(path) / "data.mdb")
+    need = (int(env.info()["last_pgno"]) + 1) * int(env.stat()["psize"])
+    if size < need:
+        env.close()
+        raise DataError(path, None, f"truncated LMDB store: data.mdb is {size} bytes, its header says the "
+                                    f"data reaches {need} bytes (an interrupted copy or download?)")
 
 
 def _close_lmdb_env(path: Path) -> None:
@@ -217,10 +280,10 @@ class VoltaLMDBStore(_LMDBMixin, FeatureStore):
         blob = self._raw(b"keys")
         if blob is None:
             raise DataError(self.path, "keys", "not a VOLTA feature LMDB: no 'keys' entry")
-        try:
-            keys = pickle.loads(blob)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt index
-            raise DataError(self.path, "keys", f"corrupt record: cannot unpickle the key list ({exc})") from exc
+        # Restricted: a VOLTA LMDB is a pickle by format, and a crafted one must not run code.
+        keys = safe_loads(blob, self.path, "keys")
+        if not isinstance(keys, (list, tuple)) or not all(isinstance(k, (str, bytes)) for k in keys):
+            raise DataError(self.path, "keys", "corrupt record: 'keys' must be a list of image ids (str or bytes)")
         self._set_ids(k.decode() if isinstance(k, bytes) else k for k in keys)
         if self._ids:
             first = self._read(self._ids[0])
@@ -234,10 +297,7 @@ class VoltaLMDBStore(_LMDBMixin, FeatureStore):
         blob = self._raw(image_id.encode())
         if blob is None:
             raise DataError(self.path, image_id, "missing image id: listed in 'keys' but has no record")
-        try:
-            item = pickle.loads(blob)
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(self.path, image_id, f"corrupt record: cannot unpickle ({exc})") from exc
+        item = safe_loads(blob, self.path, image_id)
         if not isinstance(item, dict):
             raise DataError(self.path, image_id, f"corrupt record: expected a dict, got {type(item).__name__}")
         try:
@@ -268,7 +328,9 @@ class VoltaLMDBStore(_LMDBMixin, FeatureStore):
                     probs = _decode_b64_array(probs)
                     probs = probs.reshape(n, -1) if n else probs.reshape(0, self.num_classes or 0)
             feats = np.asarray(feats)
-            boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+            boxes = np.asarray(boxes, dtype=np.float32)
+            if boxes.ndim == 1 or boxes.size == 0:  # flat (base64) arrays; a 2-d array keeps its shape
+                boxes = boxes.reshape(-1, 4)
             if num is not None and int(num) != feats.shape[0]:
                 raise DataError(
                     self.path, image_id, f"wrong dimensions: num_boxes={num} but features have shape {feats.shape}"

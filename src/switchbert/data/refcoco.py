@@ -11,7 +11,6 @@ region; the model's region_hidden has the IMG token at index 0, so the head scor
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -25,6 +24,7 @@ from switchbert.data.errors import BadItemPolicy, DataError, PathLike, load_json
 from switchbert.data.features import FeatureStore, read_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch
 from switchbert.data.regions import Regions, box_iou, xywh_to_xyxy
+from switchbert.data.safe_pickle import safe_load_file
 from switchbert.data.tokenizer import encode
 
 SPLITS = ("train", "val", "testA", "testB")
@@ -75,13 +75,7 @@ class RefLabels(TensorFields):
 
 def load_refs(path: PathLike) -> list[dict]:
     """The REFER ``refs(unc).p`` pickle."""
-    try:
-        with open(path, "rb") as fh:
-            refs = pickle.load(fh)
-    except FileNotFoundError as exc:
-        raise DataError(path, None, "file not found") from exc
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise DataError(path, None, f"corrupt pickle: {type(exc).__name__}: {exc}") from exc
+    refs = safe_load_file(path)  # restricted unpickler: a crafted refs file cannot run code (docs/data.md)
     if not isinstance(refs, list):
         raise DataError(path, None, f"expected a pickled list of refs, got {type(refs).__name__}")
     return refs
