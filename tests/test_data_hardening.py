@@ -222,3 +222,15 @@ def test_truncated_lmdb_is_an_error_not_sigbus(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "truncated LMDB store: data.mdb is" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_import_checkpoint_refuses_crafted_file_in_one_line(tmp_path, capsys):
+    from switchbert.cli import main
+
+    marker = tmp_path / "pwned"
+    torch.save({"w": torch.zeros(2), "x": _System(marker)}, tmp_path / "evil.bin")
+    assert main(["import-checkpoint", str(tmp_path / "evil.bin"), str(tmp_path / "out"), "--from", "volta",
+                 "--preset", "uniter-tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "evil.bin" in err and "refused to load" in err, err
+    assert not marker.exists() and not (tmp_path / "out").exists()

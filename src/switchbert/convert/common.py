@@ -92,7 +92,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if path.suffix == ".safetensors":
         raw = load_file(str(path))
     else:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        from switchbert.data.safe_pickle import torch_load_weights
+
+        raw = torch_load_weights(path)  # a refused file is one line naming it, not torch's advice
     if isinstance(raw, dict) and isinstance(raw.get("model_state_dict"), dict):
         raw = raw["model_state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):

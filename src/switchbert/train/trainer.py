@@ -79,8 +79,9 @@ def build_model(config: ExperimentConfig) -> VLModel:
     path = Path(m.init_from).expanduser()
     if path.is_file():
         model = create_model(m.preset, **overrides)
-        state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
-                                                                                      weights_only=True)
+        from switchbert.data.safe_pickle import torch_load_weights
+
+        state = load_file(str(path)) if path.suffix == ".safetensors" else torch_load_weights(path)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
