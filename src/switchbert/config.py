@@ -128,6 +128,11 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 bad(name, f"must be in [0, 1), got {value}")
+        for name in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            # "not value > 0" also refuses NaN; inf is refused explicitly (it would make every weight inf).
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < float("inf")):
+                bad(name, f"must be a finite number > 0, got {value!r}")
         if not self.sab_modes:
             bad("sab_modes", f"needs at least one mode of {MODES}")
         unknown = [m for m in self.sab_modes if m not in MODES]

@@ -80,5 +80,11 @@ def load_json(path: PathLike) -> object:
             return json.load(fh)
     except FileNotFoundError as exc:
         raise DataError(path, None, "file not found") from exc
+    except IsADirectoryError as exc:
+        raise DataError(path, None, "is a directory, expected a JSON file") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(path, None, f"not a UTF-8 text file (byte {exc.start}: {exc.reason})") from exc
+    except OSError as exc:
+        raise DataError(path, None, f"cannot read: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:
         raise DataError(path, None, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc

@@ -16,6 +16,7 @@ before any work) checks that every file the task needs exists. docs/training.md 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -193,6 +194,8 @@ def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -
         ConfigError: naming the file and the dotted key.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a config YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -339,6 +342,11 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
     def bad(key: str, msg: str) -> None:
         raise ConfigError(f"{source}: {key} {msg}")
 
+    # Every number first: NaN passes "x < 0"-style range checks and inf passes "x > 0", so a range
+    # check alone would accept train.lr=.inf or train.weight_decay=.nan.
+    for key, value in _numbers(config):
+        if not math.isfinite(value):
+            bad(key, f"must be a finite number, got {value}")
     if config.task not in TASKS:
         bad("task", f"must be one of {', '.join(TASKS)}, got {config.task!r}")
     if not config.output_dir:
@@ -381,9 +389,26 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
         bad("train.tau_kind", f"must be 'exp' or 'linear', got {t.tau_kind!r}")
     if t.device not in ("auto", "cpu", "cuda"):
         bad("train.device", f"must be auto, cpu or cuda, got {t.device!r}")
-    if any(w < 0 for w in t.loss_weights):
-        bad("train.loss_weights", f"must be non-negative, got {list(t.loss_weights)}")
+    if any(w < 0 for w in t.loss_weights) or not sum(t.loss_weights) > 0:
+        bad("train.loss_weights", f"must be non-negative and not all 0, got {list(t.loss_weights)}")
+    if t.seed < 0:
+        bad("train.seed", f"must be >= 0, got {t.seed}")
     _validate_model(config, source)
+
+
+def _numbers(node: Any, prefix: str = "") -> typing.Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float in the config, inside tuples, lists and model.overrides too."""
+    if dataclasses.is_dataclass(node):
+        for f in dataclasses.fields(node):
+            yield from _numbers(getattr(node, f.name), f"{prefix}.{f.name}" if prefix else f.name)
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from _numbers(v, f"{prefix}.{k}")
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            yield from _numbers(v, f"{prefix}[{i}]")
+    elif isinstance(node, float):
+        yield prefix, node
 
 
 def _validate_model(config: ExperimentConfig, source: str) -> None:
@@ -423,9 +448,21 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
         p = d.path(key)
         if config.task == "vqa" and p is not None and not p.exists():
             raise ConfigError(f"{source}: data.{key}: {p} does not exist")
+        if config.task == "vqa" and p is not None:
+            keys.append(key)
+    # Every data key but the feature store (an LMDB directory or an HDF5 file) names one file: a
+    # directory there would otherwise end in an IsADirectoryError traceback deep in a loader.
+    for key in keys:
+        if key != "features" and d.path(key).is_dir():
+            raise ConfigError(f"{source}: data.{key}: {d.path(key)} is a directory, expected a file")
+    out = Path(config.output_dir).expanduser()
+    if out.exists() and not out.is_dir():  # checked before any model is built
+        raise ConfigError(f"{source}: output_dir: {out} exists and is not a directory")
     if not need_train:
         return  # evaluation loads a checkpoint, not the starting weights
     m = config.model
     for key, value in (("model.bert_dir", m.bert_dir), ("model.init_from", m.init_from)):
         if value is not None and not Path(value).expanduser().exists():
             raise ConfigError(f"{source}: {key}: {value} does not exist")
+    if m.bert_dir is not None and not Path(m.bert_dir).expanduser().is_dir():
+        raise ConfigError(f"{source}: model.bert_dir: {m.bert_dir} is a file, expected a BERT directory")
