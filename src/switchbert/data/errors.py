@@ -9,6 +9,8 @@ different sample for a bad one.
 from __future__ import annotations
 
 import json
+import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -40,27 +42,91 @@ class DataError(ValueError):
 
 
 class DataWarning(UserWarning):
-    """Warned when a bad item is skipped under ``skip_bad=True``."""
+    """Warned when a bad item is skipped under ``skip_bad=True``, and for the per-pass summaries."""
+
+
+MAX_LISTED = 5
+"""Skipped items listed one by one per policy; the rest are only counted (a store missing most
+images would otherwise print one line per item, tens of thousands of lines)."""
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a :class:`DataError` reason, for counting: its words up to the first ':', digit,
+    quote or bracket ("missing image id 123: not in ..." -> "missing image id")."""
+    kind = re.split(r"[:\d'\"(\[]", reason, maxsplit=1)[0].strip()
+    return kind or reason[:40]
+
+
+def _in_worker() -> bool:
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return get_worker_info() is not None
 
 
 @dataclass
 class BadItemPolicy:
-    """Raises on bad items, or (``skip_bad=True``) counts them and warns.
+    """Raises on bad items, or (``skip_bad=True``) counts them, listing only the first few.
+
+    Counting happens wherever the item is read: in the main process, or in a DataLoader worker (whose
+    copy of the policy the main process never sees). ``make_dataloader`` therefore carries each
+    batch's new skips back with the batch (:meth:`drain` in the worker, :meth:`absorb` in the main
+    process) and prints one summary per pass over the data.
 
     Attributes:
         skip_bad: skip bad items instead of raising.
-        counts: number of skipped items per reason kind (the ``DataError.reason`` up to its first ':').
+        counts: skipped items per reason kind (:func:`reason_kind`), over this policy's life.
+        max_listed: items warned about one by one; later ones are only counted.
     """
 
     skip_bad: bool = False
     counts: Counter = field(default_factory=Counter)
+    max_listed: int = MAX_LISTED
+    listed: int = 0
+    sources: list = field(default_factory=list)  # the files bad items came from, first seen first
+    passes: int = 0  # passes summarised by make_dataloader's loader
+    build_reported: bool = False
+    _pending: Counter = field(default_factory=Counter, repr=False)
+    _pending_examples: list = field(default_factory=list, repr=False)
 
     def handle(self, error: DataError) -> None:
-        """Raises ``error`` unless skipping; otherwise records and warns about it."""
+        """Raises ``error`` unless skipping; otherwise counts it (and lists it if among the first few)."""
         if not self.skip_bad:
             raise error
-        self.counts[error.reason.split(":")[0]] += 1
-        warnings.warn(f"skipped bad item: {error}", DataWarning, stacklevel=2)
+        kind = reason_kind(error.reason)
+        if error.path not in self.sources and len(self.sources) < 8:
+            self.sources.append(error.path)
+        self.counts[kind] += 1
+        self._pending[kind] += 1
+        if _in_worker():  # the main process lists it when the batch arrives (see absorb)
+            if len(self._pending_examples) < self.max_listed:
+                self._pending_examples.append(str(error))
+        else:
+            self._list(str(error))
+
+    def _list(self, text: str) -> None:
+        if self.listed >= self.max_listed:
+            return
+        self.listed += 1
+        more = (f" (listing only the first {self.max_listed}; further bad items are counted, with a summary at "
+                f"the end of the pass)" if self.listed == self.max_listed else "")
+        warnings.warn(f"skipped bad item: {text}{more}", DataWarning, stacklevel=3)
+
+    def drain(self) -> tuple[int, Counter, list]:
+        """(process id, skips per kind, first examples) since the last drain; resets them."""
+        out = (os.getpid(), self._pending, self._pending_examples)
+        self._pending, self._pending_examples = Counter(), []
+        return out
+
+    def absorb(self, drained: tuple[int, Counter, list]) -> None:
+        """Merges what a worker's :meth:`drain` returned (a no-op for this process's own drain)."""
+        pid, counts, examples = drained
+        if pid == os.getpid():
+            return
+        self.counts.update(counts)
+        for text in examples:
+            self._list(text)
 
     @property
     def skipped(self) -> int:
@@ -69,8 +135,12 @@ class BadItemPolicy:
     def summary(self) -> str:
         if not self.counts:
             return "no bad items skipped"
-        parts = ", ".join(f"{n} x {kind}" for kind, n in self.counts.most_common())
-        return f"skipped {self.skipped} bad items ({parts})"
+        return f"skipped {self.skipped} bad items ({format_counts(self.counts)})"
+
+
+def format_counts(counts: Counter) -> str:
+    """``"3,638 x missing image id, 2 x bad box"``, most frequent first."""
+    return ", ".join(f"{n:,} x {kind}" for kind, n in counts.most_common())
 
 
 def load_json(path: PathLike) -> object:

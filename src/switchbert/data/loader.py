@@ -7,8 +7,10 @@ the most in the batch, at most 36), F feature size, C detector classes.
 from __future__ import annotations
 
 import warnings
-from dataclasses import fields, replace
-from typing import Callable, Optional, Sequence
+from collections import Counter
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from switchbert.batch import Batch
+from switchbert.data.errors import BadItemPolicy, DataError, DataWarning, format_counts
 from switchbert.data.regions import BOX_DIM, Regions
 from switchbert.data.tokenizer import PAD_ID
 
@@ -78,11 +81,149 @@ def make_batch(token_ids: Sequence[np.ndarray], regions: Sequence[Regions]) -> t
 
 
 def drop_skipped(examples: Sequence) -> list:
-    """Removes the ``None`` that datasets return for items skipped under ``skip_bad``."""
-    kept = [e for e in examples if e is not None]
-    if len(kept) < len(examples):
-        warnings.warn(f"batch lost {len(examples) - len(kept)} skipped bad items", stacklevel=2)
-    return kept
+    """Removes the ``None`` that datasets return for items skipped under ``skip_bad``.
+
+    Not warned per batch: the loader of :func:`make_dataloader` counts the skips and prints one
+    summary per pass (the first few items are listed by the dataset's policy).
+    """
+    return [e for e in examples if e is not None]
+
+
+@dataclass
+class _Failure:
+    """A DataError raised while reading an item in a worker, carried to the main process intact
+    (torch re-raises worker errors as a RuntimeError holding the worker's traceback text)."""
+
+    error: DataError
+
+
+class _ReadGuard(Dataset):
+    """Wraps a dataset so that a DataError from ``__getitem__`` travels as a value (see _Failure)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except DataError as err:
+            return _Failure(err)
+
+
+@dataclass
+class _Counted:
+    """One collated batch plus what reading it found: items asked for, items skipped, and the
+    policy's drained skip counts (from the process that read them)."""
+
+    value: Any
+    size: int
+    skipped: int
+    drained: Optional[tuple] = None
+    error: Optional[DataError] = None
+
+    def pin_memory(self) -> "_Counted":
+        if self.value is None:
+            return self
+        value = tuple(v.pin_memory() if hasattr(v, "pin_memory") else v for v in self.value)
+        return replace(self, value=value)
+
+
+class _CountingCollate:
+    """The dataset's collate, plus the skip bookkeeping of one batch (runs where the batch is read)."""
+
+    def __init__(self, collate: Callable, dataset: Dataset) -> None:
+        self.collate, self.dataset = collate, dataset
+
+    def __call__(self, examples: list) -> _Counted:
+        policy = getattr(self.dataset, "policy", None)
+        failure = next((e for e in examples if isinstance(e, _Failure)), None)
+        if failure is not None:
+            return _Counted(None, len(examples), 0, error=failure.error)
+        skipped = sum(e is None for e in examples)
+        value = self.collate(examples)
+        drained = policy.drain() if isinstance(policy, BadItemPolicy) else None
+        return _Counted(value, len(examples), skipped, drained)
+
+
+def _dataset_name(dataset: Dataset, policy: Optional[BadItemPolicy]) -> str:
+    name = getattr(dataset, "path", None)
+    if name:
+        return str(name)
+    sources = ", ".join(Path(p).name for p in (policy.sources if policy else [])[:2])
+    return f"{type(dataset).__name__} ({sources})" if sources else type(dataset).__name__
+
+
+class SummarizingDataLoader(DataLoader):
+    """A DataLoader that says how much of the data each pass used.
+
+    Yields exactly what the dataset's collate returns. Once per dataset object (at its first pass) it
+    warns how many items the dataset holds and how many were left out as bad when it was built; at
+    the end of every pass with skipped records it warns the count per reason and how many items were
+    used. Items skipped inside DataLoader workers are counted too (the batch carries them back). A
+    DataError raised by a worker is re-raised here as itself, not as torch's RuntimeError.
+    """
+
+    def __init__(self, dataset: Dataset, *args, **kwargs) -> None:
+        super().__init__(_ReadGuard(dataset), *args, **kwargs)
+        self.source = dataset
+
+    def __iter__(self):
+        ds = self.source
+        policy = getattr(ds, "policy", None)
+        policy = policy if isinstance(policy, BadItemPolicy) else None
+        if policy is not None:
+            self._report_build(ds, policy)
+            policy.drain()  # skips found before this pass (building the dataset) are not this pass's
+        try:
+            total_batches = len(self)
+        except TypeError:
+            total_batches = -1
+        tally: Counter = Counter()
+        items = skipped = batches = 0
+        finished = False
+        try:
+            for out in super().__iter__():
+                if out.error is not None:
+                    raise out.error
+                batches += 1
+                items += out.size
+                skipped += out.skipped
+                if out.drained is not None and policy is not None:
+                    policy.absorb(out.drained)
+                    tally.update(out.drained[1])
+                if batches == total_batches:  # before the last yield: the consumer may never ask again
+                    finished = True
+                    self._report_pass(ds, policy, items, skipped, tally, complete=True)
+                yield out.value
+        finally:
+            if not finished and skipped:
+                self._report_pass(ds, policy, items, skipped, tally, complete=False)
+
+    @staticmethod
+    def _report_build(ds: Dataset, policy: BadItemPolicy) -> None:
+        if policy.build_reported or not policy.skipped:
+            return
+        policy.build_reported = True
+        used = len(ds)
+        warnings.warn(f"{_dataset_name(ds, policy)}: {used:,} items used; {policy.skipped:,} left out as bad when "
+                      f"it was read ({format_counts(policy.counts)})", DataWarning, stacklevel=3)
+
+    @staticmethod
+    def _report_pass(ds: Dataset, policy: Optional[BadItemPolicy], items: int, skipped: int, tally: Counter,
+                     complete: bool) -> None:
+        if not skipped:
+            return
+        n = 0
+        if policy is not None:
+            policy.passes += 1
+            n = policy.passes
+        reasons = format_counts(tally) if tally else "reasons not recorded"
+        where = "pass" if complete else "partial pass"
+        warnings.warn(f"{_dataset_name(ds, policy)}, {where} {n}: {skipped:,} of {items:,} items skipped as bad "
+                      f"({reasons}); {items - skipped:,} used", DataWarning, stacklevel=3)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -119,6 +260,7 @@ def make_dataloader(
     collate = collate_fn or getattr(dataset, "collate", None)
     if collate is None:
         raise ValueError(f"{type(dataset).__name__} has no collate method; pass collate_fn")
+    collate = _CountingCollate(collate, dataset)
     generator = torch.Generator()
     generator.manual_seed(seed)
     kwargs = {}
@@ -126,7 +268,7 @@ def make_dataloader(
         kwargs.update(worker_init_fn=_worker_init, persistent_workers=persistent_workers)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
-    return DataLoader(
+    return SummarizingDataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle if sampler is None else False,
