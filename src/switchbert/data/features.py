@@ -13,7 +13,9 @@ Formats
                    features, float16 class distribution). No pickle and no base64 on the read path;
                    half the bytes of float32. See BENCHMARKS.md (Data layer) for the measurement.
 
-Every reader opens its file lazily in the process that reads (read-only, ``lock=False`` for LMDB), so a
+The two pickle-based VOLTA variants are read with the restricted unpickler of
+:mod:`switchbert.data.safe_pickle` (numpy arrays and built-in values only), so a crafted store cannot
+run code. Every reader opens its file lazily in the process that reads (read-only, ``lock=False`` for LMDB), so a
 store built in the main process is safe to hand to DataLoader workers. Every bad record raises
 :class:`~switchbert.data.errors.DataError` naming the store and the image id.
 
@@ -126,8 +128,8 @@ def _check_boxes(b: np.ndarray, w: float, h: float, path: PathLike, iid: str) ->
     bad = np.flatnonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
     if bad.size:
         i = int(bad[0])
-        kind = "zero-area" if b[i, 2] == b[i, 0] or b[i, 3] == b[i, 1] else "inverted"
-        raise DataError(path, iid, f"bad box: region {i} has a {kind} box {b[i].tolist()} (x1y1x2y2 pixels; "
+        kind = "a zero-area" if b[i, 2] == b[i, 0] or b[i, 3] == b[i, 1] else "an inverted"
+        raise DataError(path, iid, f"bad box: region {i} has {kind} box {b[i].tolist()} (x1y1x2y2 pixels; "
                                    f"{bad.size} such boxes in this record)")
     tx, ty = BOX_TOLERANCE * w + 1.0, BOX_TOLERANCE * h + 1.0
     out = np.flatnonzero((b[:, 0] < -tx) | (b[:, 1] < -ty) | (b[:, 2] > w + tx) | (b[:, 3] > h + ty))
