@@ -234,3 +234,18 @@ def test_import_checkpoint_refuses_crafted_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "evil.bin" in err and "refused to load" in err, err
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_empty_or_foreign_lmdb_and_corrupt_fast_metadata(tmp_path):
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "data.mdb").write_bytes(b"")
+    with pytest.raises(DataError, match=r"e: truncated LMDB store: data.mdb is empty"):
+        open_feature_store(tmp_path / "e")
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "data.mdb").write_bytes(b"\x01" * 100)
+    with pytest.raises(DataError, match=r"g: not a readable LMDB store"):
+        open_feature_store(tmp_path / "g")
+    write_store(tmp_path / "f", _records(), "fast")
+    _put(tmp_path / "f", b"__switchbert_meta__", b"{not json")
+    with pytest.raises(DataError, match=r"f, item '__switchbert_meta__': corrupt record: metadata is not JSON"):
+        open_feature_store(tmp_path / "f")

@@ -214,6 +214,8 @@ def _lmdb_env(path: Path):
         raise DataError(path, None, "not an LMDB store: no data.mdb in this directory")
     # readahead stays on (unlike VOLTA's readers): a record of 36 x 2048 spans ~40 contiguous pages, and
     # reading them in one go is 3x faster from a cold page cache (BENCHMARKS.md (Data layer)).
+    if (Path(path) / "data.mdb").is_file() and os.path.getsize(Path(path) / "data.mdb") == 0:
+        raise DataError(path, None, "truncated LMDB store: data.mdb is empty (0 bytes)")
     try:
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=True, meminit=False, max_readers=512)
     except lmdb.Error as exc:
@@ -361,7 +363,12 @@ class FastStore(_LMDBMixin, FeatureStore):
         meta = self._raw(_FAST_META_KEY)
         if meta is None:
             raise DataError(self.path, None, "not a switchbert fast store: no metadata entry")
-        self.meta = json.loads(meta)
+        try:
+            self.meta = json.loads(meta)
+            if not isinstance(self.meta, dict):
+                raise ValueError(f"a {type(self.meta).__name__}, not an object")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(self.path, _FAST_META_KEY.decode(), f"corrupt record: metadata is not JSON ({exc})") from exc
         ids_blob = self._raw(_FAST_IDS_KEY) or b""
         self._set_ids(ids_blob.decode().split("\n") if ids_blob else [])
         self.feat_dim = self.meta.get("feat_dim")

@@ -148,6 +148,14 @@ class _CountingCollate:
         return _Counted(value, len(examples), skipped, drained)
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) of this process, (0, 1) outside torch.distributed."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def _dataset_name(dataset: Dataset, policy: Optional[BadItemPolicy]) -> str:
     name = getattr(dataset, "path", None)
     if name:
@@ -207,6 +215,8 @@ class SummarizingDataLoader(DataLoader):
         if policy.build_reported or not policy.skipped:
             return
         policy.build_reported = True
+        if _rank()[0] != 0:
+            return  # every process builds the same dataset: one report is enough
         used = len(ds)
         warnings.warn(f"{_dataset_name(ds, policy)}: {used:,} items used; {policy.skipped:,} left out as bad when "
                       f"it was read ({format_counts(policy.counts)})", DataWarning, stacklevel=3)
@@ -222,6 +232,9 @@ class SummarizingDataLoader(DataLoader):
             n = policy.passes
         reasons = format_counts(tally) if tally else "reasons not recorded"
         where = "pass" if complete else "partial pass"
+        rank, world = _rank()
+        if world > 1:
+            where = f"rank {rank}'s share, {where}"
         warnings.warn(f"{_dataset_name(ds, policy)}, {where} {n}: {skipped:,} of {items:,} items skipped as bad "
                       f"({reasons}); {items - skipped:,} used", DataWarning, stacklevel=3)
 
