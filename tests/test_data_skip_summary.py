@@ -94,3 +94,18 @@ def test_policy_lists_only_the_first_few():
             policy.handle(DataError("s.lmdb", str(i), f"missing image id {i}: not in the feature store"))
     assert len(record) == MAX_LISTED and policy.counts == {"missing image id": 1000}
     assert policy.summary() == "skipped 1000 bad items (1,000 x missing image id)"
+
+
+def test_counted_batch_pins_what_it_carries():
+    from switchbert.data.loader import _Counted
+
+    class Pinnable:
+        pinned = False
+
+        def pin_memory(self):
+            out = Pinnable()
+            out.pinned = True
+            return out
+
+    got = _Counted((Pinnable(), Pinnable()), 2, 0).pin_memory()
+    assert isinstance(got, _Counted) and all(v.pinned for v in got.value) and got.size == 2

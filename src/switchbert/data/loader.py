@@ -127,8 +127,11 @@ class _Counted:
     def pin_memory(self) -> "_Counted":
         if self.value is None:
             return self
-        value = tuple(v.pin_memory() if hasattr(v, "pin_memory") else v for v in self.value)
-        return replace(self, value=value)
+        # The DataLoader's pin-memory thread calls this on what the collate returned; pin the batch and
+        # labels inside as it would have without the wrapper.
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        return replace(self, value=pin_memory(self.value))
 
 
 class _CountingCollate:
