@@ -115,7 +115,8 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
     # A NaN feature would train silently on garbage; the check costs a few microseconds per image.
     if not np.isfinite(f).all() or not np.isfinite(b).all():
         raise DataError(path, iid, "corrupt record: features or boxes contain NaN/inf")
-    if p is not None and not (np.isfinite(p).all() and (p >= 0).all()):
+    # min() is NaN when any entry is (so NaN fails ">= 0"); two reductions, no temporary arrays.
+    if p is not None and p.size and not (p.min() >= 0 and p.max() < np.inf):
         # A NaN target would make the region an MRC target whose KL loss is silently 0 (or NaN).
         raise DataError(path, iid, "corrupt record: cls_prob contains NaN/inf or negative values")
     if n:
@@ -125,13 +126,17 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
 
 def _check_boxes(b: np.ndarray, w: float, h: float, path: PathLike, iid: str) -> None:
     """Inverted, zero-area and far-outside boxes: normalize_boxes would clip them to a silent wrong box."""
+    tx, ty = BOX_TOLERANCE * w + 1.0, BOX_TOLERANCE * h + 1.0
+    lo, hi = b.min(axis=0), b.max(axis=0)  # fast path: three small reductions (~2 us for 36 boxes)
+    if ((b[:, 2:] - b[:, :2]).min() > 0 and lo[0] >= -tx and lo[1] >= -ty and hi[2] <= w + tx
+            and hi[3] <= h + ty):
+        return
     bad = np.flatnonzero((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1]))
     if bad.size:
         i = int(bad[0])
         kind = "a zero-area" if b[i, 2] == b[i, 0] or b[i, 3] == b[i, 1] else "an inverted"
         raise DataError(path, iid, f"bad box: region {i} has {kind} box {b[i].tolist()} (x1y1x2y2 pixels; "
                                    f"{bad.size} such boxes in this record)")
-    tx, ty = BOX_TOLERANCE * w + 1.0, BOX_TOLERANCE * h + 1.0
     out = np.flatnonzero((b[:, 0] < -tx) | (b[:, 1] < -ty) | (b[:, 2] > w + tx) | (b[:, 3] > h + ty))
     if out.size:
         i = int(out[0])
