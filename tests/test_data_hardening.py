@@ -249,3 +249,29 @@ def test_empty_or_foreign_lmdb_and_corrupt_fast_metadata(tmp_path):
     _put(tmp_path / "f", b"__switchbert_meta__", b"{not json")
     with pytest.raises(DataError, match=r"f, item '__switchbert_meta__': corrupt record: metadata is not JSON"):
         open_feature_store(tmp_path / "f")
+
+
+def test_store_destinations_of_the_wrong_kind(tmp_path, capsys):
+    from switchbert.data.features import convert_store
+
+    write_store(tmp_path / "v", _records(), "volta")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="dir: is a directory; the h5 format writes one file"):
+        convert_store(tmp_path / "v", tmp_path / "dir", "h5")
+    with pytest.raises(DataError, match="file: exists and is not a directory"):
+        convert_store(tmp_path / "v", tmp_path / "file", "fast")
+    with pytest.raises(DataError, match="is the source store"):
+        convert_store(tmp_path / "v", tmp_path / "v", "fast")
+    # writing over an old store replaces it: no record of the old one survives
+    write_store(tmp_path / "out", _records(n=4), "volta")
+    write_store(tmp_path / "out", _records(n=2), "volta")
+    _close_lmdb_env(tmp_path / "out")
+    env = lmdb.open(str(tmp_path / "out"), readonly=True, lock=False)
+    with env.begin() as txn:
+        assert sorted(k for k, _ in txn.cursor()) == [b"10", b"11", b"keys"]
+    env.close()
+    from switchbert.cli import main
+
+    assert main(["synth", str(tmp_path / "file"), "--images", "20"]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err

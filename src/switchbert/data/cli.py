@@ -86,8 +86,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from switchbert.data.synth import generate
 
+    if Path(args.dir).exists() and not Path(args.dir).is_dir():
+        return _fail(DataError(args.dir, None, "exists and is not a directory; synth writes a directory"))
     try:
         manifest = generate(args.dir, args.images, args.seed, feat_dim=args.feat_dim, num_classes=args.num_classes,
                             questions_per_image=args.questions_per_image)

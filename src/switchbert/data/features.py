@@ -570,6 +570,18 @@ def write_store(path: PathLike, records: Iterable[RegionRecord], fmt: str = "fas
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown feature store format {fmt!r}; choose one of {FORMATS}")
+    p = Path(path)
+    if fmt == "h5" and p.is_dir():
+        raise DataError(p, None, "is a directory; the h5 format writes one file (give a file name)")
+    if fmt != "h5":
+        if p.exists() and not p.is_dir():
+            raise DataError(p, None, f"exists and is not a directory; the {fmt} format writes an LMDB directory")
+        # A new store, like h5py's "w": records of an old store at this path would otherwise stay
+        # in the file next to the new ones.
+        _close_lmdb_env(p)
+        for name in ("data.mdb", "lock.mdb"):
+            if (p / name).is_file():
+                (p / name).unlink()
     if fmt == "h5":
         import h5py
 
@@ -627,6 +639,8 @@ def convert_store(src: PathLike, dst: PathLike, fmt: str = "fast", skip_bad: boo
     Returns:
         (records written, the policy with its skip counts).
     """
+    if Path(dst).exists() and os.path.realpath(src) == os.path.realpath(dst):
+        raise DataError(dst, None, "is the source store; convert into a new path")
     store = open_feature_store(src)
     policy = BadItemPolicy(skip_bad)
 
