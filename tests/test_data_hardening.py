@@ -275,3 +275,33 @@ def test_store_destinations_of_the_wrong_kind(tmp_path, capsys):
 
     assert main(["synth", str(tmp_path / "file"), "--images", "20"]) == 2
     assert "exists and is not a directory" in capsys.readouterr().err
+
+
+def _py2_str(b: bytes) -> bytes:
+    """A Python 2 ``str`` in a protocol-2 pickle (SHORT_BINSTRING / BINSTRING)."""
+    return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + len(b).to_bytes(4, "little")) + b
+
+
+def _py2_array(a: np.ndarray) -> bytes:
+    """A numpy array as Python 2 + numpy 1 pickled it: numpy.core names, its bytes as a py2 str."""
+    a = np.ascontiguousarray(a)
+    shape = b"(" + b"".join(b"K" + bytes([d]) for d in a.shape) + b"t"
+    dtype = (b"cnumpy\ndtype\n" + _py2_str(a.dtype.str[1:].encode()) + b"K\x00K\x01\x87R(K\x03" + _py2_str(b"<")
+             + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")
+    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_str(b"b") + b"\x87R(K\x01"
+            + shape + dtype + b"\x89" + _py2_str(a.tobytes()) + b"tb")
+
+
+def test_python2_volta_record_with_numpy1_names(tmp_path):
+    feats = np.array([[0.5, 233.0]], np.float32)  # float bytes that are not ASCII
+    boxes = np.array([[1, 2, 30, 40]], np.float32)
+    entries = [(b"image_h", b"K\x64"), (b"image_w", b"K\x64"), (b"num_boxes", b"K\x01"),
+               (b"features", _py2_array(feats)), (b"boxes", _py2_array(boxes))]
+    blob = b"\x80\x02}(" + b"".join(_py2_str(k) + v for k, v in entries) + b"u."
+    with pytest.raises(DataError, match="corrupt record: cannot unpickle"):
+        safe_loads(blob, "x", "1")  # ASCII, as pickle.loads defaults: the array bytes do not decode
+    write_store(tmp_path / "v", _records(n=1), "volta")
+    _put(tmp_path / "v", b"10", blob)
+    rec = open_feature_store(tmp_path / "v").get("10")
+    np.testing.assert_array_equal(rec.features, feats)
+    np.testing.assert_array_equal(rec.boxes_px, boxes)

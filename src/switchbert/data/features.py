@@ -279,6 +279,12 @@ def _decode_b64_array(value: object, dtype=np.float32) -> np.ndarray:
     return np.frombuffer(base64.b64decode(raw, validate=True), dtype=dtype)
 
 
+_PY2_ENCODING = "latin1"
+"""How Python 2 ``str`` in VOLTA pickles is decoded: numpy arrays pickled by Python 2 hold their bytes
+as ``str``, which only latin-1 maps back byte for byte (numpy's advice; Python 3 pickles hold bytes
+and are unaffected)."""
+
+
 class VoltaLMDBStore(_LMDBMixin, FeatureStore):
     """VOLTA/ViLBERT LMDB, raw-numpy or base64 arrays (detected per record)."""
 
@@ -290,7 +296,7 @@ class VoltaLMDBStore(_LMDBMixin, FeatureStore):
         if blob is None:
             raise DataError(self.path, "keys", "not a VOLTA feature LMDB: no 'keys' entry")
         # Restricted: a VOLTA LMDB is a pickle by format, and a crafted one must not run code.
-        keys = safe_loads(blob, self.path, "keys")
+        keys = safe_loads(blob, self.path, "keys", encoding=_PY2_ENCODING)
         if not isinstance(keys, (list, tuple)) or not all(isinstance(k, (str, bytes)) for k in keys):
             raise DataError(self.path, "keys", "corrupt record: 'keys' must be a list of image ids (str or bytes)")
         self._set_ids(k.decode() if isinstance(k, bytes) else k for k in keys)
@@ -306,7 +312,7 @@ class VoltaLMDBStore(_LMDBMixin, FeatureStore):
         blob = self._raw(image_id.encode())
         if blob is None:
             raise DataError(self.path, image_id, "missing image id: listed in 'keys' but has no record")
-        item = safe_loads(blob, self.path, image_id)
+        item = safe_loads(blob, self.path, image_id, encoding=_PY2_ENCODING)
         if not isinstance(item, dict):
             raise DataError(self.path, image_id, f"corrupt record: expected a dict, got {type(item).__name__}")
         try:
