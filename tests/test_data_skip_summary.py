@@ -109,3 +109,31 @@ def test_counted_batch_pins_what_it_carries():
 
     got = _Counted((Pinnable(), Pinnable()), 2, 0).pin_memory()
     assert isinstance(got, _Counted) and all(v.pinned for v in got.value) and got.size == 2
+
+
+def test_finetune_says_how_much_of_each_split_was_used(tmp_path):
+    """A store missing most images: a few listed items and one line per split, not one per item."""
+    import shutil
+
+    from switchbert.train.cli import finetune_main
+    from tests.test_train_support import QUIET, make_synth, synth_config
+
+    root = make_synth(tmp_path / "synth")
+    full = open_feature_store(root / "features.lmdb")
+    keep = [full.get(i) for i in full.ids()[::4]]
+    full.close()
+    shutil.rmtree(root / "features.lmdb")
+    write_store(root / "features.lmdb", keep, "fast")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        rc = finetune_main([synth_config("vqa"), f"data.root={root}", f"output_dir={tmp_path / 'run'}",
+                            "model.init_from=null", "data.skip_bad=true", "train.epochs=1", "train.max_steps=1", "train.batch_size=8",
+                            *QUIET])
+    assert rc == 0
+    messages = _messages(record)
+    listed = [m for m in messages if m.startswith("skipped bad item")]
+    used = [m for m in messages if "items used;" in m]
+    assert len(listed) <= 2 * MAX_LISTED  # train and val datasets: the first few of each
+    assert len(used) == 2 and all("x missing image id" in m for m in used)
+    assert "train2014_questions.json" in used[0] and "val2014_questions.json" in used[1]
+    assert len(messages) == len(listed) + len(used)
