@@ -137,3 +137,15 @@ def test_finetune_says_how_much_of_each_split_was_used(tmp_path):
     assert len(used) == 2 and all("x missing image id" in m for m in used)
     assert "train2014_questions.json" in used[0] and "val2014_questions.json" in used[1]
     assert len(messages) == len(listed) + len(used)
+
+
+def test_all_skipped_batch_in_a_worker_is_one_data_error(data, tok):
+    captions, store = data
+    json_path = captions.parent / "bad.json"
+    json_path.write_text(json.dumps({"0": "a", "4": "b"}))  # both images have no region
+    ds = CaptionPairsDataset(json_path, store, tok, itm_mismatch_prob=0.0, skip_bad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DataError, match="every item of the batch was skipped as bad"):
+            for _ in make_dataloader(ds, 2, num_workers=1):
+                pass

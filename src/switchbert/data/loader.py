@@ -146,7 +146,10 @@ class _CountingCollate:
         if failure is not None:
             return _Counted(None, len(examples), 0, error=failure.error)
         skipped = sum(e is None for e in examples)
-        value = self.collate(examples)
+        try:
+            value = self.collate(examples)
+        except DataError as err:  # e.g. every item of the batch skipped: one line in the main process too
+            return _Counted(None, len(examples), skipped, error=err)
         drained = policy.drain() if isinstance(policy, BadItemPolicy) else None
         return _Counted(value, len(examples), skipped, drained)
 
