@@ -305,3 +305,12 @@ def test_python2_volta_record_with_numpy1_names(tmp_path):
     rec = open_feature_store(tmp_path / "v").get("10")
     np.testing.assert_array_equal(rec.features, feats)
     np.testing.assert_array_equal(rec.boxes_px, boxes)
+
+
+@pytest.mark.parametrize("fmt", ["volta", "volta-b64", "fast"])
+def test_zero_region_record_without_cls_prob_is_fine(tmp_path, fmt):
+    def empty(r):
+        r.features, r.boxes_px, r.cls_prob = np.zeros((0, 8), np.float32), np.zeros((0, 4), np.float32), None
+
+    rec = _store_with(tmp_path, fmt, empty).get("12")
+    assert rec.num_regions == 0 and rec.cls_prob.shape == (0, 5)

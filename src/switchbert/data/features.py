@@ -104,7 +104,11 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
         raise DataError(path, iid, f"wrong dimensions: boxes have shape {b.shape}, expected ({n}, 4){hint}")
     if p is not None and (p.ndim != 2 or p.shape[0] != n):
         raise DataError(path, iid, f"wrong dimensions: cls_prob has shape {p.shape}, expected ({n}, C)")
-    if num_classes is not None:
+    if n == 0:
+        # No region, nothing to check: writers store its distribution as None, (0, C) or (0, 0); give
+        # every such record the store's (0, C) so collation sees one shape.
+        record.cls_prob = p = None if num_classes is None else np.zeros((0, num_classes), np.float32)
+    elif num_classes is not None:
         if p is None:
             raise DataError(path, iid, f"wrong dimensions: no cls_prob, the store's records have {num_classes} classes")
         if p.shape[1] != num_classes:
