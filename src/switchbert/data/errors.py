@@ -2,8 +2,9 @@
 
 Every problem with a user's data raises :class:`DataError` (a ``ValueError``) whose message names the
 file, the item and what is wrong, so the user can find and fix the record. When the user asked for
-skipping, a :class:`BadItemPolicy` counts the skipped items and warns instead; it never substitutes a
-different sample for a bad one.
+skipping, a :class:`BadItemPolicy` counts the skipped items instead, listing only the first few (the
+loader of ``make_dataloader`` summarises the rest per pass); it never substitutes a different sample
+for a bad one.
 """
 
 from __future__ import annotations

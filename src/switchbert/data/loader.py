@@ -1,5 +1,10 @@
 """Collation helpers, the label base class, and the DataLoader factory.
 
+``make_dataloader`` returns a :class:`SummarizingDataLoader`: it yields what the dataset's collate
+returns and, under ``skip_bad``, says once per dataset how many items were left out and once per pass
+how many records were skipped, per reason (counted in DataLoader workers too). See docs/data.md
+(Guarantees).
+
 Dimension legend: B batch, T text tokens (padded to the longest in the batch), N regions (padded to
 the most in the batch, at most 36), F feature size, C detector classes.
 """
