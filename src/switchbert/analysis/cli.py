@@ -170,10 +170,10 @@ def run_routes(args: argparse.Namespace) -> int:
 
 
 def _config(name: str):
-    from switchbert.presets import PRESETS, get_config
+    from switchbert.presets import PRESETS, RETIRED_PRESETS, get_config
     from switchbert.pretrained import read_config
 
-    if name in PRESETS:
+    if name in PRESETS or name in RETIRED_PRESETS:  # a retired name: get_config says what replaced it
         return get_config(name)
     if Path(name).is_dir():
         return read_config(name)

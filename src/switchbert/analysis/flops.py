@@ -342,7 +342,7 @@ def expected_flops(config: ModelConfig, T: int, R: int, training: bool = True) -
 
     Training: each layer runs K = top_k (default all M) modes; under uniform routing every mode is among
     them with probability K / M, so the expected pairs are K / M * sum of the modes' pairs. Each SIB mixes
-    min(K, C) candidates. Inference (``training=False``): one mode, the mean over modes; SIB selects.
+    min(sib_top_k, C) candidates (default all C). Inference (``training=False``): one mode, the mean over modes; SIB selects.
 
     Returns:
         {"paper": breakdown, "fused": breakdown} with ints (expected values rounded down).
@@ -360,7 +360,7 @@ def expected_flops(config: ModelConfig, T: int, R: int, training: bool = True) -
     if config.sib is not None:
         for i in range(1, config.num_layers):
             C = sib_num_candidates(config, i)
-            k = min(config.top_k or C, C) if training else 1
+            k = min(config.sib_top_k or C, C) if training else 1
             mixed_paper.append((k, k))
             mixed_fused.append((C, C))
     joint = attention_pairs("J", T, R)
@@ -507,7 +507,7 @@ def default_baselines(config: ModelConfig) -> dict[str, ModelConfig]:
                  intermediate_size=config.intermediate_size, pooler_size=config.pooler_size,
                  region_feat_dim=config.region_feat_dim, vocab_size=config.vocab_size,
                  max_position=config.max_position)
-    fixed = dict(sab_modes=("J",), sib=None, top_k=None)
+    fixed = dict(sab_modes=("J",), sib=None, top_k=None, sib_top_k=None)
     return {
         "UNITER": ModelConfig(name="uniter", arch="switchbert", embedding="uniter", num_layers=config.num_layers,
                               **fixed, **sizes),

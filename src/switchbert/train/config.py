@@ -388,11 +388,13 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
 
 def _validate_model(config: ExperimentConfig, source: str) -> None:
     """The preset exists and the overrides are valid ModelConfig fields and values."""
-    from switchbert.presets import PRESETS, get_config
+    from switchbert.presets import PRESETS, RETIRED_PRESETS, get_config
 
     m = config.model
     if m.init_from is not None and Path(m.init_from).suffix == "" and not m.overrides:
         return  # a model directory fixes the architecture; checked by check_paths
+    if m.preset in RETIRED_PRESETS:
+        raise ConfigError(f"{source}: model.preset: preset {m.preset!r} was retired: {RETIRED_PRESETS[m.preset]}")
     if m.preset not in PRESETS:
         raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}; available: {', '.join(sorted(PRESETS))}")
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}
