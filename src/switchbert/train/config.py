@@ -123,6 +123,9 @@ class TrainSection:
     tau_kind: str = "exp"
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # pretraining MLM, MRC, ITM
     log_every: int = 50
+    # FLOPs along the run (paper Table 7), logged on log steps: a path counts as active (it runs) when its
+    # mixture weight is above this (analysis.flops.ACTIVE_WEIGHT_THRESHOLD; docs/analysis.md).
+    route_active_threshold: float = 0.01
     checkpoint_every: int = 0  # also write last/ every N steps (0 = at each epoch end only)
     progress: bool = True
     tensorboard: bool = True
@@ -375,6 +378,8 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
         bad("train.betas", f"must be two numbers in [0, 1), got {list(t.betas)}")
     if not t.eps > 0:
         bad("train.eps", f"must be > 0, got {t.eps}")
+    if not 0.0 <= t.route_active_threshold < 1.0:
+        bad("train.route_active_threshold", f"must be in [0, 1), got {t.route_active_threshold}")
     if not t.tau_max >= t.tau_min > 0:
         bad("train.tau_max", f"need tau_max >= tau_min > 0, got tau_max={t.tau_max}, tau_min={t.tau_min}")
     if t.tau_kind not in ("exp", "linear"):
