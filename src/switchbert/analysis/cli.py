@@ -162,6 +162,8 @@ def run_routes(args: argparse.Namespace) -> int:
         share = f"{top.share:.2%}" if top else "-"
         print(f"{task}: {s.num_samples} samples, {s.num_architectures} architectures, most frequent {share}"
               + (f": {top.signature}" if top is not None and top.layers else ""))
+        if s.switcher_confidence():  # how sure the switchers are, in words (near-ties are not findings)
+            print("  " + s.confidence_note().replace("**", ""))
     print(f"wrote {files.markdown}, {files.json} and {sum(len(v) for v in files.figures.values())} figures")
     return 0
 
