@@ -219,7 +219,7 @@ def test_a_margin_per_sample_is_decided_even_when_mean_probabilities_are_even():
     c.update((hard_route(["SS", "SS", "J", "J"], probs=p),))
     conf = c.stats().layers[0].mode_confidence
     assert conf.mean_margin == pytest.approx(0.8) and not conf.near_tie
-    assert "All 1 switchers are decided" in c.stats().to_markdown()
+    assert "The switcher is decided" in c.stats().to_markdown()
 
 
 def test_an_undecided_model_does_not_report_its_route_as_a_finding():

@@ -339,14 +339,15 @@ class RouteStats:
         if len(ties) == len(switchers):
             return (f"**Undecided: all {len(switchers)} switchers are near-ties** ({margin}). Every hard choice "
                     "here is an argmax over almost equal probabilities, so the route shares and the "
-                    "architectures below do not show a preference the model learnt; they are ties broken by "
-                    "small differences.")
+                    "architectures reported for these samples do not show a preference the model learnt; they "
+                    "are ties broken by small differences.")
         if ties:
             where = ", ".join(f"L{layer} {name}" for layer, name, _ in ties)
             return (f"**{len(ties)} of {len(switchers)} switchers are near-ties** ({margin}): {where}. Their "
                     "choices are argmaxes over almost equal probabilities; read those layers' shares, and the "
                     "architectures built from them, as undecided, not as findings.")
-        return (f"All {len(switchers)} switchers are decided (every {margin.replace('below', 'at least')}).")
+        what = "The switcher is" if len(switchers) == 1 else f"All {len(switchers)} switchers are"
+        return f"{what} decided ({margin.replace('below', 'at least')})."
 
     def confidence_markdown(self, heading_level: int = 3) -> str:
         """Per layer and switcher: mean top probability, entropy (of ln K), margin, near-tie mark."""
