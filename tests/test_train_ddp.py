@@ -168,7 +168,7 @@ def _ddp_pretrain_worker(rank: int, port: int, out_path: str) -> None:
         ctx = DistContext(rank=rank, world_size=2)
         model, heads, batch, mlm, mrc_mask, mrc_probs, itm = _pretrain_inputs()
         objective = _Objective(model, heads)
-        ddp = torch.nn.parallel.DistributedDataParallel(objective, find_unused_parameters=True)
+        ddp = torch.nn.parallel.DistributedDataParallel(objective)
         half = torch.arange(2 * rank, 2 * rank + 2)
         results = {}
         for global_norm in (True, False):

@@ -15,7 +15,9 @@ Two rules make W processes train like one process with the same global batch:
   target tokens; a per-process mean weights a rank's tokens by 1 / (its own count), so W processes
   would differ from one (and a rank without targets would halve MRC). Each rank divides its sum by
   (global count / W): DDP's gradient mean then equals the gradient of sum / global count.
-  Gradient accumulation still normalises each micro-batch step by that step's global count.
+  Gradient accumulation still normalises each micro-batch step by that step's global count. In one
+  process no collective runs (the count is the batch's own), so ``train.compile`` traces the step
+  whole; with W > 1 the all_reduce of two numbers sits inside the compiled step.
 """
 
 from __future__ import annotations
