@@ -79,3 +79,40 @@ def test_route_dynamics(workspace, tmp_path):
     assert main(["route-dynamics", str(path), "--out", str(tmp_path / "fig")]) == 0
     for kind in ("sab", "sib"):
         assert (tmp_path / "fig" / f"route_dynamics_{kind}.png").stat().st_size > 1024
+
+
+def test_routes_of_an_untrained_model_say_the_switchers_are_undecided(workspace, capsys):
+    out = workspace / "report_ties"
+    assert main(["routes", str(workspace / "model"), str(workspace / "synth"), "--task", "vqa", "--split", "val",
+                 "--max-samples", "6", "--batch-size", "6", "--out", str(out)]) == 0
+    assert "Undecided: all 7 switchers are near-ties" in capsys.readouterr().out
+    md = (out / "routes.md").read_text()
+    assert "How sure the switchers are" in md and "**near-tie**" in md
+
+
+def test_flops_over_a_training_log_and_its_plot(tmp_path, capsys):
+    """`switchbert flops --metrics`: the run's own count from its log (batch size from config.yaml), and
+    route-dynamics draws the active paths."""
+    from switchbert.analysis.flops import training_flops_log
+    from switchbert.analysis.routes import route_probability_log
+    from switchbert.config import MODES
+    from switchbert.outputs import LayerRoute
+
+    config = switchbert.get_config("switchbert-tiny")
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = []
+    for step in (1, 10, 20):
+        w = torch.tensor([[0.25] * 4 if step < 20 else [0.0, 0.0, 0.0, 1.0]] * 2)
+        routes = (LayerRoute(MODES, w, w, w.argmax(-1)),) * 3
+        lines.append({"split": "train", "step": step, "tau": 1.0, **route_probability_log(routes),
+                      **training_flops_log(config, routes, torch.ones(2, 5, dtype=torch.bool),
+                                           torch.ones(2, 4, dtype=torch.bool))})
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    (run / "config.yaml").write_text("train:\n  batch_size: 2\n")
+    assert main(["flops", "--metrics", str(run / "metrics.jsonl"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 20 and result["global_batch"] == 2 and result["active_threshold"] == 0.01
+    assert [s[4] for s in result["series"]] == [4.0, 4.0, 1.0]
+    assert main(["route-dynamics", str(run / "metrics.jsonl"), "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "route_dynamics_active.png").stat().st_size > 1024

@@ -195,3 +195,79 @@ def test_expected_flops_and_base_numbers():
     base = default_baselines(sb)
     for name, preset in (("LXMERT", "lxmert-base"), ("ViLBERT", "vilbert-base")):
         assert fixed_flops(base[name], 38, 37).total == fixed_flops(switchbert.get_config(preset), 38, 37).total
+
+
+# -- active paths along a training run (issue 11 §3: a threshold, not "weight > 0") -----------------------------
+
+
+def _soft_layer(weights, B: int = 1) -> LayerRoute:
+    w = torch.tensor([weights] * B)
+    return LayerRoute(MODES, w, w, w.argmax(-1))
+
+
+def test_a_path_with_a_negligible_weight_is_not_active():
+    """A settled switcher still gives every mode a Gumbel weight > 0; counting those would say every path
+    runs. With the default threshold (0.01) only the dominant mode runs."""
+    from switchbert.analysis.flops import ACTIVE_WEIGHT_THRESHOLD
+
+    T, R = torch.tensor([10]), torch.tensor([5])
+    settled = (_soft_layer([0.002, 0.001, 0.002, 0.995]),) * 3
+    joint_only = one_hot_route(["J", "J", "J"])
+    assert ACTIVE_WEIGHT_THRESHOLD == 0.01
+    default = route_flops(TINY, settled, T, R)["paper"].sum()
+    assert default == route_flops(TINY, joint_only, T, R)["paper"].sum()
+    every_nonzero = route_flops(TINY, settled, T, R, min_weight=0.0)["paper"].sum()
+    D = 32
+    assert every_nonzero.attention - default.attention == 3 * 4 * D * sum(
+        attention_pairs(m, 10, 5) for m in ("SS", "SC", "CS"))
+
+
+def test_gumbel_weights_at_low_temperature_are_all_non_zero_but_few_are_active():
+    """The issue's number: at tau = 0.1 with near-uniform p, ~3.99 of 4 modes have a weight > 0, but the
+    mixture is nearly one-hot: few are above the threshold."""
+    from switchbert.analysis.flops import active_path_counts
+    from switchbert.layers.switcher import gumbel_softmax_weights
+
+    g = torch.Generator().manual_seed(0)
+    log_p = torch.full((4000, 1, 4), -torch.log(torch.tensor(4.0)))
+    w = gumbel_softmax_weights(log_p, 0.1, None, False, generator=g)[:, 0]
+    route = (LayerRoute(MODES, w, w, w.argmax(-1)),)
+    assert active_path_counts(route, 0.0)[0][0] > 3.9
+    assert active_path_counts(route)[0][0] < 1.5
+    # At a high temperature (the start of training) the mixture is spread: nearly every mode is active.
+    w5 = gumbel_softmax_weights(log_p, 5.0, None, False, generator=g)[:, 0]
+    assert active_path_counts((LayerRoute(MODES, w5, w5, w5.argmax(-1)),))[0][0] > 3.9
+
+
+def test_flops_over_training_on_a_schedule_with_a_known_answer():
+    """Steps 1..29 mix all four modes evenly, steps 30..100 put 99.7% on J. Logged like the trainer (step 1
+    and every 10 steps), the run costs 29 steps of four attentions and 71 of one, exactly."""
+    from switchbert.analysis.flops import flops_from_training_log, single_stream_flops, training_flops_log
+
+    B, T, R = 4, 6, 5
+    text_mask = torch.ones(B, T, dtype=torch.bool)
+    region_mask = torch.ones(B, R, dtype=torch.bool)
+    records = []
+    for step in [1] + list(range(10, 101, 10)):
+        w = [0.25] * 4 if step < 30 else [0.001, 0.001, 0.001, 0.997]
+        routes = (_soft_layer(w, B),) * 3
+        records.append({"split": "train", "step": step, **training_flops_log(TINY, routes, text_mask, region_mask)})
+    run = flops_from_training_log(records, global_batch=B, total_steps=100)
+
+    every = single_stream_flops(TINY, T, R, [sum(attention_pairs(m, T, R) for m in MODES)] * 3).total
+    joint = single_stream_flops(TINY, T, R, [attention_pairs("J", T, R)] * 3).total
+    uniter = fixed_flops(default_baselines(TINY)["UNITER"], T, R).total
+    assert run.steps == 100
+    assert run.totals["paper"] == B * (29 * every + 71 * joint)
+    assert run.totals["fused"] == B * 100 * joint  # the fused kernel: one joint attention whatever the mixture
+    assert run.totals["uniter"] == B * 100 * uniter
+    assert [s[4] for s in run.series] == [4.0, 4.0, 4.0] + [1.0] * 8  # the count over training
+    assert records[0]["flops/active_sab/L2"] == 4.0 and records[-1]["flops/active_sab/L2"] == 1.0
+    assert run.relative("paper") > run.relative("fused")
+    assert "active when its weight is above 0.01" in run.to_markdown()
+    # With "any weight > 0" the count never falls: the defect this threshold removes.
+    zero = [{"split": "train", "step": r["step"],
+             **training_flops_log(TINY, (_soft_layer([0.25] * 4 if r["step"] < 30 else [0.001, 0.001, 0.001, 0.997],
+                                                     B),) * 3, text_mask, region_mask, min_weight=0.0)}
+            for r in records]
+    assert flops_from_training_log(zero, B, 100).totals["paper"] == B * 100 * every

@@ -178,3 +178,67 @@ def test_route_probability_log_keys_and_means():
     out = model(batch_for(model))
     log = route_probability_log(out)
     assert log and all(k.startswith("routes/sib/") for k in log)
+
+
+# -- how sure the switchers are (issue 12 item 5) ----------------------------------------------------------------
+
+
+def test_confidence_top_probability_entropy_and_margin_by_hand():
+    """Layer 1: p = (0.7, 0.1, 0.1, 0.1) for every sample; layer 2 uniform; SIB uniform over 3."""
+    import math
+
+    from switchbert.analysis.routes import NEAR_TIE_MARGIN
+
+    sure = torch.tensor([[0.7, 0.1, 0.1, 0.1]] * 5)
+    c = RouteCollector()
+    c.update((hard_route(LAYER1, probs=sure), hard_route(LAYER2, SIB2), hard_route(LAYER3, SIB3)))
+    s = c.stats()
+    l1, l2 = s.layers[0].mode_confidence, s.layers[1].mode_confidence
+    assert l1.mean_top_prob == pytest.approx(0.7) and l1.mean_margin == pytest.approx(0.6)
+    assert l1.mean_entropy == pytest.approx(-(0.7 * math.log(0.7) + 3 * 0.1 * math.log(0.1)))
+    assert not l1.near_tie
+    assert l2.mean_top_prob == pytest.approx(0.25) and l2.mean_margin == pytest.approx(0.0)
+    assert l2.mean_entropy == pytest.approx(math.log(4)) and l2.near_tie
+    sib = s.layers[1].sib_confidence["region"]
+    assert sib.options == 3 and sib.mean_entropy == pytest.approx(math.log(3)) and sib.near_tie
+    assert NEAR_TIE_MARGIN == 0.1
+    assert [(layer, name) for layer, name, _ in s.near_ties()] == [
+        (2, "SAB"), (2, "SIB text"), (2, "SIB region"), (3, "SAB"), (3, "SIB text"), (3, "SIB region")]
+    md = s.to_markdown()
+    assert "6 of 7 switchers are near-ties" in md and "| L2 | SAB | 4 | 0.250 |" in md
+    assert "| L2 (near-tie) |" in md and "| L1 |" in md
+    again = RouteStats.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again.layers[1].sib_confidence == s.layers[1].sib_confidence
+    assert again.layers[0].mode_confidence == l1
+
+
+def test_a_margin_per_sample_is_decided_even_when_mean_probabilities_are_even():
+    """Half the samples sure of SS, half sure of J: the mean probabilities are even, but no sample is a tie."""
+    p = torch.tensor([[0.9, 0.0, 0.0, 0.1]] * 2 + [[0.1, 0.0, 0.0, 0.9]] * 2)
+    c = RouteCollector()
+    c.update((hard_route(["SS", "SS", "J", "J"], probs=p),))
+    conf = c.stats().layers[0].mode_confidence
+    assert conf.mean_margin == pytest.approx(0.8) and not conf.near_tie
+    assert "The switcher is decided" in c.stats().to_markdown()
+
+
+def test_an_undecided_model_does_not_report_its_route_as_a_finding():
+    """A freshly initialised Switch-BERT routes near-uniformly: one route for every sample is an argmax over
+    ties, and every report says so in words (the demo's section, routes.md's summary, the route tables)."""
+    from switchbert.analysis.report import routes_section_markdown, write_report
+
+    model = tiny_model().eval()
+    stats = collect_routes(model, [batch_for(model, batch_size=16)])
+    assert stats.near_ties() and len(stats.near_ties()) == len(stats.switcher_confidence())
+    section = routes_section_markdown({"vqa": stats})
+    assert "Undecided: all 7 switchers are near-ties" in section  # 3 SAB + 2 SIB x 2 modalities
+    assert "do not show a preference the model learnt" in section
+    assert "| L1 | SAB | 4 |" in section
+    md = stats.to_markdown()
+    assert "Most frequent architectures (every switcher a near-tie" in md
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        files = write_report(d, {"vqa": stats}, figures=False)
+        text = files.markdown.read_text()
+        assert "7 of 7 (undecided)" in text and "not a route the model chose" in text

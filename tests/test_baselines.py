@@ -117,11 +117,31 @@ def test_ablation_presets_are_the_paper_variants():
     assert g("switchbert-base-sab-only").sib is None and len(g("switchbert-base-sab-only").sab_modes) == 4
     assert g("switchbert-base-sib-only").sab_modes == ("J",) and g("switchbert-base-sib-only").sib == "out_mid_in"
     assert g("switchbert-base-neither").sab_modes == ("J",) and g("switchbert-base-neither").sib is None
-    # Table 4 with SS kept (SPEC §3.1): {SC, CS}, {J}, {SC, CS, J}.
-    assert set(g("switchbert-base-modes-sc-cs").sab_modes) == {"SS", "SC", "CS"}
-    assert set(g("switchbert-base-modes-j").sab_modes) == {"SS", "J"}
-    assert set(g("switchbert-base-modes-sc-cs-j").sab_modes) == {"SS", "SC", "CS", "J"}
-    assert [g(f"switchbert-base-top{k}").top_k for k in (4, 2, 1)] == [4, 2, 1]
+    # Table 4 with SS kept (SPEC §3.1): {SC, CS}, {J}, {SC, CS, J}; each name says the modes it holds.
+    assert g("switchbert-base-modes-ss-sc-cs").sab_modes == ("SS", "SC", "CS")
+    assert g("switchbert-base-modes-ss-j").sab_modes == ("SS", "J")
+    assert [g(f"switchbert-base-top{k}").top_k for k in (2, 1)] == [2, 1]
+    for name, config in switchbert.PRESETS.items():  # "-modes-X-Y" holds exactly modes X, Y
+        if "-modes-" in name:
+            assert config().sab_modes == tuple(name.split("-modes-")[1].upper().split("-")), name
+
+
+def test_retired_preset_names_give_an_error_naming_the_replacement():
+    from switchbert.presets import RETIRED_PRESETS
+
+    g = switchbert.get_config
+    for old, new in (("switchbert-base-modes-j", "switchbert-base-modes-ss-j"),
+                     ("switchbert-base-modes-sc-cs", "switchbert-base-modes-ss-sc-cs"),
+                     ("switchbert-base-modes-sc-cs-j", "use switchbert-base"),
+                     ("switchbert-base-top4", "use switchbert-base")):
+        assert old in RETIRED_PRESETS and old not in switchbert.PRESETS
+        with pytest.raises(ValueError, match=f"{old}.*retired.*{new}"):
+            g(old)
+    # No ablation preset holds the default model under another name.
+    full = json.dumps(g("switchbert-base").replace(name="x").to_dict())
+    for name, make in switchbert.PRESETS.items():
+        if name.startswith("switchbert-base-"):
+            assert json.dumps(make().replace(name="x").to_dict()) != full, f"{name} equals switchbert-base"
     for name in ("switchbert-base-6l", "switchbert-base-sab-only-6l", "uniter-base-6l"):
         assert g(name).num_layers == 6
     # The same ablations are reachable as overrides.

@@ -37,6 +37,7 @@ def test_pretraining_step_traces_without_graph_breaks():
 
     from switchbert.data.pretrain import PretrainLabels
     from switchbert.heads.pretrain import PretrainHeads, flat_index
+    from switchbert.train.distributed import DistContext
     from switchbert.train.tasks import PretrainTask
 
     torch._dynamo.reset()
@@ -57,6 +58,7 @@ def test_pretraining_step_traces_without_graph_breaks():
                             mlm_index=flat_index(mlm_labels != -100), mrc_index=flat_index(mrc_mask))
     task = PretrainTask.__new__(PretrainTask)  # only the step's config is needed
     task.config = SimpleNamespace(train=SimpleNamespace(loss_weights=(1.0, 1.0, 1.0)))
+    task.ctx = DistContext()  # one process: the global token count is the batch's own, no collective
 
     def step(batch, labels):
         return task.step(model, heads, batch, labels).loss

@@ -29,6 +29,9 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
         assert png.is_file() and png.stat().st_size > 1000
         assert f"routes/{task}_route.png" in report
     assert "| UNITER | fixed |" in report
+    # how sure the switchers are, per task, in words (a near-tie route must not read like a finding)
+    assert report.count("How sure the switchers are") == 3 and "| L1 | SAB |" in report
+    assert "near-tie" in report or "are decided" in report
     assert (tmp_path / "routes" / "vqa_dynamics_sab.png").stat().st_size > 1000
     assert "routes/vqa_dynamics_sab.png" in report
     # the data are cached: asking again for the same data does not regenerate them

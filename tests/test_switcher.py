@@ -96,3 +96,23 @@ def test_temperature_schedules():
     assert values == sorted(values, reverse=True) and values[0] == 2.0 and values[-1] == pytest.approx(0.5)
     with pytest.raises(ValueError):
         TemperatureSchedule(total_steps=10, tau_max=0.1, tau_min=1.0)
+
+
+@pytest.mark.parametrize("top_k,sib_top_k", [(1, None), (2, None), (None, 1), (2, 2)])
+def test_top_k_of_the_sab_and_of_the_sib_are_separate_settings(top_k, sib_top_k):
+    """The paper's top-K is about SAB paths: ``top_k`` leaves the Switch-Input Block mixing every candidate
+    unless ``sib_top_k`` says otherwise (issue 11 §3)."""
+    from switchbert import create_model
+    from tests.helpers import batch_for, tiny_model
+
+    model = tiny_model(top_k=top_k, sib_top_k=sib_top_k).train()
+    out = model(batch_for(model))
+    for r in out.routes:
+        sab_active = (r.sab_weights != 0).sum(-1)  # (B,)
+        assert (sab_active == (top_k or 4)).all()
+        if r.sib_weights is not None:
+            sib_active = (r.sib_weights != 0).sum(-1)  # (B, 2)
+            assert (sib_active == (sib_top_k or r.sib_weights.shape[-1])).all()
+    assert model.sib_switchers[0].top_k == (None if sib_top_k in (None, 3) else sib_top_k)
+    with pytest.raises(ValueError, match="sib_top_k"):
+        create_model("switchbert-tiny", sib_top_k=0)

@@ -67,6 +67,15 @@ def test_pretrain_writes_checkpoints_metrics_and_routes(pretrained):
     assert sum(sab) == pytest.approx(1.0, abs=1e-5)
     sib = [first[f"routes/sib/L2/region/{c}"] for c in ("out", "mid", "in")]
     assert sum(sib) == pytest.approx(1.0, abs=1e-5)
+    # FLOPs along the training routes (Table 7), with active paths counted at the threshold: at tau = 5
+    # every mode is active, at tau = 0.1 the mixtures are nearly one-hot and far fewer are.
+    from switchbert.analysis.flops import flops_from_training_log
+
+    assert all(r["flops/active_threshold"] == 0.01 for r in train)
+    assert train[0]["flops/active_sab"] > 3.5 and train[-1]["flops/active_sab"] < 2.5
+    assert train[0]["flops/paper"] > train[-1]["flops/paper"]
+    run = flops_from_training_log(records, global_batch=8)
+    assert run.steps == 4 and run.totals["paper"] > 0
     val = [r for r in records if r["split"] == "val"]
     assert len(val) == 1 and 0 <= val[0]["itm_accuracy"] <= 100 and math.isfinite(val[0]["loss"])
     saved = (pretrained / "config.yaml").read_text()

@@ -70,8 +70,13 @@ class ModelConfig:
     sib: Optional[str] = "out_mid_in"
     # How the switcher sees the two modalities: g_t*g_r, [g_t; g_r], or [g_t; g_r; g_t*g_r; |g_t-g_r|].
     alignment: str = "hadamard"
-    # Keep the K most likely options per sample (None = all). Applies to SAB and SIB alike [ours].
+    # Switch-Attention Block: keep the K most likely attention modes per sample in training (None = all),
+    # the paper's top-K paths (§3.4.5, Table 7). With K = 1 the straight-through estimator still needs
+    # every mode's output in the backward pass, so K = 1 training computes all modes (docs/analysis.md).
     top_k: Optional[int] = None
+    # Switch-Input Block: the same for its input candidates (None = all). Separate from ``top_k``: the
+    # paper's top-K is about SAB paths, so by default the SIB always mixes every candidate.
+    sib_top_k: Optional[int] = None
     # "soft": Gumbel-softmax mixture (paper). "hard_st": straight-through one-hot (ablation only).
     switch_training: str = "soft"
 
@@ -146,6 +151,8 @@ class ModelConfig:
             bad("alignment", f"must be one of {ALIGNMENTS}, got {self.alignment!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             bad("top_k", f"must be None or a positive integer, got {self.top_k!r}")
+        if self.sib_top_k is not None and (not isinstance(self.sib_top_k, int) or self.sib_top_k < 1):
+            bad("sib_top_k", f"must be None or a positive integer, got {self.sib_top_k!r}")
         if self.switch_training not in ("soft", "hard_st"):
             bad("switch_training", f"must be 'soft' or 'hard_st', got {self.switch_training!r}")
         if self.attention_impl not in ("fused", "sdpa", "reference"):
@@ -181,8 +188,9 @@ class ModelConfig:
             return
         if self.cross_layers < 1:
             bad("cross_layers", f"arch={self.arch!r} needs at least one cross layer")
-        if self.sab_modes != ("J",) or self.sib is not None or self.top_k is not None:
-            bad("sab_modes", f"arch={self.arch!r} has no switches: use sab_modes=('J',), sib=None, top_k=None")
+        if self.sab_modes != ("J",) or self.sib is not None or self.top_k is not None or self.sib_top_k is not None:
+            bad("sab_modes", f"arch={self.arch!r} has no switches: use sab_modes=('J',), sib=None, top_k=None, "
+                "sib_top_k=None")
         if self.arch == "lxmert" and wide:
             bad("region_hidden_size", "LXMERT shares one cross-attention between the streams: widths must match")
         if self.bert_layers > self.text_slots:

@@ -212,7 +212,7 @@ def analyse_routes(out_dir: Path, switch_runs: Path, size: DemoSize, data_dir: P
     """Route statistics and FLOPs of the fine-tuned Switch-BERT models; returns markdown sections."""
     from switchbert.analysis.cli import task_batches
     from switchbert.analysis.flops import flops_over_run
-    from switchbert.analysis.report import write_report as write_route_report
+    from switchbert.analysis.report import routes_section_markdown, write_report as write_route_report
     from switchbert.analysis.routes import collect_routes
     from switchbert.pretrained import load_pretrained
     from switchbert.train.checkpoint import resolve_checkpoint
@@ -226,16 +226,8 @@ def analyse_routes(out_dir: Path, switch_runs: Path, size: DemoSize, data_dir: P
         stats[task] = collect_routes(model, batches, "cpu", max_samples=size.route_samples, task=task)
     files = write_route_report(out_dir / "routes", stats, config=config)
 
-    lines = []
-    for task, s in stats.items():
-        top = s.top_architectures[0] if s.top_architectures else None
-        lines.append(f"### {task}\n")
-        if top is None:
-            lines.append("no samples\n")
-            continue
-        lines.append(f"{s.num_samples} held-out samples took {s.num_architectures} distinct routes; the most "
-                     f"frequent one takes {100 * top.share:.1f}% of them:\n\n`{top.signature}`\n")
-        lines += [f"![{p.stem}](routes/{p.name})\n" for p in files.figures.get(task, [])]
+    # Per task: routes, the most frequent one, and how sure the switchers are (near-ties said in words).
+    lines = [routes_section_markdown(stats, files.figures, figure_prefix="routes/")]
     # How the attention-mode probabilities moved while tau annealed, during VQA fine-tuning.
     from switchbert.analysis.plots import plot_training_dynamics, read_metrics
 

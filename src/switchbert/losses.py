@@ -14,7 +14,7 @@ Dimension legend
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +42,14 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return total / mask.sum().clamp(min=1).to(total.dtype)
 
 
-def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+def mlm_loss(logits: Tensor, labels: Tensor, denominator: Optional[Tensor] = None) -> Tensor:
     """Masked language modelling cross-entropy, mean over the targets.
 
     Args:
         logits: (B, T, V) full logits or (K, V) logits gathered at the targets.
         labels: (B, T) or (K,) long token ids; -100 marks a position that is not a target.
+        denominator: 0-d, what the summed loss is divided by instead of this batch's target count
+            (DDP: ``train.distributed.global_count_denominator``, for a mean over the global batch).
 
     Returns:
         scalar loss; 0 when there is no target.
@@ -60,10 +62,18 @@ def mlm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     logits2d, labels1d = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
     # The sum over no target is 0, so the division by max(count, 1) gives 0 with no branch.
     total = F.cross_entropy(_upcast(logits2d), labels1d, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (labels1d != IGNORE_INDEX).sum().clamp(min=1).to(total.dtype)
+    if denominator is not None:
+        return total / denominator.to(total.dtype)
+    return total / mlm_target_count(labels).clamp(min=1).to(total.dtype)
 
 
-def mrc_kl_loss(logits: Tensor, target_probs: Tensor, target_mask: Optional[Tensor] = None) -> Tensor:
+def mlm_target_count(labels: Tensor) -> Tensor:
+    """0-d long: the MLM targets among ``labels`` (positions not -100)."""
+    return (labels != IGNORE_INDEX).sum()
+
+
+def mrc_kl_loss(logits: Tensor, target_probs: Tensor, target_mask: Optional[Tensor] = None,
+                denominator: Optional[Tensor] = None) -> Tensor:
     """MRC-KL: KL(detector ‖ prediction) = Σ_c p_c (log p_c − log q_c), mean over target regions.
 
     Classes with p_c = 0 contribute exactly 0 (0·log 0 = 0), even where log q_c underflows.
@@ -73,6 +83,7 @@ def mrc_kl_loss(logits: Tensor, target_probs: Tensor, target_mask: Optional[Tens
         target_probs: the detector's class distribution p, same shape as ``logits``.
         target_mask: (B, N) bool (True = target region) with full logits; None = every row is a
             target (use it with gathered logits).
+        denominator: 0-d, divides the summed loss instead of this batch's target count (see ``mlm_loss``).
 
     Returns:
         scalar loss: summed over classes, averaged over all target regions of the batch; images
@@ -96,6 +107,10 @@ def mrc_kl_loss(logits: Tensor, target_probs: Tensor, target_mask: Optional[Tens
     log_p = torch.log(torch.where(positive, p, torch.ones_like(p)))
     per_class = torch.where(positive, p * (log_p - log_q), torch.zeros_like(p))
     per_region = per_class.sum(-1)  # (B, N) or (K,)
+    if denominator is not None:
+        if target_mask is not None:
+            per_region = torch.where(target_mask, per_region, torch.zeros_like(per_region))
+        return per_region.sum() / denominator.to(per_region.dtype)
     if target_mask is not None:
         # Full logits: average the target regions without gathering them (x[mask] syncs on a GPU).
         return _masked_mean(per_region, target_mask)
@@ -173,6 +188,7 @@ def pretrain_loss(
     mlm_labels: Optional[Tensor] = None,
     mrc_target_mask: Optional[Tensor] = None,
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    count_denominator: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> PretrainLoss:
     """MLM + MRC-KL + ITM (weights 1 by default, SPEC §6).
 
@@ -184,16 +200,28 @@ def pretrain_loss(
         mrc_target_mask: (B, N) bool MRC targets; needed only when ``logits.mrc`` is the full
             (B, N, C) tensor.
         weights: (mlm, mrc, itm) loss weights.
+        count_denominator: maps this batch's (2,) float [MLM targets, MRC targets] to what the MLM and
+            MRC sums are divided by; None = this batch's counts (a per-batch mean). DDP training passes
+            ``train.distributed.global_count_denominator`` so the objective is a mean over the global
+            batch's targets, as one process would compute it. ITM is a per-sample mean over equal-sized
+            per-process batches and needs nothing.
 
     Returns:
         ``PretrainLoss``.
     """
-    if logits.mlm_labels is not None:
-        mlm = mlm_loss(logits.mlm, logits.mlm_labels)
-    elif mlm_labels is not None:
-        mlm = mlm_loss(logits.mlm, mlm_labels)
-    else:
+    labels_used = logits.mlm_labels if logits.mlm_labels is not None else mlm_labels
+    if labels_used is None:
         raise ValueError("pretrain_loss: full MLM logits need mlm_labels (B, T)")
+    mlm_den = mrc_den = None
+    if count_denominator is not None:
+        if logits.mrc_target_mask is not None:  # gathered: every row is a target
+            mrc_count = torch.tensor(float(logits.mrc.shape[0]), device=logits.mrc.device)
+        elif mrc_target_mask is not None:
+            mrc_count = mrc_target_mask.sum().float()
+        else:
+            raise ValueError("pretrain_loss: full MRC logits need mrc_target_mask (B, N)")
+        mlm_den, mrc_den = count_denominator(torch.stack([mlm_target_count(labels_used).float(), mrc_count]))
+    mlm = mlm_loss(logits.mlm, labels_used, mlm_den)
     if logits.mrc_target_mask is not None:
         mask = logits.mrc_target_mask
         if tuple(mrc_target_probs.shape[:-1]) != tuple(mask.shape):
@@ -204,9 +232,9 @@ def pretrain_loss(
         if logits.mrc_index is None:
             raise ValueError("pretrain_loss: gathered MRC logits need PretrainLogits.mrc_index (PretrainHeads sets it)")
         # The rows the head gathered, by index: mrc_target_probs[mask] would sync on a GPU.
-        mrc = mrc_kl_loss(logits.mrc, gather_rows(mrc_target_probs, logits.mrc_index))
+        mrc = mrc_kl_loss(logits.mrc, gather_rows(mrc_target_probs, logits.mrc_index), denominator=mrc_den)
     elif mrc_target_mask is not None:
-        mrc = mrc_kl_loss(logits.mrc, mrc_target_probs, mrc_target_mask)
+        mrc = mrc_kl_loss(logits.mrc, mrc_target_probs, mrc_target_mask, denominator=mrc_den)
     else:
         raise ValueError("pretrain_loss: full MRC logits need mrc_target_mask (B, N)")
     itm = itm_loss(logits.itm, itm_labels)

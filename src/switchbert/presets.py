@@ -44,7 +44,7 @@ def _variant(base: Callable[[], ModelConfig], name: str, **overrides: Any) -> Ca
 # -- the controlled-setting baselines (SPEC §5, VOLTA config/ctrl_*.json) -----------------------------
 # Single-stream baselines are the fixed-joint special case of the Switch-BERT model: one mode (J), no
 # SIB, so no switcher; they differ only in their embeddings.
-FIXED_JOINT: dict[str, Any] = dict(sab_modes=("J",), sib=None, top_k=None)
+FIXED_JOINT: dict[str, Any] = dict(sab_modes=("J",), sib=None, top_k=None, sib_top_k=None)
 TINY: dict[str, Any] = dict(hidden_size=32, num_heads=4, intermediate_size=64, pooler_size=48, region_feat_dim=64,
                             max_position=64)
 """The size scheme of ``switchbert-tiny``, shared by every tiny preset (tests and smoke runs)."""
@@ -83,19 +83,18 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "switchbert-base-sab-only": _variant(switchbert_base, "switchbert-base-sab-only", sib=None),
     "switchbert-base-sib-only": _variant(switchbert_base, "switchbert-base-sib-only", sab_modes=("J",)),
     "switchbert-base-neither": _variant(switchbert_base, "switchbert-base-neither", sab_modes=("J",), sib=None),
-    # Table 4 ablates the mode space {SC, CS}, {J}, {SC, CS, J}; SPEC §3.1 reads SS as kept in each, so
-    # the three rows are {SS, SC, CS}, {SS, J} and {SS, SC, CS, J}. The last is the full Switch-BERT
-    # (its 72.8 RefCOCO+ is Table 3's number); the preset is an explicit alias so every row has a name.
+    # Table 4 ablates the mode space {SC, CS}, {J}, {SC, CS, J}; SPEC §3.1 (docs/method.md §3.1) reads SS
+    # as kept in each, so the rows are {SS, SC, CS}, {SS, J} and {SS, SC, CS, J}. Each preset is named by
+    # the modes it holds. The last row is the full Switch-BERT (``switchbert-base``): no separate preset.
     # The literal reading without SS is the override ``sab_modes=("SC", "CS")`` / ``("J",)``.
-    "switchbert-base-modes-sc-cs": _variant(switchbert_base, "switchbert-base-modes-sc-cs", sab_modes=("SS", "SC", "CS")),
-    "switchbert-base-modes-j": _variant(switchbert_base, "switchbert-base-modes-j", sab_modes=("SS", "J")),
-    "switchbert-base-modes-sc-cs-j": _variant(switchbert_base, "switchbert-base-modes-sc-cs-j", sab_modes=MODES),
+    "switchbert-base-modes-ss-sc-cs": _variant(switchbert_base, "switchbert-base-modes-ss-sc-cs",
+                                               sab_modes=("SS", "SC", "CS")),
+    "switchbert-base-modes-ss-j": _variant(switchbert_base, "switchbert-base-modes-ss-j", sab_modes=("SS", "J")),
     # Depth (§3.4.3): 6-layer Switch-BERT, SAB-only and UNITER (BERT's first 6 layers: bert_truncate=True).
     "switchbert-base-6l": _variant(switchbert_base, "switchbert-base-6l", num_layers=6),
     "switchbert-base-sab-only-6l": _variant(switchbert_base, "switchbert-base-sab-only-6l", sib=None, num_layers=6),
-    # Top-K (Table 7): K = 4 keeps every mode (and every SIB candidate), i.e. Switch-BERT itself, named
-    # for the table; K = 2 and 1 keep the most likely options per sample.
-    "switchbert-base-top4": _variant(switchbert_base, "switchbert-base-top4", top_k=4),
+    # Top-K (Table 7): the K most likely attention modes per sample run in training (the SIB keeps all its
+    # candidates: ``sib_top_k``). K = 4 keeps every mode, i.e. ``switchbert-base``: no separate preset.
     "switchbert-base-top2": _variant(switchbert_base, "switchbert-base-top2", top_k=2),
     "switchbert-base-top1": _variant(switchbert_base, "switchbert-base-top1", top_k=1),
     # The baselines, BERT-base sized (SPEC §5).
@@ -114,8 +113,21 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
 }
 
 
+RETIRED_PRESETS: dict[str, str] = {
+    # Old names that did not say what they held (issue 11 §3). Not aliases: a name must not change meaning
+    # silently, so each gives an error naming its replacement.
+    "switchbert-base-modes-sc-cs": "it held modes SS, SC, CS: use switchbert-base-modes-ss-sc-cs",
+    "switchbert-base-modes-j": "it held modes SS and J: use switchbert-base-modes-ss-j",
+    "switchbert-base-modes-sc-cs-j": "it held all four modes SS, SC, CS, J, i.e. the full model: use switchbert-base",
+    "switchbert-base-top4": "top-K of 4 modes keeps every mode, i.e. the full model: use switchbert-base",
+}
+"""Preset names that were renamed or dropped, with what to use instead."""
+
+
 def get_config(preset: str, **overrides: Any) -> ModelConfig:
     """The config of ``preset`` with ``overrides`` (config field names) applied."""
+    if preset in RETIRED_PRESETS:
+        raise ValueError(f"preset {preset!r} was retired: {RETIRED_PRESETS[preset]}")
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
     config = PRESETS[preset]()

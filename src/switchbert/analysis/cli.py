@@ -51,7 +51,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.set_defaults(func=run_routes)
 
     f = subparsers.add_parser("flops", help="forward FLOPs per sample and over a training run vs the fixed baselines (Table 7)")
-    f.add_argument("model", metavar="MODEL", help="a preset name or a model directory")
+    f.add_argument("model", metavar="MODEL", nargs="?", default=None,
+                   help="a preset name or a model directory (not needed with --metrics)")
     f.add_argument("--text-len", type=int, default=38, help="text tokens T incl. [CLS]/[SEP] (default 38)")
     f.add_argument("--regions", type=int, default=36, help="detected regions; R = regions + 1 (IMG) (default 36)")
     f.add_argument("--samples", type=int, default=None,
@@ -61,6 +62,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                    "token counts instead of uniform routing at --text-len/--regions")
     f.add_argument("--baseline", action="append", default=None, metavar="PRESET_OR_DIR",
                    help="fixed model(s) to compare with (repeatable); default UNITER, LXMERT, ViLBERT at the model's size")
+    f.add_argument("--metrics", default=None, metavar="METRICS_JSONL",
+                   help="a training run's metrics.jsonl: FLOPs along its training routes (Table 7), integrated "
+                        "over the logged steps, with active paths counted at train.route_active_threshold")
+    f.add_argument("--global-batch", type=int, default=None,
+                   help="with --metrics: samples per step (default: train.batch_size of the run's config.yaml)")
     f.add_argument("--json", action="store_true", help="print JSON")
     f.set_defaults(func=run_flops)
 
@@ -162,6 +168,8 @@ def run_routes(args: argparse.Namespace) -> int:
         share = f"{top.share:.2%}" if top else "-"
         print(f"{task}: {s.num_samples} samples, {s.num_architectures} architectures, most frequent {share}"
               + (f": {top.signature}" if top is not None and top.layers else ""))
+        if s.switcher_confidence():  # how sure the switchers are, in words (near-ties are not findings)
+            print("  " + s.confidence_note().replace("**", ""))
     print(f"wrote {files.markdown}, {files.json} and {sum(len(v) for v in files.figures.values())} figures")
     return 0
 
@@ -170,10 +178,10 @@ def run_routes(args: argparse.Namespace) -> int:
 
 
 def _config(name: str):
-    from switchbert.presets import PRESETS, get_config
+    from switchbert.presets import PRESETS, RETIRED_PRESETS, get_config
     from switchbert.pretrained import read_config
 
-    if name in PRESETS:
+    if name in PRESETS or name in RETIRED_PRESETS:  # a retired name: get_config says what replaced it
         return get_config(name)
     if Path(name).is_dir():
         return read_config(name)
@@ -184,6 +192,10 @@ def run_flops(args: argparse.Namespace) -> int:
     from switchbert.analysis.flops import NOTIONS, default_baselines, expected_flops, fixed_flops, flops_over_run
     from switchbert.analysis.report import load_report
 
+    if args.metrics:
+        return _run_training_flops(args)
+    if args.model is None:
+        raise ValueError("switchbert flops: give MODEL (a preset or a model directory), or --metrics METRICS_JSONL")
     config = _config(args.model)
     baselines = ({_config(b).name: _config(b) for b in args.baseline} if args.baseline
                  else default_baselines(config))
@@ -221,6 +233,32 @@ def run_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_training_flops(args: argparse.Namespace) -> int:
+    """``switchbert flops MODEL --metrics run/metrics.jsonl``: the run's own count from its log."""
+    import yaml
+
+    from switchbert.analysis.flops import flops_from_training_log
+    from switchbert.io import read_jsonl
+
+    path = Path(args.metrics)
+    batch = args.global_batch
+    if batch is None:
+        cfg = path.parent / "config.yaml"
+        if not cfg.is_file():
+            raise ValueError(f"{path}: no config.yaml beside it to read train.batch_size from; pass --global-batch")
+        batch = int((yaml.safe_load(cfg.read_text()) or {}).get("train", {}).get("batch_size", 0))
+        if batch <= 0:
+            raise ValueError(f"{cfg}: no train.batch_size; pass --global-batch")
+    run = flops_from_training_log(read_jsonl(path), batch)
+    if args.json:
+        print(json.dumps({"steps": run.steps, "global_batch": run.global_batch,
+                          "active_threshold": run.active_threshold, "totals_forward": run.totals,
+                          "series": run.series}, indent=2))
+    else:
+        print(run.to_markdown())
+    return 0
+
+
 # -- dynamics -------------------------------------------------------------------------------------------
 
 
@@ -232,5 +270,9 @@ def run_dynamics(args: argparse.Namespace) -> int:
     written = [plot_training_dynamics(records, out / "route_dynamics_sab.png", "sab")]
     if any(k.startswith("routes/sib/") for r in records for k in r):
         written.append(plot_training_dynamics(records, out / "route_dynamics_sib.png", "sib"))
+    if any("flops/paper" in r for r in records):  # active paths and FLOPs along the run (Table 7)
+        from switchbert.analysis.plots import plot_active_paths
+
+        written.append(plot_active_paths(records, out / "route_dynamics_active.png"))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

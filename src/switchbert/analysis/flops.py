@@ -19,9 +19,14 @@ and Q K^T plus P V cost 2 * pairs * D each, i.e. 4 * pairs * D per layer.
 
 Two notions of what a switching layer costs (both reported, never mixed):
 
-``paper`` -- "each active path runs" (paper §3.4.5, Table 7): a layer runs one attention per mode with a
-    non-zero weight (all M at the start of soft training, the top-K with ``top_k``, one in inference),
-    each over exactly the key blocks that mode needs. Q/K/V/O run once: the modes share them (paper §2.2).
+``paper`` -- "each active path runs" (paper §3.4.5, Table 7): a layer runs one attention per *active*
+    mode, each over exactly the key blocks that mode needs. A mode is active when its applied mixture
+    weight exceeds ``ACTIVE_WEIGHT_THRESHOLD`` (0.01, configurable: ``min_weight`` here,
+    ``train.route_active_threshold`` in training). Counting every non-zero weight would count all M modes
+    all the time: a Gumbel-softmax weight is never exactly 0 (at tau = 0.1, 3.99 of 4 modes on average
+    have a weight > 0), so the paper's observation -- overhead from all paths at the start, falling as
+    routes settle -- could not appear. Top-K leaves exact zeros (counted out at any threshold); inference
+    is one-hot (one mode). Q/K/V/O run once: the modes share them (paper §2.2).
     A Switch-Input Block that selects one candidate is free; a soft mixture of k > 1 candidates costs the
     mixing.
 ``fused`` -- "ours: fused" (SPEC §3.1 cost note, layers/attention.py): any mixture of modes is computed
@@ -53,6 +58,14 @@ NOTIONS: tuple[str, ...] = ("paper", "fused")
 """``paper``: each active path runs; ``fused``: our implementation (one joint-size attention)."""
 
 BOX_DIM = 5
+
+ACTIVE_WEIGHT_THRESHOLD = 0.01
+"""A mode or SIB candidate counts as active (it runs, paper notion) when its applied weight is above this.
+
+Below 1% of the mixture a path's contribution is negligible: an implementation that skips it changes
+the layer's attention output by at most 1% of that path's output (the weights are renormalised over
+the rest). Soft training starts at a high temperature with every path active and, as tau anneals and
+the switchers sharpen, ends with mostly one. Top-K zeros and hard routes are unaffected by the value."""
 
 
 # -- building blocks -----------------------------------------------------------------------------------
@@ -284,7 +297,7 @@ def route_flops(
     routes: Sequence[LayerRoute],
     text_len: Tensor,
     region_len: Tensor,
-    min_weight: float = 0.0,
+    min_weight: float = ACTIVE_WEIGHT_THRESHOLD,
 ) -> dict[str, FlopsBreakdown]:
     """Per-sample FLOPs of a batch along the routes it took, under both notions.
 
@@ -293,8 +306,8 @@ def route_flops(
         routes: ``EncoderOutput.routes`` (empty for a fixed single-stream model).
         text_len: (B,) real text tokens per sample.
         region_len: (B,) real region tokens per sample (IMG included).
-        min_weight: a mode or candidate runs (paper notion) when its applied weight exceeds this; 0 means
-            any non-zero weight, as top-K leaves exact zeros.
+        min_weight: a mode or candidate runs (paper notion) when its applied weight exceeds this
+            (``ACTIVE_WEIGHT_THRESHOLD``); 0 counts every non-zero weight.
 
     Returns:
         {"paper": breakdown, "fused": breakdown}, each field a (B,) int64 tensor.
@@ -342,7 +355,7 @@ def expected_flops(config: ModelConfig, T: int, R: int, training: bool = True) -
 
     Training: each layer runs K = top_k (default all M) modes; under uniform routing every mode is among
     them with probability K / M, so the expected pairs are K / M * sum of the modes' pairs. Each SIB mixes
-    min(K, C) candidates. Inference (``training=False``): one mode, the mean over modes; SIB selects.
+    min(sib_top_k, C) candidates (default all C). Inference (``training=False``): one mode, the mean over modes; SIB selects.
 
     Returns:
         {"paper": breakdown, "fused": breakdown} with ints (expected values rounded down).
@@ -360,7 +373,7 @@ def expected_flops(config: ModelConfig, T: int, R: int, training: bool = True) -
     if config.sib is not None:
         for i in range(1, config.num_layers):
             C = sib_num_candidates(config, i)
-            k = min(config.top_k or C, C) if training else 1
+            k = min(config.sib_top_k or C, C) if training else 1
             mixed_paper.append((k, k))
             mixed_fused.append((C, C))
     joint = attention_pairs("J", T, R)
@@ -447,7 +460,7 @@ class FlopsAccumulator:
         min_weight: see ``route_flops``.
     """
 
-    def __init__(self, config: ModelConfig, min_weight: float = 0.0) -> None:
+    def __init__(self, config: ModelConfig, min_weight: float = ACTIVE_WEIGHT_THRESHOLD) -> None:
         self.config = config
         self.min_weight = min_weight
         self.num_samples = 0
@@ -494,6 +507,164 @@ class FlopsAccumulator:
                           dict(sorted(self.token_counts.items())), self.soft_samples)
 
 
+# -- along a training run: what the trainer logs, and the totals from the log ---------------------------------
+
+FLOPS_LOG_PREFIX = "flops/"
+"""Keys of ``training_flops_log``: ``flops/paper``, ``flops/fused``, ``flops/uniter`` (forward FLOPs per
+sample of the logged batch), ``flops/active_threshold``, ``flops/active_sab`` (mean active modes per
+layer and sample) and ``flops/active_sab/L{i}``, ``flops/active_sib/L{i}`` (per layer)."""
+
+
+def active_path_counts(routes: Sequence[LayerRoute], min_weight: float = ACTIVE_WEIGHT_THRESHOLD
+                       ) -> tuple[list[float], list[Optional[float]]]:
+    """Mean number of active paths per layer: weights above ``min_weight``.
+
+    Returns:
+        (sab, sib): per layer (layer 1 first), the mean over samples of the active attention modes, and
+        the mean over samples and both modalities of the active SIB candidates (None where the layer has
+        no SIB).
+    """
+    sab, sib = [], []
+    for r in routes:
+        sab.append(float((r.sab_weights.detach().float() > min_weight).sum(-1).double().mean()))
+        sib.append(None if r.sib_weights is None else
+                   float((r.sib_weights.detach().float() > min_weight).sum(-1).double().mean()))
+    return sab, sib
+
+
+def training_flops_log(
+    config: ModelConfig,
+    routes: Sequence[LayerRoute],
+    text_mask: Tensor,
+    region_mask: Tensor,
+    min_weight: float = ACTIVE_WEIGHT_THRESHOLD,
+) -> dict[str, float]:
+    """What a trainer logs about compute on a log step: FLOPs along this batch's training routes (paper
+    Table 7 counts these, accumulated over the run) and how many paths were active.
+
+    Args:
+        config: the model's config.
+        routes: the training forward's ``EncoderOutput.routes`` (soft, top-K or straight-through).
+        text_mask: (B, T) bool, real text tokens.
+        region_mask: (B, R) bool, real region tokens with IMG (``EncoderOutput.region_mask``; from a
+            ``Batch``, whose mask has no IMG column, use ``training_flops_log_for_batch``).
+        min_weight: the active-path threshold (``ACTIVE_WEIGHT_THRESHOLD``).
+
+    Returns:
+        ``flops/*`` keys (see ``FLOPS_LOG_PREFIX``); ``{}`` for a model without switches.
+    """
+    if not routes:
+        return {}
+    acc = FlopsAccumulator(config, min_weight)
+    acc.update(routes, text_mask, region_mask)
+    tally = acc.tally()
+    uniter = default_baselines(config)["UNITER"]
+    log: dict[str, float] = {
+        "flops/paper": tally.mean("paper"),
+        "flops/fused": tally.mean("fused"),
+        "flops/uniter": float(histogram_flops(uniter, tally.token_counts).total) / max(tally.num_samples, 1),
+        "flops/active_threshold": float(min_weight),
+    }
+    sab, sib = active_path_counts(routes, min_weight)
+    log["flops/active_sab"] = sum(sab) / len(sab)
+    for i, (a, b) in enumerate(zip(sab, sib), start=1):
+        log[f"flops/active_sab/L{i}"] = a
+        if b is not None:
+            log[f"flops/active_sib/L{i}"] = b
+    return log
+
+
+def training_flops_log_for_batch(config: ModelConfig, routes: Sequence[LayerRoute], batch: Any,
+                                 min_weight: float = ACTIVE_WEIGHT_THRESHOLD) -> dict[str, float]:
+    """``training_flops_log`` from a ``Batch`` (its region mask has no IMG column: one is added)."""
+    if not routes:
+        return {}
+    img = torch.ones_like(batch.region_mask[:, :1])
+    return training_flops_log(config, routes, batch.text_mask, torch.cat([img, batch.region_mask], dim=1),
+                              min_weight)
+
+
+@dataclass
+class TrainingFlops:
+    """Forward FLOPs over a training run, integrated from the values logged on log steps.
+
+    A value logged at step s stands for every step from s to the step before the next log (the
+    trainer logs step 1 and every ``train.log_every`` steps), the last one up to ``total_steps``: a
+    sample of the run, exact when routes change only at log steps, as in the tests.
+
+    Attributes:
+        steps: optimizer steps covered.
+        global_batch: samples per step.
+        active_threshold: the threshold the run counted active paths with.
+        series: (step, paper, fused, uniter, active_sab) per log record: per-sample forward FLOPs and
+            mean active modes per layer.
+        totals: {"paper", "fused", "uniter"}: summed forward FLOPs over the run (x ``passes`` for
+            forward + backward in ``to_markdown``).
+    """
+
+    steps: int
+    global_batch: int
+    active_threshold: float
+    series: list[tuple[int, float, float, float, float]]
+    totals: dict[str, float]
+
+    def relative(self, notion: str) -> float:
+        """The run's FLOPs under ``notion`` over UNITER's on the same samples."""
+        return self.totals[_check_notion(notion)] / self.totals["uniter"] if self.totals["uniter"] else float("nan")
+
+    def to_markdown(self, passes: float = 3.0) -> str:
+        first, last = self.series[0], self.series[-1]
+        lines = [
+            f"Training FLOPs over {self.steps:,} steps x {self.global_batch} samples (forward x {passes:g}), "
+            f"counted along the training routes on log steps; a path is active when its weight is above "
+            f"{self.active_threshold:g}.",
+            "",
+            "| model | notion | total FLOPs | vs UNITER |",
+            "|---|---|---:|---:|",
+        ]
+        for notion in NOTIONS:
+            lines.append(f"| switching model | {notion} | {format_flops(self.totals[notion] * passes)} | "
+                         f"{self.relative(notion):.3f}x |")
+        lines += [f"| UNITER | fixed | {format_flops(self.totals['uniter'] * passes)} | 1.000x |", "",
+                  f"Active attention modes per layer: {first[4]:.2f} at step {first[0]}, {last[4]:.2f} at step "
+                  f"{last[0]}; paper-notion FLOPs per sample {format_flops(first[1])} -> {format_flops(last[1])}."]
+        return "\n".join(lines)
+
+
+def flops_from_training_log(records: Sequence[Mapping[str, Any]], global_batch: int,
+                            total_steps: Optional[int] = None) -> TrainingFlops:
+    """Integrates the ``flops/*`` values of a metrics log (``train`` records) over the run.
+
+    Args:
+        records: metrics records (``MetricsLog`` JSON lines); records without ``flops/paper`` are skipped.
+        global_batch: ``train.batch_size`` of the run.
+        total_steps: the run's last step (default: the last logged step).
+
+    Returns:
+        ``TrainingFlops``.
+    """
+    rows = sorted((int(r["step"]), r) for r in records
+                  if "flops/paper" in r and r.get("split", "train") == "train")
+    if not rows:
+        raise ValueError("flops_from_training_log: no train record with flops/paper (a model without switches, "
+                         "or a log written before FLOPs were logged)")
+    last = rows[-1][0] if total_steps is None else int(total_steps)
+    if last < rows[-1][0]:
+        raise ValueError(f"flops_from_training_log: total_steps={last} is before the last logged step {rows[-1][0]}")
+    totals = {"paper": 0.0, "fused": 0.0, "uniter": 0.0}
+    series = []
+    for k, (step, r) in enumerate(rows):
+        end = rows[k + 1][0] if k + 1 < len(rows) else last + 1
+        covered = end - step
+        for n in totals:
+            totals[n] += float(r[f"flops/{n}"]) * covered * global_batch
+        series.append((step, float(r["flops/paper"]), float(r["flops/fused"]), float(r["flops/uniter"]),
+                       float(r.get("flops/active_sab", float("nan")))))
+    return TrainingFlops(steps=last - rows[0][0] + 1, global_batch=global_batch,
+                         active_threshold=float(rows[0][1].get("flops/active_threshold", float("nan"))),
+                         series=series, totals=totals)
+
+
 # -- Table 7: totals over a training run beside the fixed baselines ------------------------------------------
 
 
@@ -507,7 +678,7 @@ def default_baselines(config: ModelConfig) -> dict[str, ModelConfig]:
                  intermediate_size=config.intermediate_size, pooler_size=config.pooler_size,
                  region_feat_dim=config.region_feat_dim, vocab_size=config.vocab_size,
                  max_position=config.max_position)
-    fixed = dict(sab_modes=("J",), sib=None, top_k=None)
+    fixed = dict(sab_modes=("J",), sib=None, top_k=None, sib_top_k=None)
     return {
         "UNITER": ModelConfig(name="uniter", arch="switchbert", embedding="uniter", num_layers=config.num_layers,
                               **fixed, **sizes),

@@ -302,6 +302,44 @@ def plot_training_dynamics(
     return _save(fig, path)
 
 
+_ACTIVE_KEY = re.compile(r"^flops/active_sab/L(\d+)$")
+
+
+def plot_active_paths(records: Union[PathLike, Iterable[Mapping]], path: PathLike, title: str = "") -> Path:
+    """Active attention paths and FLOPs along training (paper Table 7's count, as it evolves).
+
+    Left: mean active modes per sample of each layer (``flops/active_sab/L{i}``; a mode is active when
+    its weight is above ``flops/active_threshold``) against step. Right: forward FLOPs per sample under
+    the paper notion (``flops/paper``), relative to UNITER on the same batch (``flops/uniter``).
+    """
+    recs = read_metrics(records) if isinstance(records, (str, Path)) else list(records)
+    recs = [r for r in recs if "step" in r and r.get("split", "train") == "train" and "flops/paper" in r]
+    if not recs:
+        raise ValueError("no 'flops/paper' keys with a 'step' in the metrics: nothing to plot")
+    steps = [float(r["step"]) for r in recs]
+    layers = sorted({int(m.group(1)) for r in recs for k in r for m in [_ACTIVE_KEY.match(k)] if m})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    cmap = plt.get_cmap("viridis")
+    for j, layer in enumerate(layers):
+        ys = [float(r.get(f"flops/active_sab/L{layer}", float("nan"))) for r in recs]
+        left.plot(steps, ys, color=cmap(j / max(len(layers) - 1, 1)), lw=1.3, label=f"L{layer}")
+    left.set_xlabel("step", fontsize=8)
+    left.set_ylabel("active modes per sample", fontsize=8)
+    left.set_ylim(bottom=0)
+    if layers:
+        left.legend(fontsize=7, ncol=2, frameon=False)
+    rel = [float(r["flops/paper"]) / float(r["flops/uniter"]) if r.get("flops/uniter") else float("nan") for r in recs]
+    right.plot(steps, rel, color="black", lw=1.4)
+    right.axhline(1.0, color="grey", ls=":", lw=1.0)
+    right.set_xlabel("step", fontsize=8)
+    right.set_ylabel("FLOPs / sample vs UNITER (paper notion)", fontsize=8)
+    threshold = recs[0].get("flops/active_threshold")
+    fig.suptitle(title or f"Active paths during training (weight > {threshold:g})" if threshold is not None
+                 else "Active paths during training", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _series_order(key: tuple[str, str]) -> tuple:
     """Modes in Table 1 order, candidates in their set's order, text before regions."""
     name, modality = key

@@ -98,13 +98,44 @@ def write_report(
 
 
 def _summary_table(stats: Mapping[str, RouteStats]) -> str:
-    """One line per task: samples, distinct architectures, the top architecture's share (paper Fig. 4)."""
-    lines = ["| task | samples | distinct architectures | most frequent architecture | share |", "|---|---:|---:|---|---:|"]
+    """One line per task: samples, distinct architectures, the top architecture's share (paper Fig. 4), and
+    how many switchers are near-ties (``routes.NEAR_TIE_MARGIN``): an architecture made of near-ties is an
+    argmax over almost equal probabilities, and the table says so."""
+    lines = ["| task | samples | distinct architectures | most frequent architecture | share | near-tie switchers |",
+             "|---|---:|---:|---|---:|---|"]
+    notes = []
     for task, s in stats.items():
         top = s.top_architectures[0] if s.top_architectures else None
         sig = f"`{top.signature}`" if top is not None and top.layers else "(fixed)"
         share = f"{top.share:.2%}" if top is not None else "-"
-        lines.append(f"| {task} | {s.num_samples:,} | {s.num_architectures:,} | {sig} | {share} |")
+        switchers, ties = s.switcher_confidence(), s.near_ties()
+        tie_cell = f"{len(ties)} of {len(switchers)}" if switchers else "-"
+        if switchers and len(ties) == len(switchers):
+            tie_cell += " (undecided)"
+            notes.append(task)
+        lines.append(f"| {task} | {s.num_samples:,} | {s.num_architectures:,} | {sig} | {share} | {tie_cell} |")
+    if notes:
+        lines += ["", f"Undecided ({', '.join(notes)}): every switcher is a near-tie, so the most frequent "
+                  "architecture there is an argmax over almost equal probabilities, not a route the model chose."]
+    return "\n".join(lines)
+
+
+def routes_section_markdown(stats: Mapping[str, RouteStats], figures: Optional[Mapping[str, list[Path]]] = None,
+                            figure_prefix: str = "", heading_level: int = 3) -> str:
+    """The routes section of a larger report (the demo's): per task, the summary with switcher confidence
+    in words (``RouteStats.summary_markdown``) and the task's figures.
+
+    Args:
+        stats: task -> statistics.
+        figures: task -> PNG paths (``ReportFiles.figures``), linked as ``figure_prefix + name``.
+        figure_prefix: e.g. ``"routes/"`` when the report sits one directory above the figures.
+        heading_level: of each task's heading.
+    """
+    h = "#" * heading_level
+    lines = []
+    for task, s in stats.items():
+        lines += [f"{h} {task}", "", s.summary_markdown()]
+        lines += [f"![{p.stem}]({figure_prefix}{p.name})\n" for p in (figures or {}).get(task, [])]
     return "\n".join(lines)
 
 

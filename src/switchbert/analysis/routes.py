@@ -15,11 +15,20 @@ frequent ones and their share (48.79% of RefCOCO+ samples, 31.09% of Flickr30k).
 
 ``collect_routes`` does exactly that under ``torch.no_grad`` in eval mode. ``route_probability_log`` turns
 one training batch's routes into the scalars a trainer logs (``routes/sab/L{i}/{mode}``, ...).
+
+How sure a switcher is (``SwitcherConfidence``): beside the hard choice, each layer keeps the mean over
+samples of the top probability, of the entropy of p, and of the *margin* p(top 1) - p(top 2). A
+switcher whose mean margin is below ``NEAR_TIE_MARGIN`` (0.1) is a *near-tie*: its argmax is decided by
+small differences between almost equal probabilities (a freshly initialised switcher gives ~0 margin),
+so its route share says little about what the model learnt, and the reports say so in words. The
+margin is per sample, so a switcher that confidently sends different samples to different modes is
+not a tie even when its *mean* probabilities are even.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +45,52 @@ from switchbert.analysis.flops import FlopsAccumulator, FlopsTally
 
 MODALITIES: tuple[str, ...] = ("text", "region")
 """Index 0 and 1 of ``LayerRoute.sib_*``'s second dimension, as they appear in log keys."""
+
+NEAR_TIE_MARGIN = 0.1
+"""A switcher is a near-tie when the mean over samples of p(top 1) - p(top 2) is below this."""
+
+
+@dataclass(frozen=True)
+class SwitcherConfidence:
+    """How decided one switcher (a layer's SAB, or one modality of its SIB) was, over the samples.
+
+    Attributes:
+        options: K, the modes or candidates it chooses among.
+        mean_top_prob: mean over samples of max_k p_k (1/K = undecided, 1 = certain).
+        mean_entropy: mean over samples of -sum_k p_k ln p_k, in nats (ln K = uniform, 0 = certain).
+        mean_margin: mean over samples of p(top 1) - p(top 2).
+    """
+
+    options: int
+    mean_top_prob: float
+    mean_entropy: float
+    mean_margin: float
+
+    @property
+    def max_entropy(self) -> float:
+        return math.log(self.options) if self.options > 1 else 0.0
+
+    @property
+    def near_tie(self) -> bool:
+        """True when the choice is an argmax over near-equal probabilities (``NEAR_TIE_MARGIN``)."""
+        return self.options > 1 and self.mean_margin < NEAR_TIE_MARGIN
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"options": self.options, "mean_top_prob": self.mean_top_prob, "mean_entropy": self.mean_entropy,
+                "mean_margin": self.mean_margin, "near_tie": self.near_tie}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SwitcherConfidence":
+        return cls(int(d["options"]), float(d["mean_top_prob"]), float(d["mean_entropy"]), float(d["mean_margin"]))
+
+
+def confidence_sums(probs: Tensor) -> Tensor:
+    """Per-sample (top prob, entropy, margin) of probabilities (b, ..., K), summed over samples: (..., 3)."""
+    p = probs.double()
+    top2 = p.topk(min(2, p.shape[-1]), dim=-1).values
+    margin = top2[..., 0] - top2[..., 1] if p.shape[-1] > 1 else torch.ones_like(top2[..., 0])
+    entropy = -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(-1)
+    return torch.stack([top2[..., 0], entropy, margin], dim=-1).sum(dim=0)
 
 
 # -- one training batch -> logged scalars ------------------------------------------------------------------
@@ -83,6 +138,9 @@ class LayerRouteStats:
         sib_candidates: the Switch-Input candidates before this layer (empty: no SIB here).
         sib_counts: {"text": counts per candidate, "region": ...}; empty without SIB.
         sib_mean_probs: {"text": mean probability per candidate, "region": ...}; empty without SIB.
+        mode_confidence: how decided the SAB switcher was (None: a fixed mode, or statistics written
+            before confidence was recorded).
+        sib_confidence: {"text": ..., "region": ...} the same for each modality's SIB choice.
     """
 
     layer: int
@@ -92,6 +150,14 @@ class LayerRouteStats:
     sib_candidates: tuple[str, ...] = ()
     sib_counts: dict[str, tuple[int, ...]] = field(default_factory=dict)
     sib_mean_probs: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    mode_confidence: Optional[SwitcherConfidence] = None
+    sib_confidence: dict[str, SwitcherConfidence] = field(default_factory=dict)
+
+    def switchers(self) -> list[tuple[str, SwitcherConfidence]]:
+        """("SAB" / "SIB text" / "SIB region", confidence) of every switcher of this layer with a record."""
+        out = [("SAB", self.mode_confidence)] if self.mode_confidence is not None and len(self.modes) > 1 else []
+        out += [(f"SIB {m}", self.sib_confidence[m]) for m in MODALITIES if m in self.sib_confidence]
+        return out
 
     @property
     def num_samples(self) -> int:
@@ -123,6 +189,10 @@ class LayerRouteStats:
             d["sib_counts"] = {k: list(v) for k, v in self.sib_counts.items()}
             d["sib_frequencies"] = {m: self.sib_frequencies(m) for m in MODALITIES}
             d["sib_mean_probs"] = {k: list(v) for k, v in self.sib_mean_probs.items()}
+        if self.mode_confidence is not None:
+            d["mode_confidence"] = self.mode_confidence.to_dict()
+        if self.sib_confidence:
+            d["sib_confidence"] = {k: v.to_dict() for k, v in self.sib_confidence.items()}
         return d
 
     @classmethod
@@ -135,6 +205,9 @@ class LayerRouteStats:
             sib_candidates=tuple(d.get("sib_candidates", ())),
             sib_counts={k: tuple(int(c) for c in v) for k, v in d.get("sib_counts", {}).items()},
             sib_mean_probs={k: tuple(float(p) for p in v) for k, v in d.get("sib_mean_probs", {}).items()},
+            mode_confidence=(SwitcherConfidence.from_dict(d["mode_confidence"]) if d.get("mode_confidence")
+                             else None),
+            sib_confidence={k: SwitcherConfidence.from_dict(v) for k, v in d.get("sib_confidence", {}).items()},
         )
 
 
@@ -248,21 +321,86 @@ class RouteStats:
     def has_sib(self) -> bool:
         return any(layer.sib_candidates for layer in self.layers)
 
+    def switcher_confidence(self) -> list[tuple[int, str, SwitcherConfidence]]:
+        """(layer, "SAB" / "SIB text" / "SIB region", confidence) of every switcher with a record."""
+        return [(layer.layer, name, c) for layer in self.layers for name, c in layer.switchers()]
+
+    def near_ties(self) -> list[tuple[int, str, SwitcherConfidence]]:
+        """The switchers whose choice is a near-tie (``NEAR_TIE_MARGIN``)."""
+        return [x for x in self.switcher_confidence() if x[2].near_tie]
+
+    def confidence_note(self) -> str:
+        """One or two sentences on how decided the switchers are; empty without a confidence record."""
+        switchers = self.switcher_confidence()
+        if not switchers:
+            return ""
+        ties = self.near_ties()
+        margin = f"mean margin between the two most probable options below {NEAR_TIE_MARGIN:g}"
+        if len(ties) == len(switchers):
+            return (f"**Undecided: all {len(switchers)} switchers are near-ties** ({margin}). Every hard choice "
+                    "here is an argmax over almost equal probabilities, so the route shares and the "
+                    "architectures reported for these samples do not show a preference the model learnt; they "
+                    "are ties broken by small differences.")
+        if ties:
+            where = ", ".join(f"L{layer} {name}" for layer, name, _ in ties)
+            return (f"**{len(ties)} of {len(switchers)} switchers are near-ties** ({margin}): {where}. Their "
+                    "choices are argmaxes over almost equal probabilities; read those layers' shares, and the "
+                    "architectures built from them, as undecided, not as findings.")
+        what = "The switcher is" if len(switchers) == 1 else f"All {len(switchers)} switchers are"
+        return f"{what} decided ({margin.replace('below', 'at least')})."
+
+    def confidence_markdown(self, heading_level: int = 3) -> str:
+        """Per layer and switcher: mean top probability, entropy (of ln K), margin, near-tie mark."""
+        switchers = self.switcher_confidence()
+        if not switchers:
+            return ""
+        h = "#" * heading_level
+        out = [f"{h} How sure the switchers are", "",
+               f"Mean over samples of p(top), the entropy of p (nats; ln K is uniform) and the margin "
+               f"p(top 1) - p(top 2); a near-tie has a mean margin below {NEAR_TIE_MARGIN:g}.", "",
+               "| layer | switcher | options | mean top p | entropy (max) | margin | choice |",
+               "|---|---|---:|---:|---:|---:|---|"]
+        for layer, name, c in switchers:
+            out.append(f"| L{layer} | {name} | {c.options} | {c.mean_top_prob:.3f} | {c.mean_entropy:.3f} "
+                       f"({c.max_entropy:.3f}) | {c.mean_margin:.3f} | {'**near-tie**' if c.near_tie else 'decided'} |")
+        out.append("")
+        return "\n".join(out)
+
+    def summary_markdown(self) -> str:
+        """A short paragraph for a report (the demo's routes section): how many routes, the most frequent
+        one, and, in words, whether the switchers behind it were decided, with the confidence table."""
+        top = self.top_architectures[0] if self.top_architectures else None
+        if top is None:
+            return "no samples\n"
+        if not self.layers:
+            return f"{self.num_samples:,} samples; a fixed architecture: every sample takes the same route.\n"
+        lines = [f"{self.num_samples:,} held-out samples took {self.num_architectures:,} distinct "
+                 f"route{'s' if self.num_architectures != 1 else ''}; the most frequent one takes "
+                 f"{top.share:.1%} of them:", "", f"`{top.signature}`", ""]
+        note = self.confidence_note()
+        if note:
+            lines += [note, "", self.confidence_markdown(heading_level=4)]
+        return "\n".join(lines)
+
     def to_markdown(self, heading_level: int = 2) -> str:
-        """Tables of mode frequencies, SIB choices and the top architectures."""
+        """Tables of switcher confidence, mode frequencies, SIB choices and the top architectures."""
         h = "#" * heading_level
         title = f"{self.model}" + (f" on {self.task}" if self.task else "")
         out = [f"{h} Routes: {title}", "",
                f"{self.num_samples:,} samples, {self.num_architectures:,} distinct architectures.", ""]
         if not self.layers:
             return "\n".join(out + ["A fixed architecture: every sample takes the same route.", ""])
+        note = self.confidence_note()
+        if note:
+            out += [note, "", self.confidence_markdown(heading_level + 1)]
         modes = list(dict.fromkeys(m for layer in self.layers for m in layer.modes))
         out += [f"{h}# Attention mode per layer (share of samples; mean switcher probability)", "",
                 "| layer | " + " | ".join(modes) + " |", "|---|" + "---:|" * len(modes)]
         for layer in self.layers:
             freq, probs = layer.mode_frequencies(), dict(zip(layer.modes, layer.mode_mean_probs))
             cells = [f"{freq[m]:.1%} ({probs[m]:.2f})" if m in freq else "-" for m in modes]
-            out.append(f"| L{layer.layer} | " + " | ".join(cells) + " |")
+            tie = " (near-tie)" if layer.mode_confidence is not None and layer.mode_confidence.near_tie else ""
+            out.append(f"| L{layer.layer}{tie} | " + " | ".join(cells) + " |")
         out.append("")
         if self.has_sib:
             cands = list(dict.fromkeys(c for layer in self.layers for c in layer.sib_candidates))
@@ -277,9 +415,13 @@ class RouteStats:
                 for modality in MODALITIES:
                     f = layer.sib_frequencies(modality)
                     cells += [f"{f[c]:.1%}" if c in f else "-" for c in cands]
-                out.append(f"| L{layer.layer} | " + " | ".join(cells) + " |")
+                ties = [m for m, c in layer.sib_confidence.items() if c.near_tie]
+                tie = f" (near-tie: {', '.join(ties)})" if ties else ""
+                out.append(f"| L{layer.layer}{tie} | " + " | ".join(cells) + " |")
             out.append("")
-        out += [f"{h}# Most frequent architectures", "", "| rank | share | samples | route (layer 1 first) |",
+        undecided = self.switcher_confidence() and len(self.near_ties()) == len(self.switcher_confidence())
+        caveat = " (every switcher a near-tie: ties broken arbitrarily, not a finding)" if undecided else ""
+        out += [f"{h}# Most frequent architectures{caveat}", "", "| rank | share | samples | route (layer 1 first) |",
                 "|---:|---:|---:|---|"]
         for k, a in enumerate(self.top_architectures, start=1):
             out.append(f"| {k} | {a.share:.2%} | {a.count:,} | `{a.signature}` |")
@@ -308,6 +450,8 @@ class RouteCollector:
         self._mode_prob_sums: list[Tensor] = []  # (M,) float64
         self._sib_counts: list[Optional[Tensor]] = []  # (2, C) int64 or None
         self._sib_prob_sums: list[Optional[Tensor]] = []  # (2, C) float64 or None
+        self._mode_conf_sums: list[Tensor] = []  # (3,) float64: top prob, entropy, margin summed over samples
+        self._sib_conf_sums: list[Optional[Tensor]] = []  # (2, 3) float64 or None
         self._architectures: Counter = Counter()  # route key (tuple of ints) -> samples
         self._flops = FlopsAccumulator(config) if config is not None else None
 
@@ -354,14 +498,18 @@ class RouteCollector:
             choice = r.sab_choice.detach().cpu()[keep]  # (b,)
             M = len(r.modes)
             self._mode_counts[i] += torch.bincount(choice, minlength=M)[:M]
-            self._mode_prob_sums[i] += r.sab_probs.detach().cpu().double()[keep].sum(dim=0)
+            sab_p = r.sab_probs.detach().cpu().double()[keep]  # (b, M)
+            self._mode_prob_sums[i] += sab_p.sum(dim=0)
+            self._mode_conf_sums[i] += confidence_sums(sab_p)
             key_columns.append(choice)
             if r.sib_choice is not None:
                 sib_choice = r.sib_choice.detach().cpu()[keep]  # (b, 2)
                 C = len(r.sib_candidates)
                 for g in range(2):
                     self._sib_counts[i][g] += torch.bincount(sib_choice[:, g], minlength=C)[:C]
-                self._sib_prob_sums[i] += r.sib_probs.detach().cpu().double()[keep].sum(dim=0)
+                sib_p = r.sib_probs.detach().cpu().double()[keep]  # (b, 2, C)
+                self._sib_prob_sums[i] += sib_p.sum(dim=0)
+                self._sib_conf_sums[i] += confidence_sums(sib_p)
                 key_columns += [sib_choice[:, 0], sib_choice[:, 1]]
         # One row per sample: its whole route as integers; count distinct rows in one pass.
         keys = torch.stack(key_columns, dim=1)  # (b, L + 2 * #SIB)
@@ -377,6 +525,8 @@ class RouteCollector:
                 self._mode_prob_sums.append(torch.zeros(len(modes), dtype=torch.float64))
                 self._sib_counts.append(torch.zeros(2, len(cands), dtype=torch.int64) if cands else None)
                 self._sib_prob_sums.append(torch.zeros(2, len(cands), dtype=torch.float64) if cands else None)
+                self._mode_conf_sums.append(torch.zeros(3, dtype=torch.float64))
+                self._sib_conf_sums.append(torch.zeros(2, 3, dtype=torch.float64) if cands else None)
         elif layout != self._layout:
             raise ValueError("RouteCollector: this batch's routes have a different layout (layers, modes or SIB "
                              "candidates) from earlier batches; use one collector per model")
@@ -408,10 +558,16 @@ class RouteCollector:
                 mode_mean_probs=tuple((self._mode_prob_sums[i] / denom).tolist()),
                 sib_candidates=cands,
             )
+            if n and len(modes) > 1:
+                layer.mode_confidence = SwitcherConfidence(len(modes), *(self._mode_conf_sums[i] / n).tolist())
             if cands:
                 counts, sums = self._sib_counts[i], self._sib_prob_sums[i]
                 layer.sib_counts = {m: tuple(counts[g].tolist()) for g, m in enumerate(MODALITIES)}
                 layer.sib_mean_probs = {m: tuple((sums[g] / denom).tolist()) for g, m in enumerate(MODALITIES)}
+                if n:
+                    conf = self._sib_conf_sums[i] / n  # (2, 3)
+                    layer.sib_confidence = {m: SwitcherConfidence(len(cands), *conf[g].tolist())
+                                            for g, m in enumerate(MODALITIES)}
             layers.append(layer)
         # Ties broken by the route itself, so the order is reproducible.
         ranked = sorted(self._architectures.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]

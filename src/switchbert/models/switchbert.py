@@ -68,7 +68,7 @@ class SwitchBertModel(VLModel):
         if config.sib is not None and config.num_layers > 1:
             # Boundary i sits before 0-based layer i + 1.
             self.sib_switchers = nn.ModuleList(
-                Switcher(D, sib_num_candidates(config, i + 1), 2, config.alignment, config.top_k, st)
+                Switcher(D, sib_num_candidates(config, i + 1), 2, config.alignment, config.sib_top_k, st)
                 for i in range(config.num_layers - 1)
             )
         self.text_pooler = Pooler(D, config.pooler_size)

@@ -124,6 +124,9 @@ class TrainSection:
     tau_kind: str = "exp"
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # pretraining MLM, MRC, ITM
     log_every: int = 50
+    # FLOPs along the run (paper Table 7), logged on log steps: a path counts as active (it runs) when its
+    # mixture weight is above this (analysis.flops.ACTIVE_WEIGHT_THRESHOLD; docs/analysis.md).
+    route_active_threshold: float = 0.01
     checkpoint_every: int = 0  # also write last/ every N steps (0 = at each epoch end only)
     progress: bool = True
     tensorboard: bool = True
@@ -383,6 +386,8 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
         bad("train.betas", f"must be two numbers in [0, 1), got {list(t.betas)}")
     if not t.eps > 0:
         bad("train.eps", f"must be > 0, got {t.eps}")
+    if not 0.0 <= t.route_active_threshold < 1.0:
+        bad("train.route_active_threshold", f"must be in [0, 1), got {t.route_active_threshold}")
     if not t.tau_max >= t.tau_min > 0:
         bad("train.tau_max", f"need tau_max >= tau_min > 0, got tau_max={t.tau_max}, tau_min={t.tau_min}")
     if t.tau_kind not in ("exp", "linear"):
@@ -413,11 +418,13 @@ def _numbers(node: Any, prefix: str = "") -> typing.Iterator[tuple[str, float]]:
 
 def _validate_model(config: ExperimentConfig, source: str) -> None:
     """The preset exists and the overrides are valid ModelConfig fields and values."""
-    from switchbert.presets import PRESETS, get_config
+    from switchbert.presets import PRESETS, RETIRED_PRESETS, get_config
 
     m = config.model
     if m.init_from is not None and Path(m.init_from).suffix == "" and not m.overrides:
         return  # a model directory fixes the architecture; checked by check_paths
+    if m.preset in RETIRED_PRESETS:
+        raise ConfigError(f"{source}: model.preset: preset {m.preset!r} was retired: {RETIRED_PRESETS[m.preset]}")
     if m.preset not in PRESETS:
         raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}; available: {', '.join(sorted(PRESETS))}")
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}

@@ -3,6 +3,21 @@ gathering evaluation outputs, and rank-0-only writing.
 
 One process per device. ``torchrun --nproc_per_node N`` sets RANK, LOCAL_RANK and WORLD_SIZE; without
 them the process runs alone. NCCL on GPU, gloo on CPU.
+
+Two rules make W processes train like one process with the same global batch:
+
+* Random streams per rank (``rank_seed``). Every rank builds the model from the same seed (identical
+  initial weights; DDP broadcasts rank 0's anyway), then ranks r > 0 reseed torch, numpy and ``random``
+  with ``rank_seed(seed, r)``, so their dropout masks and Gumbel noise are their own draws and not
+  copies of rank 0's. Rank 0 keeps the single-process stream. Data order and pretraining masks do not
+  depend on these streams (they are functions of (seed, epoch, index)).
+* Token-mean losses over the global batch (``global_count_denominator``). MLM and MRC average over
+  target tokens; a per-process mean weights a rank's tokens by 1 / (its own count), so W processes
+  would differ from one (and a rank without targets would halve MRC). Each rank divides its sum by
+  (global count / W): DDP's gradient mean then equals the gradient of sum / global count.
+  Gradient accumulation still normalises each micro-batch step by that step's global count. In one
+  process no collective runs (the count is the batch's own), so ``train.compile`` traces the step
+  whole; with W > 1 the all_reduce of two numbers sits inside the compiled step.
 """
 
 from __future__ import annotations
@@ -84,6 +99,37 @@ def all_reduce_mean(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     out = values.detach().to(ctx.device, copy=True)  # NCCL reduces device tensors only
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return (out / ctx.world_size).to(values.device)
+
+
+RANK_SEED_STRIDE = 1_000_003
+"""Distance between the seeds of consecutive ranks (a prime, so rank seeds do not collide with the
+small offsets the data code adds to the run's seed)."""
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The torch/numpy/random seed of ``rank``'s training stream: ``seed`` for rank 0 (a single process
+    draws exactly what it always did), ``seed + rank * RANK_SEED_STRIDE`` for the others."""
+    return seed + rank * RANK_SEED_STRIDE
+
+
+def global_count_denominator(counts: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """What each process divides its loss sums by so that DDP's gradient mean is a global token mean.
+
+    Args:
+        counts: (P,) float, this process's target counts (e.g. [MLM tokens, MRC regions]), no gradient.
+        ctx: the process group.
+
+    Returns:
+        (P,) max(global count, 1) / world_size (one all_reduce; no host sync). In one process that is
+        max(count, 1), the plain mean; with W processes, W x (local sum / returned value) averaged over
+        ranks is sum over all ranks / global count, and a rank without targets contributes 0 to the sum.
+    """
+    counts = counts.detach().float()
+    if not ctx.distributed:
+        return counts.clamp(min=1.0)
+    total = counts.to(ctx.device, copy=True)  # NCCL reduces device tensors only
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return (total.clamp(min=1.0) / ctx.world_size).to(counts.device)
 
 
 def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,7 +40,7 @@ from switchbert.metrics import (refexp_correct, retrieval_recall, vqa_accuracy,
 from switchbert.models.base import VLModel
 from switchbert.outputs import LayerRoute
 from switchbert.train.config import ConfigError, ExperimentConfig
-from switchbert.train.distributed import DistContext, all_gather_objects, shard_range
+from switchbert.train.distributed import DistContext, all_gather_objects, global_count_denominator, shard_range
 
 VQA_VOCAB_FILE = "answer_vocab.json"
 
@@ -165,18 +166,22 @@ class PretrainTask(Task):
                              num_region_classes=max(1, self.store.num_classes or 1),
                              layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
 
-    def _losses(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any, validate: bool = True):
+    def _losses(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any, validate: bool = True,
+                count_denominator=None):
         output = model(batch, validate=validate)
         mlm_labels, mrc_mask = ignore_mismatched(labels.itm_labels, labels.mlm_labels, labels.mrc_mask)
         # The collate's target positions: gathering by them needs no host sync.
         logits = heads(output, mlm_labels=mlm_labels, mrc_target_mask=mrc_mask,
                        mlm_index=labels.mlm_index, mrc_index=labels.mrc_index)
         loss = pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets,
-                             weights=tuple(self.config.train.loss_weights))
+                             weights=tuple(self.config.train.loss_weights), count_denominator=count_denominator)
         return output, logits, loss
 
     def step(self, model, heads, batch, labels) -> StepOutput:
-        output, _, loss = self._losses(model, heads, batch, labels, validate=False)
+        # MLM/MRC as means over the global batch's targets, so W processes train like one (only in
+        # training: evaluation shards may hold different numbers of batches, and a collective would hang).
+        output, _, loss = self._losses(model, heads, batch, labels, validate=False,
+                                       count_denominator=partial(global_count_denominator, ctx=self.ctx))
         parts = {"mlm": loss.mlm.detach(), "mrc": loss.mrc.detach(), "itm": loss.itm.detach()}
         return StepOutput(loss.total, parts, output.routes)
 

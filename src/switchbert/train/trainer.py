@@ -42,7 +42,8 @@ from switchbert.train.checkpoint import (TrainerState, load_heads, load_trainer_
                                          rng_states, save_checkpoint, set_rng_states)
 from switchbert.train.config import ConfigError, ExperimentConfig, save_config
 from switchbert.train.distributed import (DistContext, ShardedSampler, all_gather_objects, all_reduce_mean,
-                                          barrier, init_distributed)
+                                          barrier, init_distributed, rank_seed)
+from switchbert.analysis.flops import training_flops_log_for_batch
 from switchbert.analysis.routes import route_probability_log
 from switchbert.train.metrics_log import MetricsLog
 from switchbert.train.optim import build_optimizer, build_scheduler
@@ -167,6 +168,8 @@ class Trainer:
             model = build_model(cfg)
         task = build_task(cfg, model.config, ctx)
         heads = task.build_heads(model)
+        if ctx.rank > 0:  # own dropout / Gumbel streams per rank (train/distributed.py); rank 0 = one process
+            seed_everything(rank_seed(t.seed, ctx.rank))
         if self.resume:
             task.load_assets(self.out / "last")
             load_heads(heads, self.out / "last")
@@ -256,6 +259,8 @@ class Trainer:
                     if grad_norm is not None:
                         values["grad_norm"] = float(grad_norm)
                     values.update(route_probability_log(routes))
+                    values.update(training_flops_log_for_batch(model.config, routes, self._routes_batch,
+                                                               t.route_active_threshold))
                     metrics_log.log("train", state.step, state.epoch, values)
                     bar.set_postfix(loss=f"{loss:.4f}", tau=f"{current_tau:.3f}",
                                     samples_s=f"{window_samples / elapsed:.1f}")
@@ -327,6 +332,7 @@ class Trainer:
             values = torch.stack([result.loss.detach().float(), *[v.float() for v in result.parts.values()]])
             total = values if total is None else total + values
             routes = result.routes
+            self._routes_batch = batch  # whose routes these are (masks for the logged FLOPs)
         return total.double() / accum, routes
 
     def _validate(self, model: VLModel, heads: nn.Module, task: Task, ctx: DistContext, autocast) -> dict[str, float]:
