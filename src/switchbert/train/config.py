@@ -97,9 +97,10 @@ class DataSection:
     refcoco_instances: Optional[str] = None
     # RefCOCO+ training recipe (switchbert.train.tasks.RefExpTask; docs/heads_and_metrics.md):
     refexp_target: str = "iou"  # "iou": raw IoU (VOLTA); "iou_0.5": IoU zeroed below 0.5 (ViLBERT)
-    refexp_iou: str = "volta"  # "volta": +1-pixel box areas; "continuous": areas w * h
-    refexp_loss: str = "volta"  # "volta": BCE summed over regions, mean over sentences; "mean": per region
-    refexp_add_gt_box: bool = False  # ViLBERT: add the referred box to the training regions
+    refexp_iou: str = "continuous"  # "continuous": areas w * h (ours); "volta": +1-pixel box sides
+    refexp_loss: str = "mean"  # "mean": per region (ours); "volta": BCE summed over regions, mean over sentences
+    refexp_add_gt_box: bool = False  # ViLBERT: add the ground-truth-box regions to the training regions
+    refcoco_gt_features: Optional[str] = None  # store of those regions (keyed by image id), for refexp_add_gt_box
 
     def path(self, key: str) -> Optional[Path]:
         """The resolved path of a path key, or None when unset."""

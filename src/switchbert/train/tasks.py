@@ -415,7 +415,15 @@ class RetrievalTask(Task):
 
 # -------------------------------------------------------------------------------------------- refexp
 class RefExpTask(Task):
-    """RefCOCO+ (SPEC §7): a region is right when its IoU with the referred box is > 0.5."""
+    """RefCOCO+ (SPEC §7): a region is right when its IoU with the referred box is > 0.5.
+
+    Recipe (``data.refexp_*``; the controlled configs follow VOLTA's ``ctrl_trainval_tasks.yml``):
+    raw IoU targets (``refexp_target: iou``), VOLTA's +1-pixel IoU (``refexp_iou: volta``) for targets
+    and accuracy, and VOLTA's loss scale (``refexp_loss: volta``: BCE summed over regions, mean over
+    sentences). ViLBERT multi-task's recipe is ``refexp_target: iou_0.5`` plus
+    ``refexp_add_gt_box: true`` with ``data.refcoco_gt_features`` (a store of the images'
+    ground-truth-box regions, appended to the training regions only).
+    """
 
     name = "refexp"
     metric_names = ("accuracy",)
@@ -425,10 +433,26 @@ class RefExpTask(Task):
     # text side, get no gradient.
     uses_every_parameter = False
 
+    def __init__(self, config, model_config, ctx) -> None:
+        super().__init__(config, model_config, ctx)
+        d = config.data
+        for key, value, allowed in (("refexp_target", d.refexp_target, ("iou", "iou_0.5")),
+                                    ("refexp_iou", d.refexp_iou, ("volta", "continuous")),
+                                    ("refexp_loss", d.refexp_loss, ("volta", "mean"))):
+            if value not in allowed:
+                raise ConfigError(f"data.{key} must be one of {', '.join(allowed)}, got {value!r}")
+        self.gt_store = None
+        if d.refexp_add_gt_box:
+            if d.refcoco_gt_features is None:
+                raise ConfigError("data.refexp_add_gt_box needs data.refcoco_gt_features (a feature store of the "
+                                  "images' ground-truth-box regions)")
+            self.gt_store = open_feature_store(d.path("refcoco_gt_features"))
+
     def _dataset(self, split: str) -> RefCOCODataset:
         d = self.config.data
         return RefCOCODataset(d.path("refcoco_refs"), d.path("refcoco_instances"), self.store, self.tokenizer,
-                              split, d.max_text_len, d.max_regions, skip_bad=d.skip_bad)
+                              split, d.max_text_len, d.max_regions, skip_bad=d.skip_bad, iou=d.refexp_iou,
+                              target=d.refexp_target, gt_store=self.gt_store if split == "train" else None)
 
     def train_dataset(self) -> Dataset:
         return self._dataset("train")
@@ -440,7 +464,7 @@ class RefExpTask(Task):
 
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch, validate=False)
-        loss = refexp_bce_loss(heads(output), labels.iou, labels.region_mask)
+        loss = refexp_bce_loss(heads(output), labels.target, labels.region_mask, reduction=self.config.data.refexp_loss)
         return StepOutput(loss, {}, output.routes)
 
     def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
