@@ -324,7 +324,8 @@ class VQATask(Task):
     def build_heads(self, model: VLModel) -> nn.Module:
         c = model.config
         return build_head("vqa", pooler_size=c.pooler_size, num_answers=len(self._ensure_vocab()),
-                          layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
+                          layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range,
+                          dropout=c.hidden_dropout)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch, validate=False)
@@ -378,7 +379,8 @@ class RetrievalTask(Task):
 
     def build_heads(self, model: VLModel) -> nn.Module:
         c = model.config
-        return build_head("retrieval", pooler_size=c.pooler_size, initializer_range=c.initializer_range)
+        return build_head("retrieval", pooler_size=c.pooler_size, initializer_range=c.initializer_range,
+                          dropout=c.hidden_dropout)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch, validate=False)
@@ -460,7 +462,7 @@ class RefExpTask(Task):
     def build_heads(self, model: VLModel) -> nn.Module:
         c = model.config
         return build_head("refexp", pooler_size=c.pooler_size, region_hidden_size=c.region_hidden_size_,
-                          initializer_range=c.initializer_range)
+                          initializer_range=c.initializer_range, dropout=c.hidden_dropout)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch, validate=False)
