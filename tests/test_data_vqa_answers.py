@@ -21,7 +21,15 @@ from switchbert.data.vqa_answers import (AnswerVocab, answer_scores, build_answe
     ("dont know", "don't know"),
     ("isnt", "isn't"),
     ("couldnt've", "couldn't've"),
-    ("couldntve", "couldn't've"),
+    ("couldntve", "couldntve"),  # not in the official table (only couldnt've / couldn'tve are)
+    ("well", "well"),  # real words the official table leaves alone
+    ("were", "were"),
+    ("shell", "shell"),
+    ("shed", "shed"),
+    ("wed", "wed"),
+    ("lets", "lets"),
+    ("hes", "he's"),
+    ("somebody'd", "somebodyd"),  # the official table's one backwards entry
     ("im", "im"),  # the official table's 'Im' is capitalised and never matches lower-cased text
     ("2.5", "2.5"),  # a period before a digit stays
     ("1,000", "1000"),  # digit-comma-digit: punctuation deleted, not spaced

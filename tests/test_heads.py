@@ -200,7 +200,7 @@ def test_pretrain_heads_ignore_the_img_token():
 
 
 def test_vqa_head_matches_formula():
-    head = VQAHead(P, num_answers=A, hidden_size=8)
+    head = VQAHead(P, num_answers=A, hidden_size=8).eval()  # eval: no dropout
     out = fake_output()
     h = F.gelu(head.dense(out.pooled))
     expected = head.classifier(F.layer_norm(h, (8,), head.layer_norm.weight, head.layer_norm.bias, 1e-12))
@@ -211,14 +211,26 @@ def test_vqa_head_matches_formula():
 
 def test_retrieval_and_refexp_heads():
     out = fake_output()
-    ret = RetrievalHead(P)
+    ret = RetrievalHead(P).eval()
     torch.testing.assert_close(ret(out), out.pooled @ ret.scorer.weight[0] + ret.scorer.bias[0])
-    ref = RefExpHead(D_R)
+    ref = RefExpHead(D_R).eval()
     scores = ref(out)
     assert scores.shape == (B, R - 1)
     torch.testing.assert_close(scores, out.region_hidden[:, 1:] @ ref.scorer.weight[0] + ref.scorer.bias[0])
     with pytest.raises(ValueError, match="region_hidden"):
         RefExpHead(D)(out)
+
+
+def test_task_heads_drop_their_input_like_volta():
+    # VOLTA's BertForVLTasks applies Dropout(0.1) to pooled / region states before every task head.
+    out = fake_output()
+    torch.manual_seed(0)
+    for head in (VQAHead(P, num_answers=A, hidden_size=8), RetrievalHead(P), RefExpHead(D_R)):
+        assert head.dropout.p == pytest.approx(0.1)
+        train_a, train_b = head.train()(out), head(out)
+        assert not torch.equal(train_a, train_b)  # a new mask each call
+        torch.testing.assert_close(head.eval()(out), head(out))
+    assert build_head("vqa", pooler_size=P, num_answers=A, dropout=0.0).dropout.p == 0.0
 
 
 def test_build_head():

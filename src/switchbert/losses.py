@@ -280,8 +280,13 @@ def retrieval_4way_loss(scores: Tensor, num_options: int = RETRIEVAL_NUM_OPTIONS
     return F.cross_entropy(_upcast(scores), target)
 
 
-def refexp_bce_loss(logits: Tensor, iou_targets: Tensor, region_mask: Tensor) -> Tensor:
-    """BCE-with-logits of each region's score against its IoU with the target box, mean over valid regions.
+def refexp_bce_loss(logits: Tensor, iou_targets: Tensor, region_mask: Tensor, reduction: str = "mean") -> Tensor:
+    """BCE-with-logits of each region's score against its IoU target.
+
+    ``reduction="mean"``: the mean over valid regions. ``"volta"``: summed over each sentence's valid
+    regions, then the mean over sentences; that is VOLTA's ``BCEWithLogitsLoss(mean) * num_regions``
+    (its padded regions carry a -10000 logit and a 0 target, so they add nothing), about 36 times the
+    per-region mean, which matters under gradient clipping.
 
     Args:
         logits: (B, N) region logits (``RefExpHead``).
@@ -297,6 +302,11 @@ def refexp_bce_loss(logits: Tensor, iou_targets: Tensor, region_mask: Tensor) ->
         )
     if region_mask.dtype != torch.bool:
         raise ValueError(f"refexp_bce_loss: region_mask must be bool (True = real region), got {region_mask.dtype}")
+    if reduction not in ("mean", "volta"):
+        raise ValueError(f"refexp_bce_loss: reduction must be 'mean' or 'volta', got {reduction!r}")
     logits = _upcast(logits)
     per_region = F.binary_cross_entropy_with_logits(logits, iou_targets.to(logits.dtype), reduction="none")
+    if reduction == "volta":
+        summed = torch.where(region_mask, per_region, torch.zeros_like(per_region)).sum()
+        return summed / max(logits.shape[0], 1)
     return _masked_mean(per_region, region_mask)

@@ -42,10 +42,12 @@ class FlickrImage:
 
 def load_flickr_jsonl(path: PathLike, store: Optional[FeatureStore] = None,
                       policy: Optional[BadItemPolicy] = None) -> list[FlickrImage]:
-    """Reads a Flickr30k split; a malformed line, an empty caption or (with ``store``) an image missing
-    from the store raises DataError naming the file and line, unless ``policy`` skips it."""
+    """Reads a Flickr30k split; a malformed line, an empty caption, an image on a second line (it would
+    be a second retrieval candidate and silently change R@K) or (with ``store``) an image missing from
+    the store raises DataError naming the file and line, unless ``policy`` skips it."""
     policy = policy or BadItemPolicy()
     out: list[FlickrImage] = []
+    first_line: dict[str, int] = {}
     try:
         fh = open(path, "r", encoding="utf-8")
     except FileNotFoundError as exc:
@@ -62,6 +64,9 @@ def load_flickr_jsonl(path: PathLike, store: Optional[FeatureStore] = None,
                 if not isinstance(obj, dict) or "id" not in obj or not isinstance(obj.get("sentences"), list):
                     raise DataError(path, f"line {lineno}", "a line needs 'id' and a 'sentences' list")
                 iid = str(obj["id"])
+                if iid in first_line:
+                    raise DataError(path, f"line {lineno} (image {iid})",
+                                    f"image repeated (first on line {first_line[iid]}): each image must appear once")
                 sents = obj["sentences"]
                 if not sents:
                     raise DataError(path, f"line {lineno} (image {iid})", "no captions")
@@ -73,6 +78,7 @@ def load_flickr_jsonl(path: PathLike, store: Optional[FeatureStore] = None,
             except DataError as err:
                 policy.handle(err)
                 continue
+            first_line[iid] = lineno
             out.append(FlickrImage(iid, list(sents), str(obj.get("img_path", ""))))
     if not out:
         raise DataError(path, None, "no usable image")
@@ -108,6 +114,11 @@ def nearest_neighbours(vectors: np.ndarray, k: int, chunk: int = 2048) -> np.nda
 def hard_negative_pool(store: FeatureStore, image_ids: list[str], k: int = 20,
                        cache_path: Optional[PathLike] = None) -> np.ndarray:
     """Each image's k nearest neighbours by mean-pooled region features (SPEC §7), cached on disk.
+
+    The pool is fixed before training: the cosine similarity of the images' mean region features
+    (detector output), not the model's scores, so it does not change as the model learns. [ours]
+    VOLTA reads a precomputed pool from its data file ``hard_negative.pkl``; ours is computed from the
+    features given, so it can be rebuilt from them.
 
     The cache (``.npz``) stores a fingerprint of the store path and image ids and is recomputed when
     it does not match, so a stale cache is never used.

@@ -19,7 +19,7 @@ from switchbert.data.features import FeatureStore, read_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch
 from switchbert.data.regions import Regions
 from switchbert.data.tokenizer import encode
-from switchbert.data.vqa_answers import AnswerVocab, answer_scores, load_annotations
+from switchbert.data.vqa_answers import AnswerVocab, answer_scores, load_annotations, question_id
 
 OOV_POLICIES = ("keep", "drop", "error")
 
@@ -60,20 +60,42 @@ class VQALabels(TensorFields):
 
 
 def load_questions(path: PathLike) -> list[dict]:
-    """The ``questions`` list of an official ``v2_OpenEnded_mscoco_*_questions.json``, checked per item."""
+    """The ``questions`` list of an official ``v2_OpenEnded_mscoco_*_questions.json``.
+
+    Checked for the whole file: every question id is an integer and appears once (a repeated id
+    would silently get the first one's answers). Per-item content (image id, text) is checked by
+    :class:`VQADataset`, so ``skip_bad`` can skip those.
+    """
     data = load_json(path)
     qs = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(qs, list):
         raise DataError(path, None, "not a VQA questions file: no 'questions' list")
+    first: dict[int, int] = {}
+    for i, q in enumerate(qs):
+        if not isinstance(q, dict) or "question_id" not in q:
+            raise DataError(path, f"question #{i}", "question needs question_id, image_id and question")
+        qid = question_id(q["question_id"], path, f"question #{i}")
+        if qid in first:
+            other = qs[first[qid]]
+            same = other.get("question") == q.get("question") and other.get("image_id") == q.get("image_id")
+            what = "the same question" if same else f"another question ({other.get('question')!r} vs {q.get('question')!r})"
+            raise DataError(path, f"question #{i} (id {qid})", f"question id repeated (first at #{first[qid]}, {what})")
+        first[qid] = i
     return qs
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class VQADataset(Dataset):
     """VQAv2 questions with soft-score targets.
 
     Args:
-        questions_path: official questions JSON.
-        annotations_path: official annotations JSON, or None for test splits (targets all zero).
+        questions_path: official questions JSON, or a list of them (train + val for the trainval
+            protocol).
+        annotations_path: the matching annotations JSON (or list), or None for test splits (targets
+            all zero).
         store: region features keyed by COCO image id.
         tokenizer: from :func:`~switchbert.data.tokenizer.load_tokenizer`.
         vocab: the answer vocabulary (:func:`~switchbert.data.vqa_answers.build_answer_vocab`).
@@ -82,12 +104,14 @@ class VQADataset(Dataset):
             target (standard for training and required for honest evaluation; counted and warned),
             ``drop`` them (counted and warned), or ``error`` (DataError naming file and question).
         skip_bad: skip bad items (counted, warned) instead of raising.
+        include_ids: keep only these question ids (a held-out minival).
+        exclude_ids: leave these question ids out (train + val minus minival).
     """
 
     def __init__(
         self,
-        questions_path: PathLike,
-        annotations_path: Optional[PathLike],
+        questions_path,
+        annotations_path,
         store: FeatureStore,
         tokenizer,
         vocab: AnswerVocab,
@@ -95,21 +119,46 @@ class VQADataset(Dataset):
         max_regions: int = 36,
         oov: str = "keep",
         skip_bad: bool = False,
+        include_ids: Optional[set[int]] = None,
+        exclude_ids: Optional[set[int]] = None,
     ) -> None:
         if oov not in OOV_POLICIES:
             raise ValueError(f"oov must be one of {OOV_POLICIES}, got {oov!r}")
         self.store, self.tokenizer, self.vocab = store, tokenizer, vocab
         self.max_text_len, self.max_regions = max_text_len, max_regions
         self.policy = BadItemPolicy(skip_bad)
-        anns = {}
-        if annotations_path is not None:
-            anns = {int(a["question_id"]): a for a in load_annotations(annotations_path)}
+        q_files = _as_list(questions_path)
+        a_files = [None] * len(q_files) if annotations_path is None else _as_list(annotations_path)
+        if len(a_files) != len(q_files):
+            raise ValueError(f"VQADataset: {len(q_files)} question files but {len(a_files)} annotation files")
         self.items: list[tuple[int, str, str, np.ndarray, np.ndarray]] = []
         self.num_oov = 0
+        seen: dict[int, str] = {}
+        for q_file, a_file in zip(q_files, a_files):
+            self._load(q_file, a_file, oov, include_ids, exclude_ids, seen)
+        if self.num_oov and oov != "error":
+            import warnings
+
+            action = "kept with zero targets" if oov == "keep" else "dropped"
+            warnings.warn(f"{', '.join(map(str, q_files))}: {self.num_oov} questions have no answer in the "
+                          f"vocabulary; {action}", DataWarning, stacklevel=2)
+
+    def _load(self, questions_path, annotations_path, oov, include_ids, exclude_ids, seen: dict[int, str]) -> None:
+        vocab, store = self.vocab, self.store
+        anns = {}
+        if annotations_path is not None:
+            anns = {a["question_id"]: a for a in load_annotations(annotations_path)}
         for i, q in enumerate(load_questions(questions_path)):
-            qid = q.get("question_id", f"#{i}") if isinstance(q, dict) else f"#{i}"
+            qid = q["question_id"]  # an integer, unique in this file (load_questions)
+            if include_ids is not None and qid not in include_ids:
+                continue
+            if exclude_ids is not None and qid in exclude_ids:
+                continue
+            if qid in seen:
+                raise DataError(questions_path, f"question #{i} (id {qid})", f"question id also in {seen[qid]}")
+            seen[qid] = str(questions_path)
             try:
-                if not isinstance(q, dict) or not {"question_id", "image_id", "question"} <= q.keys():
+                if not {"question_id", "image_id", "question"} <= q.keys():
                     raise DataError(questions_path, qid, "question needs question_id, image_id and question")
                 if not isinstance(q["question"], str) or not q["question"].strip():
                     raise DataError(questions_path, qid, "empty question")
@@ -118,7 +167,7 @@ class VQADataset(Dataset):
                     raise DataError(questions_path, qid, f"missing image id {iid}: not in the feature store {store.path}")
                 index, score = np.zeros(0, np.int64), np.zeros(0, np.float32)
                 if annotations_path is not None:
-                    ann = anns.get(int(q["question_id"]))
+                    ann = anns.get(qid)
                     if ann is None:
                         raise DataError(annotations_path, qid, "question has no annotation")
                     if str(ann.get("image_id", iid)) != iid:
@@ -134,13 +183,7 @@ class VQADataset(Dataset):
             except DataError as err:
                 self.policy.handle(err)
                 continue
-            self.items.append((int(q["question_id"]), iid, q["question"], index, score))
-        if self.num_oov and oov != "error":
-            import warnings
-
-            action = "kept with zero targets" if oov == "keep" else "dropped"
-            warnings.warn(f"{questions_path}: {self.num_oov} questions have no answer in the vocabulary; {action}",
-                          DataWarning, stacklevel=2)
+            self.items.append((qid, iid, q["question"], index, score))
 
     def _targets(self, answers: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
         pairs = [(self.vocab.get(a), s) for a, s in answer_scores([x["answer"] for x in answers]).items()]

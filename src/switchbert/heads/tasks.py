@@ -2,6 +2,8 @@
 
 Every model, single- or dual-stream, gets the same heads on the same inputs (VOLTA's controlled
 setting): VQA and retrieval read the fused vector ``pooled``; RefExp reads each real region's state.
+Like VOLTA's ``BertForVLTasks``, each head first applies dropout to its input (0.1 there; the
+training tasks pass the model's ``hidden_dropout``, 0.1 by default).
 
 Dimension legend
     B  batch size (for retrieval: the number of (caption, image) pairs scored)
@@ -25,6 +27,9 @@ VQA_NUM_ANSWERS = 3129
 VQA_CLASSIFIER_HIDDEN = 1536
 """Hidden width of VOLTA's two-layer VQA classifier (2 x 768)."""
 
+HEAD_DROPOUT = 0.1
+"""Dropout on a task head's input (VOLTA's ``BertForVLTasks(dropout_prob=0.1)``)."""
+
 TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
 
 
@@ -37,6 +42,7 @@ class VQAHead(nn.Module):
         hidden_size: width of the hidden layer (1536 in VOLTA).
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: std of the normal weight initialisation.
+        dropout: dropout on ``pooled`` before the classifier (training only).
     """
 
     def __init__(
@@ -46,8 +52,10 @@ class VQAHead(nn.Module):
         hidden_size: int = VQA_CLASSIFIER_HIDDEN,
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
+        dropout: float = HEAD_DROPOUT,
     ) -> None:
         super().__init__()
+        self.dropout = nn.Dropout(dropout)
         for name, value in (("pooler_size", pooler_size), ("num_answers", num_answers), ("hidden_size", hidden_size)):
             _positive(name, value)
         self.num_answers = num_answers
@@ -59,7 +67,7 @@ class VQAHead(nn.Module):
 
     def forward(self, output: EncoderOutput) -> Tensor:
         """Returns (B, A) answer logits from ``output.pooled`` (B, P)."""
-        return self.classifier(self.layer_norm(F.gelu(self.dense(output.pooled))))
+        return self.classifier(self.layer_norm(F.gelu(self.dense(self.dropout(output.pooled)))))
 
 
 class RetrievalHead(nn.Module):
@@ -68,17 +76,19 @@ class RetrievalHead(nn.Module):
     Args:
         pooler_size: P.
         initializer_range: std of the normal weight initialisation.
+        dropout: dropout on ``pooled`` before the scorer (training only).
     """
 
-    def __init__(self, pooler_size: int, initializer_range: float = 0.02) -> None:
+    def __init__(self, pooler_size: int, initializer_range: float = 0.02, dropout: float = HEAD_DROPOUT) -> None:
         super().__init__()
         _positive("pooler_size", pooler_size)
+        self.dropout = nn.Dropout(dropout)
         self.scorer = nn.Linear(pooler_size, 1)
         init_linear(self.scorer, initializer_range)
 
     def forward(self, output: EncoderOutput) -> Tensor:
         """Returns (B,) scores, one per pair. For the 4-way loss lay pairs out as (B/4, 4), positive first."""
-        return self.scorer(output.pooled).squeeze(-1)
+        return self.scorer(self.dropout(output.pooled)).squeeze(-1)
 
 
 class RefExpHead(nn.Module):
@@ -87,11 +97,13 @@ class RefExpHead(nn.Module):
     Args:
         region_hidden_size: D_r.
         initializer_range: std of the normal weight initialisation.
+        dropout: dropout on the region states before the scorer (training only).
     """
 
-    def __init__(self, region_hidden_size: int, initializer_range: float = 0.02) -> None:
+    def __init__(self, region_hidden_size: int, initializer_range: float = 0.02, dropout: float = HEAD_DROPOUT) -> None:
         super().__init__()
         _positive("region_hidden_size", region_hidden_size)
+        self.dropout = nn.Dropout(dropout)
         self.region_hidden_size = region_hidden_size
         self.scorer = nn.Linear(region_hidden_size, 1)
         init_linear(self.scorer, initializer_range)
@@ -108,7 +120,7 @@ class RefExpHead(nn.Module):
                 f"RefExpHead expects region_hidden of shape (B, R, {self.region_hidden_size}), "
                 f"got {tuple(region_hidden.shape)}"
             )
-        return self.scorer(region_hidden[:, 1:]).squeeze(-1)
+        return self.scorer(self.dropout(region_hidden[:, 1:])).squeeze(-1)
 
 
 def build_head(
@@ -119,6 +131,7 @@ def build_head(
     num_answers: int = VQA_NUM_ANSWERS,
     layer_norm_eps: float = 1e-12,
     initializer_range: float = 0.02,
+    dropout: float = HEAD_DROPOUT,
 ) -> nn.Module:
     """The fine-tuning head of ``task``.
 
@@ -129,16 +142,18 @@ def build_head(
         num_answers: A (VQA).
         layer_norm_eps: LayerNorm epsilon (VQA).
         initializer_range: std of the normal weight initialisation.
+        dropout: dropout on the head's input (VOLTA: 0.1).
 
     Returns:
         ``VQAHead``, ``RetrievalHead`` or ``RefExpHead``.
     """
     if task == "vqa":
-        return VQAHead(pooler_size, num_answers, layer_norm_eps=layer_norm_eps, initializer_range=initializer_range)
+        return VQAHead(pooler_size, num_answers, layer_norm_eps=layer_norm_eps, initializer_range=initializer_range,
+                       dropout=dropout)
     if task == "retrieval":
-        return RetrievalHead(pooler_size, initializer_range=initializer_range)
+        return RetrievalHead(pooler_size, initializer_range=initializer_range, dropout=dropout)
     if task == "refexp":
         if region_hidden_size is None:
             raise ValueError("build_head('refexp') needs region_hidden_size (D_r, the region stream width)")
-        return RefExpHead(region_hidden_size, initializer_range=initializer_range)
+        return RefExpHead(region_hidden_size, initializer_range=initializer_range, dropout=dropout)
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")

@@ -1,9 +1,11 @@
 """VQA accuracy (official normalisation, leave-one-out over the 10 human answers) and the result file.
 
-The answer normalisation and the per-answer soft score are the official ones, implemented once in
-``switchbert.data.vqa_answers`` (``normalize_answer``, ``soft_score``) and used both for the training
-targets and here, so training and evaluation cannot disagree. Metrics never touch a model: they take
-predicted answer strings (or logits plus the answer vocabulary).
+The score is the official one (``switchbert.data.vqa_answers.soft_score``): answers are normalised
+only when the ten human answers are not all the same string, exactly as the official evaluator does.
+The training targets normalise always (``answer_scores``); they decide what the classifier learns,
+never the reported number. Metrics never touch a model: they take predicted answer strings (or logits
+plus the answer vocabulary, whose *server answers*, raw strings annotators wrote, are what is scored
+and written for the evaluation server).
 
 All accuracies are percentages (0-100), like the paper's tables.
 """
@@ -38,8 +40,9 @@ def vqa_question_scores(
         predictions: (Q,) predicted answer strings.
         human_answers: (Q,) lists of the human answers of each question (10 in VQAv2), raw.
         score: ``score(answer, human_answers) -> float``; default the official
-            ``switchbert.data.vqa_answers.soft_score``, which normalises both sides (punctuation,
-            digits, articles, contractions) and averages min(#matches / 3, 1) over the leave-one-out
+            ``switchbert.data.vqa_answers.soft_score``: when the human answers disagree it normalises
+            both sides (punctuation, digits, articles, the official contraction table), else it
+            compares exact strings; then it averages min(#matches / 3, 1) over the leave-one-out
             subsets of the human answers.
 
     Returns:
@@ -80,10 +83,12 @@ def predict_answers(logits: Union[Tensor, np.ndarray], answer_vocab: Union[Seque
 
     Args:
         logits: (B, A) answer logits (``VQAHead``).
-        answer_vocab: (A,) answer strings in the classifier's order, or an ``AnswerVocab`` (anything
-            with an ``answers`` list).
+        answer_vocab: (A,) answer strings in the classifier's order, or an ``AnswerVocab``, whose
+            ``server_answers`` (each class's most frequent raw form) are returned, never the
+            normalised class names (anything with an ``answers`` list and no ``server_answers``
+            gives its ``answers``).
     """
-    answer_vocab = list(getattr(answer_vocab, "answers", answer_vocab))
+    answer_vocab = list(getattr(answer_vocab, "server_answers", None) or getattr(answer_vocab, "answers", answer_vocab))
     logits = torch.as_tensor(logits)
     if logits.dim() != 2 or logits.shape[1] != len(answer_vocab):
         raise ValueError(

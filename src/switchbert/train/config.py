@@ -80,9 +80,14 @@ class DataSection:
     vqa_train_annotations: Optional[str] = None
     vqa_val_questions: Optional[str] = None
     vqa_val_annotations: Optional[str] = None
-    vqa_test_questions: Optional[str] = None
+    vqa_test_questions: Optional[str] = None  # test-dev2015 questions -> vqa_results_test-dev.json
+    vqa_test_std_questions: Optional[str] = None  # test2015 questions -> vqa_results_test-std.json
     vqa_answer_vocab: Optional[str] = None  # JSON list; null = the top vqa_num_answers of train+val
     vqa_num_answers: int = 3129
+    # "train": train on train, select on val; "trainval" (paper/VOLTA protocol): train on train + val
+    # minus a held-out minival (the last vqa_minival_size val questions by id), select on minival.
+    vqa_protocol: str = "train"
+    vqa_minival_size: int = 3000
     # retrieval (Flickr30k JSON lines)
     flickr_train: Optional[str] = None
     flickr_val: Optional[str] = None
@@ -91,6 +96,12 @@ class DataSection:
     # refexp (REFER refs(unc).p + COCO instances.json)
     refcoco_refs: Optional[str] = None
     refcoco_instances: Optional[str] = None
+    # RefCOCO+ training recipe (switchbert.train.tasks.RefExpTask; docs/heads_and_metrics.md):
+    refexp_target: str = "iou"  # "iou": raw IoU (VOLTA); "iou_0.5": IoU zeroed below 0.5 (ViLBERT)
+    refexp_iou: str = "continuous"  # "continuous": areas w * h (ours); "volta": +1-pixel box sides
+    refexp_loss: str = "mean"  # "mean": per region (ours); "volta": BCE summed over regions, mean over sentences
+    refexp_add_gt_box: bool = False  # ViLBERT: add the ground-truth-box regions to the training regions
+    refcoco_gt_features: Optional[str] = None  # store of those regions (keyed by image id), for refexp_add_gt_box
 
     def path(self, key: str) -> Optional[Path]:
         """The resolved path of a path key, or None when unset."""

@@ -1,11 +1,14 @@
 """Scoring a checkpoint on the splits of its task, and the result records reports are built from.
 
 ``evaluate(config, checkpoint, splits)`` writes (rank 0) into ``OUTPUT_DIR/eval/``:
-    metrics.json                  {split: {metric: value}}
-    vqa_results_<split>.json      VQA: the evaluation server's format ([{question_id, answer}])
+    metrics.json                  {"checkpoint": path, split: {metric: value}, "checkpoints": {split: path}}
+    vqa_results_<split>.json      VQA: the evaluation server's format ([{question_id, answer}]);
+                                  ``test`` is written as ``test-dev``
     retrieval_scores_<split>.pt   retrieval: the (captions, images) score matrix
 and merges one record per (split, metric) into ``OUTPUT_DIR/results.jsonl``:
     {"model", "task", "metric", "seed", "value", "split", "checkpoint"}
+Every file is per split, and both ``metrics.json`` and ``results.jsonl`` are merged, not replaced:
+evaluating another split later adds to what is there and replaces only that split's entries.
 Metric names are ``<metric>_<split>`` (``accuracy_val``, ``accuracy_testA``), except retrieval on
 ``test``, which is the paper's number and keeps the plain name (``ir_r1``, ``tr_r1``), the names
 ``switchbert.metrics.TABLE3_COLUMNS`` looks up.
@@ -73,7 +76,7 @@ def evaluate(
     for split in splits:
         results[split] = task.evaluate(model, heads, split, ectx)
     if ctx.is_main:
-        atomic_write_json(out / "metrics.json", {"checkpoint": str(ckpt), **results})
+        merge_metrics(out / "metrics.json", results, str(ckpt))
         records = [
             {"model": config.report_name, "task": config.task, "metric": record_metric(config.task, m, split),
              "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt)}
@@ -88,10 +91,30 @@ def evaluate(
 _RUNTIME_FIELDS = frozenset({"attention_impl", "hidden_dropout", "attention_dropout", "fusion_dropout"})
 
 
+def merge_metrics(path: Path, results: dict[str, dict[str, float]], checkpoint: str) -> None:
+    """Adds ``{split: {metric: value}}`` to ``metrics.json``, keeping the other splits already there.
+
+    ``checkpoint`` is the latest evaluation's; ``checkpoints`` says which checkpoint each split's
+    numbers came from.
+    """
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: malformed JSON ({exc}); move it away to start a fresh record") from exc
+    checkpoints = dict(data.get("checkpoints", {}))
+    for split in results:
+        checkpoints[split] = checkpoint
+    data.update(results)
+    data["checkpoint"], data["checkpoints"] = checkpoint, checkpoints
+    atomic_write_json(path, data)
+
+
 def merge_records(path: Path, records: list[dict[str, Any]]) -> None:
-    """Adds records to a JSON-lines file, replacing any with the same (model, task, metric, seed)."""
+    """Adds records to a JSON-lines file, replacing any with the same (model, task, metric, seed, split)."""
     def key(r: dict[str, Any]) -> tuple:
-        return (r["model"], r["task"], r["metric"], r["seed"])
+        return (r["model"], r["task"], r["metric"], r["seed"], r.get("split"))
 
     existing = []
     if path.exists():

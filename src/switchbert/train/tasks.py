@@ -205,18 +205,47 @@ class PretrainTask(Task):
 
 
 # ----------------------------------------------------------------------------------------------- vqa
+VQA_PROTOCOLS = ("train", "trainval")
+VQA_TEST_SPLITS = {"test": "vqa_test_questions", "test-dev": "vqa_test_questions",
+                   "test-std": "vqa_test_std_questions"}
+
+
 class VQATask(Task):
     """VQAv2 (SPEC §7). The answer vocabulary is built from train + val annotations (or read from
-    ``data.vqa_answer_vocab``) and saved beside every checkpoint, so evaluation uses the same one."""
+    ``data.vqa_answer_vocab``) and saved beside every checkpoint, so evaluation uses the same one.
+
+    Protocols (``data.vqa_protocol``):
+        train     train on train; ``val`` is the held-out split.
+        trainval  the paper's and VOLTA's: train on train + val minus ``minival`` (the last
+                  ``data.vqa_minival_size`` val questions in question-id order, VOLTA's definition),
+                  select the best epoch on ``minival``, report test-dev and test-std through the
+                  server. ``val`` overlaps the training data and is refused.
+    Splits: train, val, minival, test-dev (``test`` is the same), test-std. Test splits write
+    ``vqa_results_<split>.json`` for the server and return no metric.
+    """
 
     name = "vqa"
     metric_names = ("accuracy", "target_score")
     default_best = "accuracy"
-    test_splits = ("val", "test")
 
     def __init__(self, config, model_config, ctx) -> None:
         super().__init__(config, model_config, ctx)
+        d = config.data
+        if d.vqa_protocol not in VQA_PROTOCOLS:
+            raise ConfigError(f"data.vqa_protocol must be one of {', '.join(VQA_PROTOCOLS)}, got {d.vqa_protocol!r}")
+        if d.vqa_minival_size < 1:
+            raise ConfigError(f"data.vqa_minival_size must be >= 1, got {d.vqa_minival_size}")
         self.vocab: Optional[AnswerVocab] = None
+        self._minival: Optional[set[int]] = None
+
+    @property
+    def test_splits(self) -> tuple[str, ...]:  # type: ignore[override]
+        held_out = "minival" if self.config.data.vqa_protocol == "trainval" else "val"
+        return (held_out, "test-dev")
+
+    def _annotation_files(self) -> list[Path]:
+        d = self.config.data
+        return [p for p in (d.path("vqa_train_annotations"), d.path("vqa_val_annotations")) if p is not None and p.is_file()]
 
     def _ensure_vocab(self) -> AnswerVocab:
         if self.vocab is None:
@@ -226,36 +255,73 @@ class VQATask(Task):
             else:
                 self.vocab = build_answer_vocab([d.path("vqa_train_annotations"), d.path("vqa_val_annotations")],
                                                 top_k=d.vqa_num_answers)
+            self._fill_server_answers()
         return self.vocab
+
+    def _fill_server_answers(self) -> None:
+        # A plain list of classes (BUTD's, an old checkpoint) says nothing of how annotators spelled
+        # them: take each class's most frequent raw form from the annotations we have.
+        if not self.vocab.has_server_answers and self._annotation_files():
+            self.vocab = self.vocab.with_server_answers(self._annotation_files())
 
     def save_assets(self, directory: Path) -> None:
         from switchbert.io import atomic_write_json
 
-        atomic_write_json(Path(directory) / VQA_VOCAB_FILE, self._ensure_vocab().answers)
+        atomic_write_json(Path(directory) / VQA_VOCAB_FILE, self._ensure_vocab().to_json())
 
     def load_assets(self, directory: Path) -> None:
         path = Path(directory) / VQA_VOCAB_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path}: a VQA checkpoint needs its answer vocabulary")
         self.vocab = AnswerVocab.load(path)
+        self._fill_server_answers()
 
-    def _files(self, split: str) -> tuple[Path, Optional[Path]]:
+    def minival_ids(self) -> set[int]:
+        """The held-out question ids: the last ``vqa_minival_size`` val questions by id (VOLTA)."""
+        if self._minival is None:
+            from switchbert.data.vqa import load_questions
+
+            d = self.config.data
+            ids = sorted(q["question_id"] for q in load_questions(d.path("vqa_val_questions")))
+            if len(ids) <= d.vqa_minival_size and d.vqa_protocol == "trainval":
+                raise ConfigError(f"data.vqa_minival_size={d.vqa_minival_size} leaves no val question to train on "
+                                  f"({len(ids)} in {d.path('vqa_val_questions')})")
+            self._minival = set(ids[-d.vqa_minival_size:])
+        return self._minival
+
+    def _files(self, split: str) -> tuple[list[Path], Optional[list[Path]]]:
         d = self.config.data
+        trainval = d.vqa_protocol == "trainval"
         if split == "train":
-            return d.path("vqa_train_questions"), d.path("vqa_train_annotations")
+            if trainval:
+                return ([d.path("vqa_train_questions"), d.path("vqa_val_questions")],
+                        [d.path("vqa_train_annotations"), d.path("vqa_val_annotations")])
+            return [d.path("vqa_train_questions")], [d.path("vqa_train_annotations")]
         if split == "val":
-            return d.path("vqa_val_questions"), d.path("vqa_val_annotations")
-        if split in ("test", "test-dev", "test-std"):
-            if d.vqa_test_questions is None:
-                raise ConfigError(f"VQA split {split!r} needs data.vqa_test_questions")
-            return d.path("vqa_test_questions"), None
-        raise ConfigError(f"unknown VQA split {split!r}; choose train, val or test")
+            if trainval:
+                raise ConfigError("VQA split 'val' overlaps the training data under data.vqa_protocol=trainval "
+                                  "(train + val minus minival); evaluate 'minival', or train with vqa_protocol=train")
+            return [d.path("vqa_val_questions")], [d.path("vqa_val_annotations")]
+        if split == "minival":
+            return [d.path("vqa_val_questions")], [d.path("vqa_val_annotations")]
+        if split in VQA_TEST_SPLITS:
+            key = VQA_TEST_SPLITS[split]
+            if getattr(d, key) is None:
+                raise ConfigError(f"VQA split {split!r} needs data.{key}")
+            return [d.path(key)], None
+        raise ConfigError(f"unknown VQA split {split!r}; choose train, val, minival, test-dev or test-std")
 
     def _dataset(self, split: str) -> VQADataset:
         d = self.config.data
         questions, annotations = self._files(split)
+        include = exclude = None
+        if split == "minival":
+            include = self.minival_ids()
+        elif split == "train" and d.vqa_protocol == "trainval":
+            exclude = self.minival_ids()
         return VQADataset(questions, annotations, self.store, self.tokenizer, self._ensure_vocab(),
-                          d.max_text_len, d.max_regions, oov="keep", skip_bad=d.skip_bad)
+                          d.max_text_len, d.max_regions, oov="keep", skip_bad=d.skip_bad,
+                          include_ids=include, exclude_ids=exclude)
 
     def train_dataset(self) -> Dataset:
         return self._dataset("train")
@@ -263,7 +329,8 @@ class VQATask(Task):
     def build_heads(self, model: VLModel) -> nn.Module:
         c = model.config
         return build_head("vqa", pooler_size=c.pooler_size, num_answers=len(self._ensure_vocab()),
-                          layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
+                          layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range,
+                          dropout=c.hidden_dropout)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch, validate=False)
@@ -281,13 +348,17 @@ class VQATask(Task):
                 rows.extend(zip(labels.question_ids.tolist(), pred.tolist(), picked.tolist()))
         rows = sorted(r for part in all_gather_objects(rows, ectx.dist) for r in part)
         qids = [r[0] for r in rows]
-        answers = [self.vocab.answers[r[1]] for r in rows]
+        # What annotators wrote for each class (its most frequent raw form): the server scores these
+        # strings with the official rule, which does not normalise when the humans agree.
+        answers = [self.vocab.server_answers[r[1]] for r in rows]
+        name = "test-dev" if split == "test" else split
         if ectx.out_dir is not None and ectx.dist.is_main:
-            write_vqa_results(Path(ectx.out_dir) / f"vqa_results_{split}.json", qids, answers)
+            write_vqa_results(Path(ectx.out_dir) / f"vqa_results_{name}.json", qids, answers)
         _, annotations = self._files(split)
         if annotations is None:
             return {}  # test questions: only the server can score the result file
-        humans = {int(a["question_id"]): [x["answer"] for x in a["answers"]] for a in load_annotations(annotations)}
+        humans = {a["question_id"]: [x["answer"] for x in a["answers"]]
+                  for path in annotations for a in load_annotations(path)}
         return {"accuracy": vqa_accuracy(answers, [humans[q] for q in qids]),
                 "target_score": 100.0 * float(np.mean([r[2] for r in rows]))}
 
@@ -313,7 +384,8 @@ class RetrievalTask(Task):
 
     def build_heads(self, model: VLModel) -> nn.Module:
         c = model.config
-        return build_head("retrieval", pooler_size=c.pooler_size, initializer_range=c.initializer_range)
+        return build_head("retrieval", pooler_size=c.pooler_size, initializer_range=c.initializer_range,
+                          dropout=c.hidden_dropout)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch, validate=False)
@@ -350,7 +422,15 @@ class RetrievalTask(Task):
 
 # -------------------------------------------------------------------------------------------- refexp
 class RefExpTask(Task):
-    """RefCOCO+ (SPEC §7): a region is right when its IoU with the referred box is > 0.5."""
+    """RefCOCO+ (SPEC §7): a region is right when its IoU with the referred box is > 0.5.
+
+    Recipe (``data.refexp_*``; the controlled configs follow VOLTA's ``ctrl_trainval_tasks.yml``):
+    raw IoU targets (``refexp_target: iou``), VOLTA's +1-pixel IoU (``refexp_iou: volta``) for targets
+    and accuracy, and VOLTA's loss scale (``refexp_loss: volta``: BCE summed over regions, mean over
+    sentences). ViLBERT multi-task's recipe is ``refexp_target: iou_0.5`` plus
+    ``refexp_add_gt_box: true`` with ``data.refcoco_gt_features`` (a store of the images'
+    ground-truth-box regions, appended to the training regions only).
+    """
 
     name = "refexp"
     metric_names = ("accuracy",)
@@ -360,10 +440,26 @@ class RefExpTask(Task):
     # text side, get no gradient.
     uses_every_parameter = False
 
+    def __init__(self, config, model_config, ctx) -> None:
+        super().__init__(config, model_config, ctx)
+        d = config.data
+        for key, value, allowed in (("refexp_target", d.refexp_target, ("iou", "iou_0.5")),
+                                    ("refexp_iou", d.refexp_iou, ("volta", "continuous")),
+                                    ("refexp_loss", d.refexp_loss, ("volta", "mean"))):
+            if value not in allowed:
+                raise ConfigError(f"data.{key} must be one of {', '.join(allowed)}, got {value!r}")
+        self.gt_store = None
+        if d.refexp_add_gt_box:
+            if d.refcoco_gt_features is None:
+                raise ConfigError("data.refexp_add_gt_box needs data.refcoco_gt_features (a feature store of the "
+                                  "images' ground-truth-box regions)")
+            self.gt_store = open_feature_store(d.path("refcoco_gt_features"))
+
     def _dataset(self, split: str) -> RefCOCODataset:
         d = self.config.data
         return RefCOCODataset(d.path("refcoco_refs"), d.path("refcoco_instances"), self.store, self.tokenizer,
-                              split, d.max_text_len, d.max_regions, skip_bad=d.skip_bad)
+                              split, d.max_text_len, d.max_regions, skip_bad=d.skip_bad, iou=d.refexp_iou,
+                              target=d.refexp_target, gt_store=self.gt_store if split == "train" else None)
 
     def train_dataset(self) -> Dataset:
         return self._dataset("train")
@@ -371,11 +467,11 @@ class RefExpTask(Task):
     def build_heads(self, model: VLModel) -> nn.Module:
         c = model.config
         return build_head("refexp", pooler_size=c.pooler_size, region_hidden_size=c.region_hidden_size_,
-                          initializer_range=c.initializer_range)
+                          initializer_range=c.initializer_range, dropout=c.hidden_dropout)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
         output = model(batch, validate=False)
-        loss = refexp_bce_loss(heads(output), labels.iou, labels.region_mask)
+        loss = refexp_bce_loss(heads(output), labels.target, labels.region_mask, reduction=self.config.data.refexp_loss)
         return StepOutput(loss, {}, output.routes)
 
     def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
