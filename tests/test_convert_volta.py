@@ -352,6 +352,7 @@ def test_load_volta_builds_every_pretraining_head_and_nothing_is_left_over():
 
 def test_vlbert_region_head_follows_the_checkpoint_layer_norm():
     """ctrl_vl-bert_base.json has image_head_ln false: the MRC transform is dense -> GELU only."""
+    assert switchbert.get_config("vlbert-base").mrc_head_norm is False  # native VL-BERT follows VOLTA too
     sd = volta_state("vlbert")
     model, heads, report = load_volta(sd, model_for("vlbert").config)
     assert model.config.mrc_head_norm is False and isinstance(heads.mrc.transform.layer_norm, torch.nn.Identity)
@@ -365,7 +366,7 @@ def test_vlbert_region_head_follows_the_checkpoint_layer_norm():
     _, heads, _ = load_volta(volta_state("uniter"), model_for("uniter").config)
     assert isinstance(heads.mrc.transform.layer_norm, torch.nn.LayerNorm)
     # Heads with a LayerNorm the checkpoint lacks: reported, with what to do.
-    model = model_for("vlbert")
+    model = switchbert.models.build_model(model_for("vlbert").config.replace(mrc_head_norm=True))
     report = import_volta(model, sd, heads=pretrain_heads_for(model))
     assert sorted(k.split()[0] for k in report.uninitialised) == ["heads.mrc.transform.layer_norm.bias",
                                                             "heads.mrc.transform.layer_norm.weight"]
