@@ -440,3 +440,29 @@ def test_imported_heads_are_read_by_evaluation_and_pretraining(tmp_path, capsys)
     args.no_heads = True
     assert args.func(args) == 0
     assert not (tmp_path / "out" / "heads.safetensors").exists()
+
+
+def test_vlbert_batch_mates_only_through_region_padding():
+    """VOLTA's VL-BERT shifts a text position by the region count once it reaches the batch's shortest
+    text (an in-place add on an expanded arange), so there a sample's output depends on its batch mates'
+    text lengths; ours does not. The last-slot choice (kept for imports) does depend on how far regions
+    are padded, as in VOLTA."""
+    model = switchbert.models.build_model(model_for("vlbert").config.replace(vlbert_text_visual="last")).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in (model.embeddings.text_visual_norm.weight, model.embeddings.feat_proj.weight):
+            torch.nn.init.normal_(p)
+        batch = random_batch(model.config, batch_size=3, num_text=8, num_regions=4, seed=1, padded=False)
+        short = switchbert.batch.Batch(**{**batch.__dict__, "text_mask": batch.text_mask.clone()})
+        short.text_mask[1:, 3:] = False  # batch mates with shorter texts; sample 0 unchanged
+        short.text_ids[1:, 3:] = 0
+        torch.testing.assert_close(model(short).text_hidden[0], model(batch).text_hidden[0], rtol=0, atol=1e-6)
+        padded = switchbert.batch.Batch(**{**batch.__dict__, "region_mask": batch.region_mask.clone()})
+        padded.region_mask[0, 3:] = False  # sample 0 loses its last region: its last slot is now padding
+        padded.region_feats[0, 3:] = 0
+        padded.region_boxes[0, 3:] = 0
+        trimmed = switchbert.batch.Batch(text_ids=batch.text_ids[:1], text_mask=batch.text_mask[:1],
+                                         region_feats=padded.region_feats[:1, :3], region_boxes=padded.region_boxes[:1, :3],
+                                         region_mask=padded.region_mask[:1, :3])
+        a, b = model(padded).text_hidden[0], model(trimmed).text_hidden[0]
+        assert (a - b).abs().max() > 1e-3  # same sample, same regions, different padding: VOLTA's behaviour
