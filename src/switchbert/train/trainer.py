@@ -88,7 +88,7 @@ def build_model(config: ExperimentConfig) -> VLModel:
             check_state_dict(model, state, source=str(path))
         except ValueError as e:
             raise ValueError(f"{e}\nmodel.init_from must use this library's parameter names; convert a VOLTA or "
-                             f"HF checkpoint first (switchbert import {path} DIR --from volta --preset "
+                             f"HF checkpoint first (switchbert import-checkpoint {path} DIR --from volta --preset "
                              f"{m.preset}) and set model.init_from=DIR") from None
         model.load_state_dict(state, strict=True)
         return model
