@@ -392,6 +392,7 @@ def test_vlbert_text_tokens_take_the_last_slot_as_volta_does():
     model, _, report = load_volta(sd, model_for("vlbert").config)
     assert model.config.vlbert_text_visual == "last"
     assert any("LAST region slot" in n and "batch mates" in n for n in report.notes)
+    assert any("NOT reproduced" in n and "shortest text" in n for n in report.notes)
     model.eval()
     with torch.no_grad():
         torch.manual_seed(0)  # random visual weights, so that the slots' visual vectors differ visibly

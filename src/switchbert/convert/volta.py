@@ -258,6 +258,8 @@ def departure_notes(model: VLModel, heads: Optional[nn.Module], state: dict[str,
              "token types: our text tokens always use type 0 (VOLTA's pretraining and tasks pass segment ids 0)",
              "fusion: product of the two ReLU poolers (VOLTA fusion_method='mul', every ctrl_* config); "
              "a checkpoint trained with another fusion_method is not reproduced",
+             "attention: padded keys are excluded exactly; VOLTA adds -10000 to their scores (the same in "
+             "float32: every query has a real key)",
              "outputs at padding positions are not defined here and differ from VOLTA's; real tokens and "
              "regions agree"]
     if c.embedding == "vlbert":
@@ -268,7 +270,11 @@ def departure_notes(model: VLModel, heads: Optional[nn.Module], state: dict[str,
                          "(vlbert_text_visual='last'; our own default is the IMG token). As in VOLTA, that slot "
                          "is a padding slot for a sample with fewer regions than the batch is padded to, so "
                          "such a sample's output depends on its batch mates (VOLTA's behaviour, kept for parity)")
-        else:
+        notes.append("VL-BERT: NOT reproduced (VOLTA's code, not the model): VOLTA shifts text position ids by the "
+                     "number of region slots in every sample from the batch's shortest text on (an in-place add "
+                     "on an expanded arange), so its longer texts get other positions in a mixed-length batch. "
+                     "Ours are 0..T-1 always: equal to VOLTA for a batch of one or texts of one length")
+        if c.vlbert_text_visual != "last":
             notes.append("VL-BERT: WARNING this model adds the IMG token's visual vector to text tokens "
                          "(vlbert_text_visual='img'); VOLTA adds the last slot's, so outputs differ from VOLTA. "
                          "Build the model with volta_config()/load_volta() to reproduce VOLTA")
