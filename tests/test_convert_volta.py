@@ -463,7 +463,8 @@ def test_vlbert_batch_mates_only_through_region_padding():
         padded.region_feats[0, 3:] = 0
         padded.region_boxes[0, 3:] = 0
         trimmed = switchbert.batch.Batch(text_ids=batch.text_ids[:1], text_mask=batch.text_mask[:1],
-                                         region_feats=padded.region_feats[:1, :3], region_boxes=padded.region_boxes[:1, :3],
+                                         region_feats=padded.region_feats[:1, :3],
+                                         region_boxes=padded.region_boxes[:1, :3],
                                          region_mask=padded.region_mask[:1, :3])
         a, b = model(padded).text_hidden[0], model(trimmed).text_hidden[0]
         assert (a - b).abs().max() > 1e-3  # same sample, same regions, different padding: VOLTA's behaviour
