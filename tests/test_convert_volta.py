@@ -348,6 +348,9 @@ def test_load_volta_builds_every_pretraining_head_and_nothing_is_left_over():
         assert heads.state_dict().keys() == pretrain_heads_for(model).state_dict().keys()
     _, heads, report = load_volta(volta_state("lxmert"), model_for("lxmert").config, with_heads=False)
     assert heads is None and "cls.bi_seq_relationship.weight" in report.unused
+    finetuned = {k: v for k, v in volta_state("uniter").items() if not k.startswith("cls.")}
+    _, heads, report = load_volta(finetuned, model_for("uniter").config)
+    assert heads is None and report.uninitialised == [] and any("no pretraining heads" in n for n in report.notes)
 
 
 def test_vlbert_region_head_follows_the_checkpoint_layer_norm():

@@ -238,16 +238,22 @@ def load_volta(
 
     Returns:
         (model, heads or None, report). The heads fit ``model`` as training and evaluation build
-        them (``pretrain_heads_for``); MRC has as many classes as the checkpoint's decoder.
+        them (``pretrain_heads_for``); MRC has as many classes as the checkpoint's decoder. A
+        checkpoint without ``cls.*`` keys (fine-tuned) gives None.
     """
     state = source if isinstance(source, dict) else read_state_dict(source)
     name = "<state dict>" if isinstance(source, dict) else str(source)
     model = build_model(volta_config(state, base))
     heads = None
-    if with_heads:
+    has_heads = any(k.startswith("cls.") for k in state)
+    if with_heads and has_heads:
         num_classes = state[MRC_DECODER].shape[0] if MRC_DECODER in state else NUM_DETECTOR_CLASSES
         heads = pretrain_heads_for(model, num_region_classes=int(num_classes))
-    return model, heads, import_volta(model, state, heads=heads, source_name=name)
+    report = import_volta(model, state, heads=heads, source_name=name)
+    if with_heads and not has_heads:
+        report.notes.append("no pretraining heads in the checkpoint (no cls.* keys: a fine-tuned checkpoint?); "
+                            "only the encoder was imported")
+    return model, heads, report
 
 
 def departure_notes(model: VLModel, heads: Optional[nn.Module], state: dict[str, Tensor]) -> list[str]:
