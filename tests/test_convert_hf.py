@@ -103,3 +103,17 @@ def test_hf_import_checks_the_family_and_the_command_writes_a_directory(tmp_path
     assert loaded.config.region_box_dim == 4 and loaded.config.text_layers == 1
     args.strict = True
     assert args.func(args) == 1  # the VOLTA poolers have no HF source
+
+
+def test_hf_lxmert_itm_convention_is_ours_but_its_head_is_not_imported(tmp_path):
+    """HF LxmertForPreTraining: matched_label 1 = the sentence matches the image (our class 1); the
+    head reads HF's tanh pooler, which we do not have, so cls.* stays unused and the report says why."""
+    import inspect
+
+    doc = inspect.getsource(transformers.LxmertForPreTraining.forward)
+    assert "1 indicates that the sentence does match the image" in doc
+    cfg = transformers.LxmertConfig(l_layers=1, r_layers=1, x_layers=1, visual_feat_dim=24, **TINY)
+    save_hf(transformers.LxmertForPreTraining(cfg), tmp_path)
+    _, report = load_hf(tmp_path, switchbert.get_config("lxmert-base"))
+    assert "cls.seq_relationship.weight" in report.unused
+    assert any("label 1 = matched, the same convention as ours" in n for n in report.notes)

@@ -16,9 +16,13 @@ import pytest
 import torch
 
 import switchbert
-from switchbert.convert import import_volta
+from switchbert.convert import import_volta, load_volta
 from switchbert.convert.cli import register
-from switchbert.heads.pretrain import PretrainHeads
+from switchbert.heads.pretrain import PretrainHeads, pretrain_heads_for
+from switchbert.layers.embeddings import add_img_token
+from switchbert.layers.embeddings_baselines import box_sinusoid
+from switchbert.synthetic import random_batch
+from switchbert.train.checkpoint import load_heads
 
 V, Dt, F_, P, FF = 1200, 32, 64, 48, 64  # vocab, hidden, feature, pooler, FFN of the tiny presets
 
@@ -132,7 +136,9 @@ def volta_state(kind: str) -> dict[str, torch.Tensor]:
     sd["cls.predictions.bias"] = val(V)
     sd["cls.predictions.decoder.weight"] = sd[E + "word_embeddings.weight"]  # tied
     lin("cls.bi_seq_relationship", P, 2)
-    lin("cls.imagePredictions.transform.dense", Dt, Dt), ln("cls.imagePredictions.transform.LayerNorm")
+    lin("cls.imagePredictions.transform.dense", Dt, Dt)
+    if kind != "vlbert":  # ctrl_vl-bert_base.json: image_head_ln false, the region head has no LayerNorm
+        ln("cls.imagePredictions.transform.LayerNorm")
     lin("cls.imagePredictions.decoder_dict.0", Dt, 1601)
     lin("clfs_dict.TASK1.logit_fc.0", P, 8)  # a fine-tuned checkpoint's task head: never ours
     return sd
@@ -269,7 +275,9 @@ def test_tied_decoder_and_heads():
     assert "cls.predictions.decoder.weight = bert.embeddings.word_embeddings.weight" in report.aliases
     assert torch.equal(heads.mlm.bias, sd["cls.predictions.bias"])
     assert torch.equal(heads.mrc.decoder.weight, sd["cls.imagePredictions.decoder_dict.0.weight"])
-    assert torch.equal(heads.itm.classifier.bias, sd["cls.bi_seq_relationship.bias"])
+    # VOLTA's ITM label 0 = matched, ours class 1 = matched: the rows are swapped.
+    assert torch.equal(heads.itm.classifier.bias, sd["cls.bi_seq_relationship.bias"].flip(0))
+    assert torch.equal(heads.itm.classifier.weight[1], sd["cls.bi_seq_relationship.weight"][0])
     assert heads.mlm.decoder_weight is model.embeddings.text.word_embeddings.weight
     sd["cls.predictions.decoder.weight"] = sd["cls.predictions.decoder.weight"] * 2  # an untied decoder
     with pytest.raises(ValueError, match="cls.predictions.decoder.weight should be the same tensor"):
@@ -302,9 +310,164 @@ def test_import_checkpoint_command_writes_a_model_directory(tmp_path, capsys):
         args.func(args)
     sd["bert.embeddings.word_embeddings.weight"] = torch.zeros(30522, Dt)
     sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"]
+    sd["cls.predictions.bias"] = torch.zeros(30522)
     torch.save(sd, src)
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "parameters NOT initialised (0): none" in out and "cls.predictions.bias" in out
+    assert "parameters NOT initialised (0): none" in out and "clfs_dict.TASK1.logit_fc.0.weight" in out
     loaded = switchbert.load_pretrained(tmp_path / "out")
     assert torch.equal(loaded.cross_layers[1].cross.value.bias, sd["bert.encoder.layer.7.attention_self.value.bias"])
+
+
+# -- what VOLTA's code computes, established against VOLTA itself (e-bug/volta, BertForVLPreTraining) ------------
+
+
+def test_itm_probability_means_matched_as_in_volta():
+    """VOLTA: label 0 = the caption belongs to the image (1 only when it was replaced), so VOLTA's match
+    probability is softmax(W p + b)[0]; ours is softmax(itm(p))[1] and must be the same number."""
+    sd = volta_state("uniter")
+    model, heads, report = load_volta(sd, switchbert.get_config("uniter-tiny").replace(vocab_size=V))
+    pooled = torch.randn(3, P)
+    W, b = sd["cls.bi_seq_relationship.weight"], sd["cls.bi_seq_relationship.bias"]
+    volta_match = (pooled @ W.T + b).softmax(-1)[:, 0]
+    ours_match = heads.itm(pooled).softmax(-1)[:, 1]
+    torch.testing.assert_close(ours_match, volta_match, rtol=0, atol=1e-6)
+    assert any("ITM" in n and "rows swapped" in n for n in report.notes)
+
+
+def test_load_volta_builds_every_pretraining_head_and_nothing_is_left_over():
+    for kind in KINDS:
+        sd = volta_state(kind)
+        model, heads, report = load_volta(sd, model_for(kind).config)
+        assert report.uninitialised == [], (kind, report.summary())
+        assert report.unused == ["clfs_dict.TASK1.logit_fc.0.bias", "clfs_dict.TASK1.logit_fc.0.weight"], kind
+        assert heads.mrc.num_classes == 1601 and heads.mlm.decoder_weight is model.get_word_embeddings().weight
+        assert torch.equal(heads.mrc.transform.dense.weight, sd["cls.imagePredictions.transform.dense.weight"])
+        assert torch.equal(heads.mlm.transform.layer_norm.bias, sd["cls.predictions.transform.LayerNorm.bias"])
+        # The heads fit what training and evaluation build for this model.
+        assert heads.state_dict().keys() == pretrain_heads_for(model).state_dict().keys()
+    _, heads, report = load_volta(volta_state("lxmert"), model_for("lxmert").config, with_heads=False)
+    assert heads is None and "cls.bi_seq_relationship.weight" in report.unused
+    finetuned = {k: v for k, v in volta_state("uniter").items() if not k.startswith("cls.")}
+    _, heads, report = load_volta(finetuned, model_for("uniter").config)
+    assert heads is None and report.uninitialised == [] and any("no pretraining heads" in n for n in report.notes)
+
+
+def test_vlbert_region_head_follows_the_checkpoint_layer_norm():
+    """ctrl_vl-bert_base.json has image_head_ln false: the MRC transform is dense -> GELU only."""
+    assert switchbert.get_config("vlbert-base").mrc_head_norm is False  # native VL-BERT follows VOLTA too
+    sd = volta_state("vlbert")
+    model, heads, report = load_volta(sd, model_for("vlbert").config)
+    assert model.config.mrc_head_norm is False and isinstance(heads.mrc.transform.layer_norm, torch.nn.Identity)
+    assert not any("LayerNorm" in k for k in report.uninitialised + report.unused)
+    h = torch.randn(2, 3, Dt)
+    dense, dec = "cls.imagePredictions.transform.dense.", "cls.imagePredictions.decoder_dict.0."
+    expected = torch.nn.functional.gelu(h @ sd[dense + "weight"].T + sd[dense + "bias"]) @ sd[dec + "weight"].T \
+        + sd[dec + "bias"]
+    torch.testing.assert_close(heads.mrc(h), expected, rtol=1e-5, atol=1e-5)
+    # The other baselines keep the LayerNorm, loaded from the checkpoint.
+    _, heads, _ = load_volta(volta_state("uniter"), model_for("uniter").config)
+    assert isinstance(heads.mrc.transform.layer_norm, torch.nn.LayerNorm)
+    # Heads with a LayerNorm the checkpoint lacks: reported, with what to do.
+    model = switchbert.models.build_model(model_for("vlbert").config.replace(mrc_head_norm=True))
+    report = import_volta(model, sd, heads=pretrain_heads_for(model))
+    assert sorted(k.split()[0] for k in report.uninitialised) == ["heads.mrc.transform.layer_norm.bias",
+                                                            "heads.mrc.transform.layer_norm.weight"]
+    assert any("mrc_head_norm=False" in n for n in report.notes)
+
+
+def _vlbert_text_embedding(model, batch, slot: int) -> torch.Tensor:
+    """VL-BERT's text embedding written out: LN(word + position + type 0 + LN_txt(visual[slot])), where
+    visual = ReLU(W [sinusoid(box); feature]) over the IMG-first region slots (zero feature -> mask feature)."""
+    e = model.embeddings
+    feats, boxes = add_img_token(batch.region_feats, batch.region_boxes, batch.region_mask)
+    zero = (feats == 0).all(-1, keepdim=True)
+    feats = torch.where(zero, e.mask_feature, feats)
+    visual = torch.relu(e.feat_proj(torch.cat([box_sinusoid(boxes, e.coord_dim), feats], -1)))
+    T = batch.text_ids.shape[1]
+    t = e.text
+    text = t.word_embeddings(batch.text_ids) + t.position_embeddings.weight[:T] + t.token_type_embeddings.weight[0]
+    return t.norm(text + e.text_visual_norm(visual[:, slot:slot + 1] if slot == 0 else visual[:, slot:]))
+
+
+def test_vlbert_text_tokens_take_the_last_slot_as_volta_does():
+    sd = volta_state("vlbert")
+    model, _, report = load_volta(sd, model_for("vlbert").config)
+    assert model.config.vlbert_text_visual == "last"
+    assert any("LAST region slot" in n and "batch mates" in n for n in report.notes)
+    assert any("NOT reproduced" in n and "shortest text" in n for n in report.notes)
+    model.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)  # random visual weights, so that the slots' visual vectors differ visibly
+        for p in (model.embeddings.text_visual_norm.weight, model.embeddings.feat_proj.weight):
+            torch.nn.init.normal_(p)
+        batch = random_batch(model.config, batch_size=3, num_text=6, num_regions=4, seed=3)
+        text, _, _ = model.embeddings(batch)
+        torch.testing.assert_close(text, _vlbert_text_embedding(model, batch, -1), rtol=1e-5, atol=1e-5)
+        # Our own default, the IMG token, is a different vector.
+        ours = switchbert.models.build_model(model.config.replace(vlbert_text_visual="img")).eval()
+        ours.load_state_dict(model.state_dict())
+        text_img, _, _ = ours.embeddings(batch)
+        torch.testing.assert_close(text_img, _vlbert_text_embedding(model, batch, 0), rtol=1e-5, atol=1e-5)
+        assert (text_img - text).abs().max() > 1e-2
+    # A model built by hand with our default loads, but the report warns that it is not VOLTA's.
+    report = import_volta(model_for("vlbert"), sd)
+    assert any("WARNING" in n and "vlbert_text_visual='img'" in n for n in report.notes)
+    with pytest.raises(ValueError, match="vlbert_text_visual"):
+        model.config.replace(vlbert_text_visual="first")
+
+
+def test_imported_heads_are_read_by_evaluation_and_pretraining(tmp_path, capsys):
+    sd = volta_state("vlbert")
+    sd["bert.embeddings.word_embeddings.weight"] = torch.randn(30522, Dt)
+    sd["cls.predictions.decoder.weight"] = sd["bert.embeddings.word_embeddings.weight"]
+    sd["cls.predictions.bias"] = torch.randn(30522)
+    src = tmp_path / "pytorch_model_9.bin"
+    torch.save(sd, src)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["import-checkpoint", str(src), str(tmp_path / "out"), "--from", "volta",
+                              "--preset", "vlbert-tiny", "--strict"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "parameters NOT initialised (0): none" in out and "heads.safetensors" in out
+    loaded = switchbert.load_pretrained(tmp_path / "out")
+    assert loaded.config.vlbert_text_visual == "last" and loaded.config.mrc_head_norm is False
+    heads = pretrain_heads_for(loaded)
+    load_heads(heads, tmp_path / "out")  # what switchbert evaluate (and pretraining init_from) does
+    assert torch.equal(heads.itm.classifier.weight, sd["cls.bi_seq_relationship.weight"].flip(0))
+    assert heads.mlm.decoder_weight is loaded.get_word_embeddings().weight
+    from switchbert.train.trainer import _continue_heads  # pretraining with model.init_from=out
+    fresh = pretrain_heads_for(loaded)
+    _continue_heads(fresh, tmp_path / "out")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), heads.state_dict().values()))
+    args.no_heads = True
+    assert args.func(args) == 0
+    assert not (tmp_path / "out" / "heads.safetensors").exists()
+
+
+def test_vlbert_batch_mates_only_through_region_padding():
+    """VOLTA's VL-BERT shifts a text position by the region count once it reaches the batch's shortest
+    text (an in-place add on an expanded arange), so there a sample's output depends on its batch mates'
+    text lengths; ours does not. The last-slot choice (kept for imports) does depend on how far regions
+    are padded, as in VOLTA."""
+    model = switchbert.models.build_model(model_for("vlbert").config.replace(vlbert_text_visual="last")).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in (model.embeddings.text_visual_norm.weight, model.embeddings.feat_proj.weight):
+            torch.nn.init.normal_(p)
+        batch = random_batch(model.config, batch_size=3, num_text=8, num_regions=4, seed=1, padded=False)
+        short = switchbert.batch.Batch(**{**batch.__dict__, "text_mask": batch.text_mask.clone()})
+        short.text_mask[1:, 3:] = False  # batch mates with shorter texts; sample 0 unchanged
+        short.text_ids[1:, 3:] = 0
+        torch.testing.assert_close(model(short).text_hidden[0], model(batch).text_hidden[0], rtol=0, atol=1e-6)
+        padded = switchbert.batch.Batch(**{**batch.__dict__, "region_mask": batch.region_mask.clone()})
+        padded.region_mask[0, 3:] = False  # sample 0 loses its last region: its last slot is now padding
+        padded.region_feats[0, 3:] = 0
+        padded.region_boxes[0, 3:] = 0
+        trimmed = switchbert.batch.Batch(text_ids=batch.text_ids[:1], text_mask=batch.text_mask[:1],
+                                         region_feats=padded.region_feats[:1, :3],
+                                         region_boxes=padded.region_boxes[:1, :3],
+                                         region_mask=padded.region_mask[:1, :3])
+        a, b = model(padded).text_hidden[0], model(trimmed).text_hidden[0]
+        assert (a - b).abs().max() > 1e-3  # same sample, same regions, different padding: VOLTA's behaviour

@@ -57,14 +57,13 @@ def count_preset(preset: str) -> ParamCount:
     """Encoder and encoder + pretraining-head parameter counts of ``preset``."""
     import torch
 
-    from switchbert.heads.pretrain import PretrainHeads
+    from switchbert.heads.pretrain import pretrain_heads_for
     from switchbert.models import build_model
 
     config = get_config(preset)
     with torch.device("meta"):
         model = build_model(config)
-        heads = PretrainHeads(model.embeddings.text.word_embeddings, config.region_hidden_size_, config.pooler_size,
-                              layer_norm_eps=config.layer_norm_eps)
+        heads = pretrain_heads_for(model)
     encoder = sum(p.numel() for p in model.parameters())
     # MLMHead keeps the word embeddings as an unregistered reference: its parameters exclude them.
     head = sum(p.numel() for p in heads.parameters())

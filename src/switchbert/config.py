@@ -31,6 +31,9 @@ ALIGNMENTS: tuple[str, ...] = ("hadamard", "concat", "rich")
 ARCHS: tuple[str, ...] = ("switchbert", "lxmert", "vilbert")
 EMBEDDINGS: tuple[str, ...] = ("uniter", "visualbert", "vlbert", "lxmert", "vilbert")
 """Region (and text) embedding variants of SPEC §2/§5; layers/embeddings*.py implement them."""
+
+VLBERT_TEXT_VISUAL: tuple[str, ...] = ("img", "last")
+"""``ModelConfig.vlbert_text_visual``: the IMG token's visual vector (ours) or the last slot's (VOLTA)."""
 BOX_EMBEDDINGS: tuple[str, ...] = ("lxmert", "vilbert")
 """Variants whose box projection can take LXMERT's 4-d boxes (``region_box_dim=4``) and whose width
 can differ from the text stream's (``region_hidden_size``)."""
@@ -97,6 +100,15 @@ class ModelConfig:
     # VL-BERT's sinusoidal box embedding: 4 coordinates x (sin, cos) x this many frequencies
     # (VOLTA ``v_coordinate_embeddings_dim``: 256, so 2048 + 2048 features -> 4096 -> D).
     vlbert_coord_dim: int = 256
+    # Which slot's visual vector VL-BERT adds to every text token: "img" = the IMG token, the whole
+    # image (ours; what the VL-BERT paper describes), or "last" = the last region slot, which is what
+    # VOLTA's code takes (``final_feats[:, -1]``; with regions padded to the batch's longest, a padding
+    # slot for the shorter samples). Importing a VOLTA checkpoint sets "last" (docs/baselines.md).
+    vlbert_text_visual: str = "img"
+    # LayerNorm at the end of the MRC head's transform (BERT's prediction-head transform). VOLTA's
+    # controlled VL-BERT turns it off (``image_head_ln: false``), the other baselines keep it; a VOLTA
+    # import follows the checkpoint (the LayerNorm exists there or not).
+    mrc_head_norm: bool = True
 
     # Runtime choice of the soft-mixture attention kernel (layers/block_attention.py): "fused" (one score
     # matrix, hand-written backward), "sdpa" (three SDPA calls, no score matrix) or "reference" (each mode
@@ -174,6 +186,10 @@ class ModelConfig:
             bad("region_box_dim", f"4-d boxes need an embedding in {BOX_EMBEDDINGS}, not {self.embedding!r}")
         if not isinstance(self.vlbert_coord_dim, int) or self.vlbert_coord_dim <= 0:
             bad("vlbert_coord_dim", f"must be a positive integer, got {self.vlbert_coord_dim!r}")
+        if self.vlbert_text_visual not in VLBERT_TEXT_VISUAL:
+            bad("vlbert_text_visual", f"must be one of {VLBERT_TEXT_VISUAL}, got {self.vlbert_text_visual!r}")
+        if not isinstance(self.mrc_head_norm, bool):
+            bad("mrc_head_norm", f"must be true or false, got {self.mrc_head_norm!r}")
         wide = self.region_hidden_size_ != self.hidden_size
         if wide and self.embedding not in BOX_EMBEDDINGS:
             bad("region_hidden_size", f"a region stream of width {self.region_hidden_size} != hidden_size "

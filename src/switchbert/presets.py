@@ -101,13 +101,15 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "uniter-base": _variant(switchbert_base, "uniter-base", embedding="uniter", **FIXED_JOINT),
     "uniter-base-6l": _variant(switchbert_base, "uniter-base-6l", embedding="uniter", num_layers=6, **FIXED_JOINT),
     "visualbert-base": _variant(switchbert_base, "visualbert-base", embedding="visualbert", **FIXED_JOINT),
-    "vlbert-base": _variant(switchbert_base, "vlbert-base", embedding="vlbert", **FIXED_JOINT),
+    # VOLTA's ctrl_vl-bert_base.json: image_head_ln false (no LayerNorm in the region head).
+    "vlbert-base": _variant(switchbert_base, "vlbert-base", embedding="vlbert", mrc_head_norm=False, **FIXED_JOINT),
     "lxmert-base": lxmert_base,
     "vilbert-base": vilbert_base,
     # Tiny versions of every baseline (switchbert-tiny's sizes), for tests and smoke runs.
     "uniter-tiny": _variant(switchbert_tiny, "uniter-tiny", embedding="uniter", **FIXED_JOINT),
     "visualbert-tiny": _variant(switchbert_tiny, "visualbert-tiny", embedding="visualbert", **FIXED_JOINT),
-    "vlbert-tiny": _variant(switchbert_tiny, "vlbert-tiny", embedding="vlbert", vlbert_coord_dim=8, **FIXED_JOINT),
+    "vlbert-tiny": _variant(switchbert_tiny, "vlbert-tiny", embedding="vlbert", vlbert_coord_dim=8,
+                            mrc_head_norm=False, **FIXED_JOINT),
     "lxmert-tiny": lxmert_tiny,
     "vilbert-tiny": vilbert_tiny,
 }

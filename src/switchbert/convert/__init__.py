@@ -1,8 +1,8 @@
 """Checkpoint import: VOLTA controlled-setting state dicts and HF transformers VisualBERT / LXMERT.
 
-    from switchbert.convert import import_volta, load_hf
-    model = switchbert.create_model("lxmert-base")
-    print(import_volta(model, "volta/lxmert.bin").summary())
+    from switchbert.convert import load_hf, load_volta
+    model, heads, report = load_volta("volta/lxmert.bin", switchbert.get_config("lxmert-base"))
+    print(report.summary())
 
 Every importer works from an explicit key map (ours -> theirs), checks every shape, and returns an
 ``ImportReport`` listing unused checkpoint keys and parameters left random.
@@ -10,6 +10,7 @@ Every importer works from an explicit key map (ours -> theirs), checks every sha
 
 from switchbert.convert.common import ImportReport, read_state_dict
 from switchbert.convert.hf import config_from_hf, import_hf, load_hf
-from switchbert.convert.volta import import_volta
+from switchbert.convert.volta import import_volta, load_volta, volta_config
 
-__all__ = ["ImportReport", "config_from_hf", "import_hf", "import_volta", "load_hf", "read_state_dict"]
+__all__ = ["ImportReport", "config_from_hf", "import_hf", "import_volta", "load_hf", "load_volta", "read_state_dict",
+           "volta_config"]

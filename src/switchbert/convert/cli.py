@@ -1,8 +1,14 @@
-"""``switchbert import-checkpoint SRC DST --from volta|hf --preset NAME``: write one of our model directories."""
+"""``switchbert import-checkpoint SRC DST --from volta|hf --preset NAME``: write one of our model directories.
+
+From VOLTA the pretraining heads come too (``DST/heads.safetensors``, the file a training checkpoint
+keeps them in), unless ``--no-heads``."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from torch import nn
 
 from switchbert.presets import PRESETS, get_config
 
@@ -12,11 +18,11 @@ def run(args: argparse.Namespace) -> int:
     from switchbert.pretrained import save_pretrained
 
     base = get_config(args.preset)
+    heads = None
     if args.source_format == "volta":
-        from switchbert.convert.volta import import_volta
+        from switchbert.convert.volta import load_volta
 
-        model = build_model(base)
-        report = import_volta(model, args.src)
+        model, heads, report = load_volta(args.src, base, with_heads=not args.no_heads)
     else:
         from switchbert.convert.hf import load_hf
 
@@ -27,9 +33,29 @@ def run(args: argparse.Namespace) -> int:
               f"nothing written to {args.dst}")
         return 1
     save_pretrained(model, args.dst)
+    if heads is not None:
+        write_heads(heads, args.dst)
+    elif (Path(args.dst) / "heads.safetensors").is_file():
+        (Path(args.dst) / "heads.safetensors").unlink()  # a stale file from an earlier import would not match
+        print(f"removed {Path(args.dst) / 'heads.safetensors'} (left by an earlier import; no heads written now)")
     print(f"wrote {args.dst} (preset {args.preset}, config {model.config.name}, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+          + (", pretraining heads in heads.safetensors)" if heads is not None else ")"))
     return 0
+
+
+def write_heads(heads: nn.Module, directory: str | Path) -> Path:
+    """``directory/heads.safetensors`` as a training checkpoint stores it, so ``switchbert evaluate``
+    and a pretraining run with ``model.init_from=DIRECTORY`` read the imported heads."""
+    from safetensors.torch import save_file
+
+    from switchbert.io import atomic_write
+    from switchbert.train.checkpoint import HEADS_NAME
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
+    path = Path(directory) / HEADS_NAME
+    atomic_write(path, lambda tmp: save_file(state, tmp))
+    return path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="convert a VOLTA or HF transformers checkpoint into a switchbert model directory",
         description="Reads SRC (VOLTA: a state-dict file or directory; HF: a VisualBertModel/LxmertModel "
                     "directory), maps it onto --preset's architecture, prints which keys were unused and "
-                    "which parameters stay random, and writes DST with save_pretrained.",
+                    "which parameters stay random, and writes DST with save_pretrained (from VOLTA also the "
+                    "pretraining heads, DST/heads.safetensors).",
     )
     p.add_argument("src", help="checkpoint file or directory")
     p.add_argument("dst", help="output model directory (config.json + model.safetensors)")
@@ -47,4 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
                    help="our architecture (e.g. uniter-base, lxmert-base); HF sizes override its sizes")
     p.add_argument("--strict", action="store_true", help="fail (write nothing) if any parameter stays random")
+    p.add_argument("--no-heads", action="store_true",
+                   help="VOLTA: skip the pretraining heads (by default MLM, MRC and ITM are imported into "
+                        "DST/heads.safetensors, ITM rows mapped to our class 1 = matched)")
     p.set_defaults(func=run)

@@ -10,6 +10,9 @@ states on the same inputs (tests/test_convert_hf.py, within 1e-5). What differs,
 - LXMERT boxes: HF reads ``visual_pos_dim`` numbers (4 in released checkpoints: x1, y1, x2, y2); the
   imported config sets ``region_box_dim`` to it, and our 5-d boxes are cut to their first four.
 - LXMERT region stream width equals the text width in HF; so it does here.
+- Heads: HF's pretraining heads are not imported. Its ITM classifier (``cls.seq_relationship``) uses
+  label 1 = matched, as ours does (VOLTA's is the reverse), but it classifies HF's tanh-pooled [CLS],
+  which our models do not compute.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ NOTES = {
         "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
         "regions get our IMG token first (mean feature, box 0,0,1,1[,1]); HF has none",
         "boxes: region_box_dim = HF visual_pos_dim; with 4, our 5-d boxes are read as (x1, y1, x2, y2)",
+        "pretraining heads (cls.*, answer_head.*) not imported. ITM cls.seq_relationship has HF's label 1 = "
+        "matched, the same convention as ours (no row swap would be needed, unlike VOLTA's), but it reads HF's "
+        "tanh pooler on [CLS] (D), not our fused VOLTA poolers (P), so it has no counterpart here",
     ],
 }
 

@@ -12,6 +12,7 @@ from switchbert.heads.pretrain import (
     PretrainHeads,
     PretrainLogits,
     flat_index,
+    pretrain_heads_for,
 )
 from switchbert.heads.tasks import (
     TASKS,
@@ -37,4 +38,5 @@ __all__ = [
     "VQAHead",
     "build_head",
     "flat_index",
+    "pretrain_heads_for",
 ]

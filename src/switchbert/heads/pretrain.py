@@ -69,12 +69,15 @@ class PredictionTransform(nn.Module):
         dim: input and output size.
         layer_norm_eps: LayerNorm epsilon.
         initializer_range: std of the normal weight initialisation.
+        layer_norm: False = no LayerNorm (``layer_norm`` is then an ``nn.Identity`` without
+            parameters): VOLTA's VL-BERT region head (``image_head_ln: false``).
     """
 
-    def __init__(self, dim: int, layer_norm_eps: float = 1e-12, initializer_range: float = 0.02) -> None:
+    def __init__(self, dim: int, layer_norm_eps: float = 1e-12, initializer_range: float = 0.02,
+                 layer_norm: bool = True) -> None:
         super().__init__()
         self.dense = nn.Linear(dim, dim)
-        self.layer_norm = nn.LayerNorm(dim, eps=layer_norm_eps)
+        self.layer_norm: nn.Module = nn.LayerNorm(dim, eps=layer_norm_eps) if layer_norm else nn.Identity()
         init_linear(self.dense, initializer_range)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -183,6 +186,7 @@ class MRCHead(nn.Module):
         num_classes: C, the detector's classes (1601 for BUTD).
         layer_norm_eps: LayerNorm epsilon of the transform.
         initializer_range: std of the normal weight initialisation.
+        layer_norm: the transform's LayerNorm (``ModelConfig.mrc_head_norm``; VOLTA's VL-BERT has none).
     """
 
     def __init__(
@@ -191,13 +195,14 @@ class MRCHead(nn.Module):
         num_classes: int = NUM_DETECTOR_CLASSES,
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
+        layer_norm: bool = True,
     ) -> None:
         super().__init__()
         _positive("region_hidden_size", region_hidden_size)
         _positive("num_classes", num_classes)
         self.region_hidden_size = region_hidden_size
         self.num_classes = num_classes
-        self.transform = PredictionTransform(region_hidden_size, layer_norm_eps, initializer_range)
+        self.transform = PredictionTransform(region_hidden_size, layer_norm_eps, initializer_range, layer_norm)
         self.decoder = nn.Linear(region_hidden_size, num_classes)
         init_linear(self.decoder, initializer_range)
 
@@ -242,6 +247,9 @@ class MRCHead(nn.Module):
 
 class ITMHead(nn.Module):
     """Image-text matching: Linear(P -> 2) on the fused vector. Class 1 = the pair matches.
+
+    VOLTA's ``cls.bi_seq_relationship`` has the opposite convention (its label 0 = matched, 1 = the
+    caption was replaced); the VOLTA importer swaps the two rows, so imported logits mean the same.
 
     Args:
         pooler_size: P.
@@ -291,6 +299,7 @@ class PretrainHeads(nn.Module):
         num_region_classes: C, the detector's classes.
         layer_norm_eps: LayerNorm epsilon of the transforms.
         initializer_range: std of the normal weight initialisation.
+        mrc_layer_norm: the MRC transform's LayerNorm (``ModelConfig.mrc_head_norm``).
     """
 
     def __init__(
@@ -301,10 +310,11 @@ class PretrainHeads(nn.Module):
         num_region_classes: int = NUM_DETECTOR_CLASSES,
         layer_norm_eps: float = 1e-12,
         initializer_range: float = 0.02,
+        mrc_layer_norm: bool = True,
     ) -> None:
         super().__init__()
         self.mlm = MLMHead(word_embeddings, layer_norm_eps, initializer_range)
-        self.mrc = MRCHead(region_hidden_size, num_region_classes, layer_norm_eps, initializer_range)
+        self.mrc = MRCHead(region_hidden_size, num_region_classes, layer_norm_eps, initializer_range, mrc_layer_norm)
         self.itm = ITMHead(pooler_size, initializer_range)
 
     def forward(
@@ -355,6 +365,16 @@ class PretrainHeads(nn.Module):
             itm=self.itm(output.pooled),
             mrc_index=mrc_index,
         )
+
+
+def pretrain_heads_for(model: nn.Module, num_region_classes: int = NUM_DETECTOR_CLASSES) -> PretrainHeads:
+    """The ``PretrainHeads`` that fit ``model`` (a ``VLModel``): tied to its word embeddings, sized
+    and built from its config (``mrc_head_norm`` included). Training, evaluation and import all use it,
+    so a saved ``heads.safetensors`` always fits."""
+    c = model.config
+    return PretrainHeads(model.get_word_embeddings(), c.region_hidden_size_, c.pooler_size,
+                         num_region_classes=num_region_classes, layer_norm_eps=c.layer_norm_eps,
+                         initializer_range=c.initializer_range, mrc_layer_norm=c.mrc_head_norm)
 
 
 def _positive(name: str, value: int) -> None:

@@ -12,8 +12,9 @@ place for every model.
     visualbert  text: word + position + type(0); regions: W f + visual_type(1) + visual_position(0);
                 ONE LayerNorm over both (VisualBERT ignores boxes).
     vlbert      regions: ReLU(W [sinusoid(box); f]) (8*c + F -> D), then LN_obj(.) + object word
-                embedding + position + type(2); text tokens also get LN_txt(the IMG token's visual
-                vector); ONE LayerNorm over both. LN_obj and LN_txt start with zero gain.
+                embedding + position + type(2); text tokens also get LN_txt(one slot's visual vector:
+                the IMG token's, or with ``vlbert_text_visual="last"`` VOLTA's last slot); ONE
+                LayerNorm over both. LN_obj and LN_txt start with zero gain.
     lxmert      regions: (LN_f(W_f f) + LN_b(W_b b)) / 2 (LXMERT; no LayerNorm after, no type).
     vilbert     regions: LN(W_f f + W_b b) (ViLBERT).
 """
@@ -118,9 +119,12 @@ class VLBertEmbeddings(_TextTables):
     placed after the text: position = number of real text tokens, the last slot one more (VOLTA's
     [END] handling, ``end_embedding`` replaces the object word embedding there).
 
-    Departure from VOLTA [ours]: the visual vector added to every text token is the IMG token's
-    (the whole image, as in the VL-BERT paper). VOLTA takes index -1, which with its IMG-first
-    layout is the last region slot.
+    The visual vector added to every text token: ``config.vlbert_text_visual="img"`` (default, a
+    departure from VOLTA [ours]) takes the IMG token's, the whole image, as the VL-BERT paper
+    describes. ``"last"`` takes the last slot, as VOLTA's code does (index -1 with its IMG-first
+    layout): the last region, or a padding slot when the sample has fewer regions than the batch
+    is padded to, so that a sample's output depends on its batch mates. Imported VOLTA checkpoints
+    use "last" so that they compute what VOLTA computes.
 
     The region token type is row 2 of VOLTA's 3-row table; here it is a separate vector so that BERT's
     2-row table loads unchanged (the importer splits VOLTA's table).
@@ -131,6 +135,7 @@ class VLBertEmbeddings(_TextTables):
         D, F_ = config.hidden_size, config.region_feat_dim
         eps = config.layer_norm_eps
         self.coord_dim = config.vlbert_coord_dim
+        self.text_visual_slot = 0 if config.vlbert_text_visual == "img" else -1
         self.feat_dropout = nn.Dropout(config.attention_dropout)  # VOLTA: v_attention_probs_dropout_prob
         self.feat_proj = nn.Linear(8 * self.coord_dim + F_, D)
         self.mask_feature = nn.Parameter(torch.zeros(F_))
@@ -150,7 +155,9 @@ class VLBertEmbeddings(_TextTables):
         visual = F.relu(self.feat_proj(self.feat_dropout(torch.cat([geo, feats], dim=-1))))  # (B, R, D)
 
         t = self.text
-        text = self._text_sum(batch.text_ids) + self.text_visual_norm(visual[:, :1])
+        k = self.text_visual_slot
+        slot = visual[:, k:k + 1] if k >= 0 else visual[:, k:]  # (B, 1, D)
+        text = self._text_sum(batch.text_ids) + self.text_visual_norm(slot)
         # Regions sit after the real text tokens; VOLTA gives the last slot position + 1 and [END].
         text_len = batch.text_mask.sum(dim=1)  # (B,)
         is_last = torch.arange(R, device=feats.device) == R - 1  # (R,)

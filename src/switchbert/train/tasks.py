@@ -32,7 +32,7 @@ from switchbert.data import (AnswerVocab, CaptionPairsDataset, RefCOCODataset, R
                              RetrievalTrainDataset, VQADataset, build_answer_vocab, load_tokenizer,
                              make_dataloader, open_feature_store)
 from switchbert.data.vqa_answers import load_annotations
-from switchbert.heads import PretrainHeads, build_head
+from switchbert.heads import build_head, pretrain_heads_for
 from switchbert.losses import (ignore_mismatched, pretrain_loss, refexp_bce_loss, retrieval_4way_loss,
                                vqa_bce_loss)
 from switchbert.metrics import (refexp_correct, retrieval_recall, vqa_accuracy,
@@ -161,10 +161,7 @@ class PretrainTask(Task):
         return self._dataset("cc_train")
 
     def build_heads(self, model: VLModel) -> nn.Module:
-        c = model.config
-        return PretrainHeads(model.get_word_embeddings(), c.region_hidden_size_, c.pooler_size,
-                             num_region_classes=max(1, self.store.num_classes or 1),
-                             layer_norm_eps=c.layer_norm_eps, initializer_range=c.initializer_range)
+        return pretrain_heads_for(model, num_region_classes=max(1, self.store.num_classes or 1))
 
     def _losses(self, model: nn.Module, heads: nn.Module, batch: Batch, labels: Any, validate: bool = True,
                 count_denominator=None):

@@ -38,8 +38,8 @@ from switchbert.models.base import VLModel
 from switchbert.presets import create_model
 from switchbert.pretrained import check_state_dict, load_pretrained
 from switchbert.temperature import TemperatureSchedule
-from switchbert.train.checkpoint import (TrainerState, load_heads, load_trainer_state, resolve_checkpoint,
-                                         rng_states, save_checkpoint, set_rng_states)
+from switchbert.train.checkpoint import (HEADS_NAME, TrainerState, load_heads, load_trainer_state,
+                                         resolve_checkpoint, rng_states, save_checkpoint, set_rng_states)
 from switchbert.train.config import ConfigError, ExperimentConfig, save_config
 from switchbert.train.distributed import (DistContext, ShardedSampler, all_gather_objects, all_reduce_mean,
                                           barrier, init_distributed, rank_seed)
@@ -90,11 +90,22 @@ def build_model(config: ExperimentConfig) -> VLModel:
             check_state_dict(model, state, source=str(path))
         except ValueError as e:
             raise ValueError(f"{e}\nmodel.init_from must use this library's parameter names; convert a VOLTA or "
-                             f"HF checkpoint first (switchbert import {path} DIR --from volta --preset "
+                             f"HF checkpoint first (switchbert import-checkpoint {path} DIR --from volta --preset "
                              f"{m.preset}) and set model.init_from=DIR") from None
         model.load_state_dict(state, strict=True)
         return model
     return load_pretrained(resolve_checkpoint(path), **overrides)
+
+
+def _continue_heads(heads: nn.Module, init_from: Path) -> None:
+    """Pretraining from ``init_from`` continues its pretraining heads when it has them (a pretraining
+    run, or ``import-checkpoint --from volta``, which writes ``heads.safetensors``); otherwise they start
+    fresh. Heads that exist but do not fit are an error naming the tensors."""
+    if init_from.is_file():
+        return
+    ckpt = resolve_checkpoint(init_from)
+    if (ckpt / HEADS_NAME).is_file():
+        load_heads(heads, ckpt)
 
 
 class _NonFiniteWatch:
@@ -173,6 +184,8 @@ class Trainer:
         if self.resume:
             task.load_assets(self.out / "last")
             load_heads(heads, self.out / "last")
+        elif task.name == "pretrain" and cfg.model.init_from is not None:
+            _continue_heads(heads, Path(cfg.model.init_from).expanduser())
         best_name, higher_better = task.best_metric()
         model.to(ctx.device).train()
         heads.to(ctx.device).train()
