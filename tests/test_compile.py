@@ -16,7 +16,8 @@ from switchbert.synthetic import random_batch
 
 @pytest.mark.parametrize(
     "preset,train,impl",
-    [("switchbert-tiny", True, "fused"), ("switchbert-tiny", True, "sdpa"), ("switchbert-tiny", False, "fused"),
+    [("switchbert-tiny", True, "fused"), ("switchbert-tiny", True, "sdpa"), ("switchbert-tiny", True, "flex"),
+     ("switchbert-tiny", False, "fused"),
      ("uniter-tiny", True, "fused")],
 )
 def test_forward_traces_without_graph_breaks(preset, train, impl):
