@@ -61,7 +61,8 @@ def pool_modalities(h: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
     about ten small ops, and its backward writes a zero-filled full-size gradient for each slice.
     """
     pooled = torch.bmm(weights.to(h.dtype), h)  # (B, 2, D)
-    return pooled[:, 0], pooled[:, 1]
+    g_t, g_r = pooled.unbind(dim=1)  # unbind, not two selects: its backward is one stack, not 2 fills + 2 copies
+    return g_t, g_r
 
 
 def alignment_degree(g_t: Tensor, g_r: Tensor, kind: str) -> Tensor:
@@ -105,8 +106,9 @@ def gumbel_softmax_weights(
         (..., K) float32 weights.
     """
     u = torch.rand(log_probs.shape, dtype=torch.float32, device=log_probs.device, generator=generator)
-    gumbel = -torch.log(-torch.log(u.clamp(_U_EPS, 1.0 - _U_EPS)))
-    soft = torch.softmax((log_probs.float() + gumbel) / tau, dim=-1)
+    # log p + g with g = -log(-log u); in place on the noise (no gradient), one subtraction.
+    neg_gumbel = u.clamp_(_U_EPS, 1.0 - _U_EPS).log_().neg_().log_()
+    soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
     K = soft.shape[-1]
     if straight_through or top_k == 1:
         # top_k == 1 [ours]: renormalising a single weight gives exactly 1 and no gradient at all,
