@@ -3,7 +3,7 @@
 On a GPU every such op is at least one kernel launch of a few microseconds, so in eager mode the count
 bounds the launch overhead. CPU profiling sees the same ops: the count is the number of leaf aten ops
 (ops that call no other aten op) minus those that only make a view or allocate (no kernel on a GPU) and
-the output fills of CPU reductions. It is an estimate of GPU launches: no GPU profile was taken yet.
+the output fills of CPU reductions and host-side scalar conversions. It is an estimate of GPU launches: no GPU profile was taken yet.
 
     python benchmarks/count_ops.py                                  # switchbert-base vs uniter-base, batch 2
     python benchmarks/count_ops.py --top 25                         # and where Switch-BERT's ops come from
@@ -49,6 +49,8 @@ def leaf_kernel_ops(prof) -> Counter:
             continue  # a composite: its children are counted
         if ev.name in ("aten::fill_", "aten::zero_") and ev.cpu_parent is not None and ev.cpu_parent.name in REDUCTIONS:
             continue
+        if ev.name == "aten::copy_" and ev.input_shapes and ev.input_shapes[0] == []:
+            continue  # a Python scalar converted on the host (a wrapped number: no GPU kernel)
         counts[ev.name] += 1
     return counts
 
@@ -65,7 +67,7 @@ def step_ops(preset: str, batch_size: int, overrides: dict) -> Counter:
 
     step()  # warm-up: lazy initialisation is not part of the step
     model.zero_grad(set_to_none=True)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step()
     return leaf_kernel_ops(prof)
 

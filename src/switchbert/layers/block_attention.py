@@ -106,7 +106,7 @@ def _scale_blocks(e: Tensor, coef: Tensor, num_text: int) -> Tensor:
 
 class _BlockMixedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, key_valid, num_text, coefs, keep, p_drop):
+    def forward(ctx, q, k, v, key_valid, num_text, coefs, drop, p_drop):
         acc = accumulation_dtype(q)
         # q, k, v arrive as head-split views; one copy each here, instead of one inside every
         # matmul of the forward and backward pass that reads them.
@@ -124,13 +124,13 @@ class _BlockMixedAttention(torch.autograd.Function):
         inv_z, u, c_inv_z, wj_u, coef = _mixture_constants(m, z, c, wj)
         probs = _scale_blocks(e, coef, num_text)
         scale = 1.0 / (1.0 - p_drop)
-        if keep is not None:
-            probs.mul_(keep).mul_(scale)
+        if drop is not None:  # a fill with the dropped mask: one op, where a bool multiply converts first
+            probs.masked_fill_(drop, 0.0).mul_(scale)
         # The (dropped) probabilities in v's dtype are kept for dV: recomputing them in the backward
         # took a copy, two scalings and the dropout again.
         probs = probs.to(v.dtype)
         out = torch.matmul(probs, v)
-        ctx.save_for_backward(q, k, v, e, keep, probs, inv_z, u, c_inv_z, wj_u, coef)
+        ctx.save_for_backward(q, k, v, e, drop, probs, inv_z, u, c_inv_z, wj_u, coef)
         ctx.num_text, ctx.scale = num_text, scale
         ctx.coef_dtype = coefs.dtype
         return out
@@ -138,14 +138,14 @@ class _BlockMixedAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out):
-        q, k, v, e, keep, probs, inv_z, u, c_inv_z, wj_u, coef = ctx.saved_tensors
+        q, k, v, e, drop, probs, inv_z, u, c_inv_z, wj_u, coef = ctx.saved_tensors
         T = ctx.num_text
         d_out = d_out.contiguous()
         # Gradient w.r.t. the (undropped) mixture probabilities, without the 1 / (1 - p): that factor
         # is linear all the way through and is applied once, to dS and to the coefficient gradients.
         dp = torch.matmul(d_out, v.transpose(-1, -2)).to(e.dtype)
-        if keep is not None:
-            dp.mul_(keep)
+        if drop is not None:
+            dp.masked_fill_(drop, 0.0)
         ed = dp.mul_(e)  # E * dP, in dp's storage
         r = torch.cat([ed[..., :T].sum(-1, keepdim=True), ed[..., T:].sum(-1, keepdim=True)], dim=-1)
         delta = r * inv_z  # (B, H, N, 2): <P_b, dP>
@@ -192,12 +192,14 @@ def block_mixed_attention(
         (B, H, N, hd): sum over keys of P * v, with P = c_text P_text + c_region P_region + w_joint P_joint,
         dropped out with ``keep`` and rescaled by 1 / (1 - dropout_p).
     """
-    if dropout_p > 0.0 and keep is None:
-        B, H, N, _ = q.shape
-        keep = torch.empty(B, H, N, N, dtype=torch.bool, device=q.device).bernoulli_(1.0 - dropout_p)
-    if dropout_p == 0.0:
-        keep = None
-    return _BlockMixedAttention.apply(q, k, v, key_valid, num_text, coefs, keep, dropout_p)
+    drop = None
+    if dropout_p > 0.0:
+        if keep is None:  # the dropped entries, drawn directly (no inversion kernel)
+            B, H, N, _ = q.shape
+            drop = torch.empty(B, H, N, N, dtype=torch.bool, device=q.device).bernoulli_(dropout_p)
+        else:
+            drop = ~keep
+    return _BlockMixedAttention.apply(q, k, v, key_valid, num_text, coefs, drop, dropout_p)
 
 
 def split_mixed_attention(
