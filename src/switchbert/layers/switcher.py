@@ -11,6 +11,7 @@ The MLP's last layer starts near zero so routing starts near uniform [ours, SPEC
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -105,9 +106,10 @@ def gumbel_softmax_weights(
     Returns:
         (..., K) float32 weights.
     """
-    u = torch.rand(log_probs.shape, dtype=torch.float32, device=log_probs.device, generator=generator)
-    # log p + g with g = -log(-log u); in place on the noise (no gradient), one subtraction.
-    neg_gumbel = u.clamp_(_U_EPS, 1.0 - _U_EPS).log_().neg_().log_()
+    # g = -log(-log u) = -log(E) with E = -log u ~ Exp(1): drawn directly, clamped to the E of
+    # u in [_U_EPS, 1 - _U_EPS] (the same truncation), 3 ops instead of 5; log p + g as one subtraction.
+    e = torch.empty(log_probs.shape, dtype=torch.float32, device=log_probs.device).exponential_(generator=generator)
+    neg_gumbel = e.clamp_(-math.log1p(-_U_EPS), -math.log(_U_EPS)).log_()
     soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
     K = soft.shape[-1]
     if straight_through or top_k == 1:
