@@ -376,6 +376,7 @@ def test_lse_op_gradients_pass_gradcheck_with_an_empty_block():
     assert torch.autograd.gradcheck(f, args, atol=1e-8, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_attention_kernel_equals_the_math_kernel_on_cpu():
     # FlexAttention itself (eager, forward only: torch 2.13 has no FlexAttention backward on CPU and
     # no lse from its compiled CPU kernel), with a key block empty for sample 0.

@@ -11,10 +11,10 @@ so the whole soft mixture of the four modes (``attention.mixture_coefficients``:
 w_joint per query) is
     O = (c_text + w_joint s_text) O_text + (c_region + w_joint s_region) O_region.
 The two calls together see each (query, key) pair once: one attention's FLOPs, as the ``fused`` path
-(one score matrix) and against about twice that for ``sdpa`` (three SDPA calls). Unlike ``fused`` it
-never stores the (B, H, N, N) scores when the block kernel is fused (FlexAttention). The gradient reaches the mode
-weights through the coefficients and the keys and queries also through the lse, so each block call
-must return its lse *with* a gradient.
+(one score matrix) and about half of ``sdpa``'s (three SDPA calls). Unlike ``fused``, with FlexAttention
+as the block kernel no (B, H, N, N) score matrix is stored. The gradient reaches the mode weights
+through the coefficients, and the queries and keys also through the lse, so each block call must
+return its lse *with* a gradient.
 
 Two block kernels compute the same (O_b, lse_b):
   - ``flex``: ``torch.nn.attention.flex_attention`` over the block's keys with a key-padding block
