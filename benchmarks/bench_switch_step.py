@@ -3,7 +3,8 @@
 Times forward + backward of one training step at the controlled shape (38 text tokens, 36 regions +
 the IMG token) for:
   1. Switch-BERT: four modes, soft Gumbel mixing, SIB (the paper's model, training mode), with the
-     fused attention (one score matrix, hand-written backward) and with the sdpa one (three SDPA calls);
+     fused attention (one score matrix, hand-written backward), the sdpa one (three SDPA calls) and the
+     flex one (two block attentions merged by their log-sum-exp; FlexAttention only on CUDA compiled);
   2. the same encoder with only J and no SIB (the UNITER architecture) -- the baseline;
   3. Switch-BERT with the reference attention path (each mode its own masked pass) -- the naive way.
 and prints each time and its ratio to (2), all measured in the same run on the same device.
@@ -43,6 +44,7 @@ def main(argv=None) -> None:
     variants = {
         "switch-bert (4 modes, soft, SIB), fused": {},
         "switch-bert, sdpa path (3 SDPA calls)": {"attention_impl": "sdpa"},
+        "switch-bert, flex path (lse merge; math kernel off CUDA-compile)": {"attention_impl": "flex"},
         "plain: J only, no SIB (UNITER arch)": {"sab_modes": ("J",), "sib": None},
         "switch-bert, reference path (4 passes)": {"attention_impl": "reference"},
     }
@@ -59,9 +61,9 @@ def main(argv=None) -> None:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"preset {args.preset}, batch {args.batch_size}, 38 text + 37 region tokens, {args.dtype}, "
           f"{'compiled' if args.compile else 'eager'}, device {device_name}, torch {torch.__version__}")
-    print(f"{'variant':<42} {'ms/step':>10} {'vs plain':>9}")
+    print(f"{'variant':<64} {'ms/step':>10} {'vs plain':>9}")
     for name, t in results.items():
-        print(f"{name:<42} {t * 1e3:>10.1f} {t / base:>8.2f}x")
+        print(f"{name:<64} {t * 1e3:>10.1f} {t / base:>8.2f}x")
 
 
 if __name__ == "__main__":

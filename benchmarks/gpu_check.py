@@ -22,8 +22,13 @@ Sections, in order (the most important first; ``--budget-s`` skips what would no
                  the 2.7M x 10 epochs projection (bench_pretrain_step.py)                       [goal 4]
   host_syncs     one pretraining step under ``torch.cuda.set_sync_debug_mode('warn')``: every line
                  of our code that makes the host wait for the GPU
+  flex_op        the flex path's attention op alone (two FlexAttention calls with their log-sum-exp, merged)
+                 compiled on the device, fp32 and bf16, outputs and gradients (q, k, v and the mode
+                 coefficients, a text-only sample included) against the fused op in float64; then fwd + bwd
+                 ms of the op at the timing batch: fused, sdpa, flex compiled, each also compiled
   switch_compiled       Switch-BERT (fused) and UNITER under torch.compile (compilation takes minutes, so last)
   switch_compiled_sdpa  the same for the sdpa path (its own section, so a time limit keeps the first)
+  switch_compiled_flex  the same for the flex path (FlexAttention runs fused only when compiled)
 
 At the end, one line per goal of issue 7, read off the sections' results (``goals_summary``).
 
@@ -133,7 +138,11 @@ def correctness(opts: argparse.Namespace) -> dict[str, Any]:
     split = switchbert.models.build_model(model_config(family, opts.size, attention_impl="sdpa", **NO_DROPOUT))
     split.load_state_dict(fused.state_dict())
     split = split.to(device).train()
-    for m in (fused, ref, split):
+    # Eager, the flex path runs its math kernel (the lse merge); FlexAttention itself: section flex_op.
+    lse = switchbert.models.build_model(model_config(family, opts.size, attention_impl="flex", **NO_DROPOUT))
+    lse.load_state_dict(fused.state_dict())
+    lse = lse.to(device).train()
+    for m in (fused, ref, split, lse):
         m.set_temperature(1.0)
     batch = controlled_batch(fused.config, opts.check_batch, device)
     fp32, bf16 = autocast_for(device, torch.float32), autocast_for(device, torch.bfloat16)
@@ -151,9 +160,12 @@ def correctness(opts: argparse.Namespace) -> dict[str, Any]:
         f32, r32 = train_pass(fused, batch, fp32, reseed), train_pass(ref, batch, fp32, reseed)
         fb, rb = train_pass(fused, batch, bf16, reseed), train_pass(ref, batch, bf16, reseed)
         s32, sb = train_pass(split, batch, fp32, reseed), train_pass(split, batch, bf16, reseed)
-    for dt, f, s_, r in (("fp32", f32, s32, r32), ("bf16", fb, sb, rb)):
+        l32, lb = train_pass(lse, batch, fp32, reseed), train_pass(lse, batch, bf16, reseed)
+    for dt, s_, l_, r in (("fp32", s32, l32, r32), ("bf16", sb, lb, rb)):
         result[f"train_{dt}_sdpa_vs_ref"] = compare(s_, r)
         result[f"train_{dt}_sdpa_vs_f64"] = compare(s_, truth)
+        result[f"train_{dt}_flex_vs_ref"] = compare(l_, r)
+        result[f"train_{dt}_flex_vs_f64"] = compare(l_, truth)
     result["train_fp32_fused_vs_ref"] = compare(f32, r32)
     result["train_fp32_fused_vs_f64"] = compare(f32, truth)
     result["train_fp32_ref_vs_f64"] = compare(r32, truth)
@@ -190,6 +202,12 @@ def correctness(opts: argparse.Namespace) -> dict[str, Any]:
             no_worse("bf16", "out_rel", 1e-3, "sdpa"),
         "sdpa path: train_bf16 gradients within 2x of reference's distance to float64":
             no_worse("bf16", "grad_rel", 1e-3, "sdpa"),
+        "flex path (eager, math kernel): train_fp32 outputs vs reference atol 1e-4":
+            result["train_fp32_flex_vs_ref"]["out_max_abs"] <= 1e-4,
+        "flex path (eager, math kernel): train_fp32 gradients within 2x of reference's distance to float64":
+            no_worse("fp32", "grad_rel", 1e-5, "flex"),
+        "flex path (eager, math kernel): train_bf16 gradients within 2x of reference's distance to float64":
+            no_worse("bf16", "grad_rel", 1e-3, "flex"),
     }
     result["checks"] = checks
     result["passed"] = all(checks.values())
@@ -200,7 +218,8 @@ def correctness_md(r: dict[str, Any]) -> str:
     lines = ["| comparison | outputs max abs | outputs rel | gradients rel (all) | worst parameter (rel) |",
              "|---|---:|---:|---:|---|"]
     for k in (f"train_{dt}_{c}" for dt in ("fp32", "bf16")
-              for c in ("fused_vs_ref", "fused_vs_f64", "ref_vs_f64", "sdpa_vs_ref", "sdpa_vs_f64")):
+              for c in ("fused_vs_ref", "fused_vs_f64", "ref_vs_f64", "sdpa_vs_ref", "sdpa_vs_f64",
+                        "flex_vs_ref", "flex_vs_f64")):
         v = r[k]
         lines.append(f"| {k} | {v['out_max_abs']:.2e} | {v['out_rel']:.2e} | {v['grad_rel']:.2e} | "
                      f"{v['worst_param']} ({v['worst_param_rel']:.1e}) |")
@@ -214,9 +233,12 @@ def correctness_md(r: dict[str, Any]) -> str:
 
 FUSED, SDPA, UNITER = ("switchbert (soft, 4 modes, SIB)", "switchbert, sdpa path (3 SDPA calls)",
                         "uniter arch (J only, no SIB)")
+FLEX = "switchbert, flex path (2 block attentions + lse merge)"
+SWITCH_ROWS = {"fused": FUSED, "sdpa": SDPA, "flex": FLEX}
 
 
-def switch_step(opts: argparse.Namespace, compiled: bool, impls: tuple[str, ...] = ("fused", "sdpa")) -> dict[str, Any]:
+def switch_step(opts: argparse.Namespace, compiled: bool, impls: tuple[str, ...] = ("fused", "sdpa", "flex")
+                ) -> dict[str, Any]:
     """fwd + bwd ms of Switch-BERT (the ``impls`` attention paths, and the reference path when eager) and
     our UNITER architecture.
 
@@ -224,8 +246,8 @@ def switch_step(opts: argparse.Namespace, compiled: bool, impls: tuple[str, ...]
     minutes, and a run cut off by the device's time limit then keeps the fused path's figures.
     """
     device, autocast = opts.device, autocast_for(opts.device, DTYPES[opts.dtype])
-    variants = {name: ("switchbert", {"attention_impl": impl})
-                for impl, name in (("fused", FUSED), ("sdpa", SDPA)) if impl in impls}
+    # Eager, the flex row runs the math kernel (FlexAttention is fused only under torch.compile).
+    variants = {name: ("switchbert", {"attention_impl": impl}) for impl, name in SWITCH_ROWS.items() if impl in impls}
     variants[UNITER] = ("uniter", {})
     if not compiled:
         variants["switchbert, reference path (4 masked passes)"] = ("switchbert", {"attention_impl": "reference"})
@@ -244,7 +266,7 @@ def switch_step(opts: argparse.Namespace, compiled: bool, impls: tuple[str, ...]
         fns[name] = fn
     ms = interleaved_median_ms(fns, opts.warmup, opts.steps, device)
     ref = ms[UNITER]
-    best = min(v for k, v in ms.items() if k in (FUSED, SDPA))
+    best = min(v for k, v in ms.items() if k in SWITCH_ROWS.values())
     return dict(ms=ms, vs_uniter={k: v / ref for k, v in ms.items()}, compile_s=compile_s,
                 goal_1_met=best / ref <= 1.10)
 
@@ -253,10 +275,105 @@ def switch_md(r: dict[str, Any], batch_size: int) -> str:
     lines = ["| variant | ms/step | samples/s | vs uniter arch |", "|---|---:|---:|---:|"]
     for k, v in r["ms"].items():
         lines.append(f"| {k} | {v:.1f} | {batch_size / v * 1e3:.0f} | {r['vs_uniter'][k]:.2f}x |")
-    lines.append(f"\ngoal 1 (switchbert, faster of fused/sdpa, <= 1.10x uniter arch): "
+    lines.append(f"\ngoal 1 (switchbert, fastest of fused/sdpa/flex, <= 1.10x uniter arch): "
                  f"{'met' if r['goal_1_met'] else 'NOT met'}")
     if r["compile_s"]:
         lines.append("compile (first two calls), s: " + ", ".join(f"{k} {v:.0f}" for k, v in r["compile_s"].items()))
+    return "\n".join(lines)
+
+
+# -- the flex path's op: FlexAttention compiled on the device ---------------------------------------------
+
+def flex_op(opts: argparse.Namespace) -> dict[str, Any]:
+    """The flex op (two FlexAttention calls with their lse, merged) compiled, against the fused op.
+
+    Correctness: outputs and gradients of q, k, v and the mode coefficients, in fp32 and bf16, against
+    the fused op in float64, at the controlled shape with one text-only sample (an empty region block)
+    and random coefficients. Timing: fwd + bwd of the op alone at the timing batch, each path eager and
+    compiled (the flex op only compiled: eager FlexAttention is an unfused reference).
+    """
+    from switchbert.layers.block_attention import block_mixed_attention, split_mixed_attention
+    from switchbert.layers.lse_attention import lse_mixed_attention
+
+    device = opts.device
+    cfg = model_config("switchbert", opts.size)
+    H, hd, T, N = cfg.num_heads, cfg.hidden_size // cfg.num_heads, 38, 75
+
+    def inputs(B: int, dtype: torch.dtype, seed: int) -> tuple[list[Tensor], Tensor, Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        q, k, v = (torch.randn(B, H, N, hd, generator=g, dtype=torch.float64) for _ in range(3))
+        valid = torch.ones(B, N, dtype=torch.bool)
+        valid[0, T:] = False  # text-only sample
+        valid[1, 30:T] = False  # padded text
+        valid[2, T + 20:] = False  # padded regions
+        coefs = torch.rand(B, N, 3, generator=g, dtype=torch.float64)
+        return ([t.to(device, dtype) for t in (q, k, v)], valid.to(device), coefs.to(device, torch.float32))
+
+    # FlexAttention has no CPU backward (torch 2.13): off a GPU (--smoke) the section checks its
+    # mechanics with the math kernel, uncompiled, and says so.
+    on_gpu = device.startswith("cuda")
+    kernel = "flex" if on_gpu else "math"
+
+    def lse_op(q, k, v, valid, c):
+        return lse_mixed_attention(q, k, v, valid, T, c, kernel=kernel)
+
+    flex = torch.compile(lse_op) if on_gpu else lse_op
+
+    def grads(fn, qkv, valid, coefs, w):
+        xs = [t.detach().clone().requires_grad_(True) for t in qkv]
+        c = coefs.detach().clone().requires_grad_(True)
+        out = fn(*xs, valid, c)
+        (out.float() * w).sum().backward()
+        return [out.detach().double()] + [x.grad.double() for x in xs] + [c.grad.double()]
+
+    result: dict[str, Any] = {"kernel": kernel, "compiled": on_gpu}
+    B = max(opts.check_batch, 3)
+    qkv, valid, coefs = inputs(B, torch.float64, 5)
+    w = torch.randn(B, H, N, hd, generator=torch.Generator().manual_seed(6), dtype=torch.float64).to(device)
+    truth = grads(lambda q, k, v, m, c: block_mixed_attention(q, k, v, m, T, c.double()),
+                  qkv, valid, coefs.double(), w)
+    names = ("out", "dq", "dk", "dv", "dcoefs")
+    for dt, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        low = [t.to(dtype) for t in qkv]
+        for impl, fn in (("flex", flex),
+                         ("fused", lambda q, k, v, m, c: block_mixed_attention(q, k, v, m, T, c))):
+            got = grads(fn, low, valid, coefs, w.to(torch.float32))
+            result[f"{dt}_{impl}_vs_f64"] = {n: rel_err(a, b) for n, a, b in zip(names, got, truth)}
+    result["checks"] = {f"{dt} flex within 2x (+1e-3) of the fused op's distance to float64 ({n})":
+                        result[f"{dt}_flex_vs_f64"][n] <= 2 * result[f"{dt}_fused_vs_f64"][n] + 1e-3
+                        for dt in ("fp32", "bf16") for n in names}
+    result["passed"] = all(result["checks"].values())
+
+    dtype = DTYPES[opts.dtype]
+    qkv, valid, coefs = inputs(opts.batch_size, dtype, 7)
+    xs = [t.detach().requires_grad_(True) for t in qkv]
+    c = coefs.requires_grad_(True)
+
+    def timed(fn) -> Callable[[], None]:
+        def step() -> None:
+            fn(*xs, valid, c).float().sum().backward()
+        return step
+
+    ops = {"fused": lambda q, k, v, m, cc: block_mixed_attention(q, k, v, m, T, cc),
+           "sdpa": lambda q, k, v, m, cc: split_mixed_attention(q, k, v, m, T, cc)}
+    fns = {f"{k} eager": timed(f) for k, f in ops.items()}
+    if on_gpu:
+        fns.update({f"{k} compiled": timed(torch.compile(f)) for k, f in ops.items()})
+    fns["flex compiled" if on_gpu else "flex (math kernel, eager)"] = timed(flex)
+    for fn in fns.values():  # compile outside the timing
+        fn()
+    result["op_ms"] = interleaved_median_ms(fns, opts.warmup, opts.steps, device)
+    return result
+
+
+def flex_op_md(r: dict[str, Any]) -> str:
+    names = ("out", "dq", "dk", "dv", "dcoefs")
+    lines = ["| vs float64 fused op (rel) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for k in (f"{dt}_{impl}_vs_f64" for dt in ("fp32", "bf16") for impl in ("flex", "fused")):
+        lines.append(f"| {k} | " + " | ".join(f"{r[k][n]:.2e}" for n in names) + " |")
+    lines += ["", f"kernel {r['kernel']}, compiled {r['compiled']}; checks passed: {r['passed']}", "",
+              "| op (fwd + bwd) | ms |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in r["op_ms"].items()]
     return "\n".join(lines)
 
 
@@ -341,12 +458,13 @@ def goals_summary(sections: dict[str, Any]) -> list[str]:
         return sec.get("result") if sec.get("status") == "ok" else None
 
     lines = []
-    sw = {mode: result(f"switch_{mode}") for mode in ("eager", "compiled", "compiled_sdpa")}
+    sw = {mode: result(f"switch_{mode}") for mode in ("eager", "compiled", "compiled_sdpa", "compiled_flex")}
     parts = []
+    impl_of = {v: k for k, v in SWITCH_ROWS.items()}
     for mode, r in sw.items():
         for k, v in (r["vs_uniter"].items() if r else ()):
-            if k in (FUSED, SDPA):
-                parts.append(f"{'sdpa' if k == SDPA else 'fused'} {mode.split('_')[0]} {v:.2f}x")
+            if k in impl_of:
+                parts.append(f"{impl_of[k]} {mode.split('_')[0]} {v:.2f}x")
     met = any(r and r["goal_1_met"] for r in sw.values())  # each ratio is within one section's run
     verdict = ("met" if met else "NOT met") if parts else "n/a (switch sections did not run)"
     lines.append(f"1. Switch-BERT step <= 1.10x our UNITER: {verdict}" + (f" ({', '.join(parts)})" if parts else ""))
@@ -450,6 +568,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("correctness", lambda: correctness(args), correctness_md, 0),
         ("switch_eager", lambda: switch_step(args, compiled=False), lambda r: switch_md(r, args.batch_size), 0),
         ("linear_peak", lambda: linear_peak(args), linear_md, 0),
+        ("flex_op", lambda: flex_op(args), flex_op_md, 0 if args.smoke else 60),
         ("hf", lambda: bench_hf.run(bench_args(args)), bench_hf.format_table, 30),
         ("inference", lambda: bench_inference.run(bench_args(args, steps=max(args.steps, 5))),
          lambda r: bench_inference.format_tables(r, args.batch_size), 30),
@@ -459,6 +578,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         ("switch_compiled", lambda: switch_step(args, compiled=True, impls=("fused",)),
          lambda r: switch_md(r, args.batch_size), 0 if args.smoke else 150),
         ("switch_compiled_sdpa", lambda: switch_step(args, compiled=True, impls=("sdpa",)),
+         lambda r: switch_md(r, args.batch_size), 0 if args.smoke else 120),
+        ("switch_compiled_flex", lambda: switch_step(args, compiled=True, impls=("flex",)),
          lambda r: switch_md(r, args.batch_size), 0 if args.smoke else 120),
     ]
     only = {s for s in args.only.split(",") if s}

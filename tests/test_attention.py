@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from switchbert.config import MODES
 from switchbert.layers.attention import hard_route_mask, mixture_coefficients
 from switchbert.layers.block_attention import block_mixed_attention
+from switchbert.layers.lse_attention import flex_block_attention, lse_mixed_attention, math_block_attention
 from switchbert.layers.transformer import SwitchLayer
 
 
@@ -95,7 +96,8 @@ def naive_mode(layer: SwitchLayer, x: torch.Tensor, valid: torch.Tensor, mode: s
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("impl,hard", [("fused", False), ("fused", True), ("sdpa", False), ("reference", False)])
+@pytest.mark.parametrize("impl,hard", [("fused", False), ("fused", True), ("sdpa", False), ("flex", False),
+                                       ("reference", False)])
 def test_each_mode_equals_independent_implementation(mode, impl, hard):
     layer = make_layer()
     x, valid = inputs()
@@ -106,7 +108,7 @@ def test_each_mode_equals_independent_implementation(mode, impl, hard):
     torch.testing.assert_close(out * real, expected * real, atol=1e-12, rtol=1e-10)
 
 
-@pytest.mark.parametrize("impl", ["fused", "sdpa"])
+@pytest.mark.parametrize("impl", ["fused", "sdpa", "flex"])
 @pytest.mark.parametrize("top_k", [None, 2, 1])
 def test_fused_equals_reference_for_random_mixtures(top_k, impl):
     layer = make_layer(3)
@@ -136,7 +138,7 @@ def _naive_attention_only(layer, x, valid, mode):
     return torch.stack(outs)
 
 
-@pytest.mark.parametrize("impl", ["fused", "sdpa"])
+@pytest.mark.parametrize("impl", ["fused", "sdpa", "flex"])
 def test_fused_gradients_equal_reference(impl):
     layer = make_layer(7)
     x, valid = inputs(8)
@@ -259,7 +261,7 @@ def test_padding_changes_no_valid_output():
     xt, xr = x[:, :T], x[:, T:]
     x2 = torch.cat([xt, 100 * torch.randn(B, 3, D, generator=g), xr, 100 * torch.randn(B, 2, D, generator=g)], 1)
     v2 = torch.cat([valid[:, :T], torch.zeros(B, 3, dtype=torch.bool), valid[:, T:], torch.zeros(B, 2, dtype=torch.bool)], 1)
-    for impl, hard in (("fused", False), ("sdpa", False), ("reference", False)):
+    for impl, hard in (("fused", False), ("sdpa", False), ("flex", False), ("reference", False)):
         _, out = layer(x2, v2, T + 3, w, hard=hard, impl=impl)
         torch.testing.assert_close(out[:, :T], base[:, :T], atol=1e-12, rtol=1e-10)
         torch.testing.assert_close(out[:, T + 3 : T + 3 + R], base[:, T:], atol=1e-12, rtol=1e-10)
@@ -308,7 +310,7 @@ def test_fused_op_keeps_a_block_far_below_the_other_in_float32():
     torch.testing.assert_close(got.double(), expected, atol=2e-5, rtol=1e-4)  # float32 rounding; a lost block is off by ~0.5
 
 
-@pytest.mark.parametrize("impl", ["fused", "sdpa"])
+@pytest.mark.parametrize("impl", ["fused", "sdpa", "flex"])
 def test_training_dropout_with_a_text_only_sample_stays_finite(impl):
     torch.manual_seed(0)
     layer = SwitchLayer(D, H, 32, 0.1, 0.3, 1e-12).double().train()
@@ -351,3 +353,73 @@ def test_expand_mode_weights_places_a_subset_at_its_modes():
     w = torch.tensor([[0.25, 0.75]])  # over (CS, SC): a subset in a non-canonical order
     index = torch.tensor([MODES.index("CS"), MODES.index("SC")])
     assert expand_mode_weights(w, index).tolist() == [[0.0, 0.75, 0.25, 0.0]]  # (SS, SC, CS, J)
+
+
+# ---- the flex path: two block attentions with their log-sum-exp, merged -------------------------
+
+def test_lse_op_equals_naive_mixture_with_empty_block_and_zero_weights():
+    q, k, v, valid, coefs = fused_op_inputs(3)
+    out = lse_mixed_attention(q, k, v, valid, T, coefs, kernel="math")
+    expected = naive_mixture_probs(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), valid, coefs) @ v
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-10)
+
+
+def test_lse_op_gradients_pass_gradcheck_with_an_empty_block():
+    # The gradient reaches q and k also through each block's log-sum-exp (the joint weights), and
+    # the coefficients (the switcher's weights) through the merge; sample 0 has no region key.
+    q, k, v, valid, coefs = fused_op_inputs(4)
+    args = [t.clone().requires_grad_(True) for t in (q, k, v, coefs)]
+
+    def f(q, k, v, c):
+        return lse_mixed_attention(q, k, v, valid, T, c, kernel="math")
+
+    assert torch.autograd.gradcheck(f, args, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_kernel_equals_the_math_kernel_on_cpu():
+    # FlexAttention itself (eager, forward only: torch 2.13 has no FlexAttention backward on CPU and
+    # no lse from its compiled CPU kernel), with a key block empty for sample 0.
+    q, k, v, valid, _ = fused_op_inputs(5)
+    for cols in (slice(None, T), slice(T, None)):
+        kv_valid = valid[:, cols]
+        got_out, got_lse = flex_block_attention(q, k[:, :, cols], v[:, :, cols], kv_valid)
+        out, lse = math_block_attention(q, k[:, :, cols], v[:, :, cols], kv_valid)
+        torch.testing.assert_close(got_out, out, atol=1e-12, rtol=1e-10)
+        assert torch.equal(torch.isinf(got_lse), torch.isinf(lse))
+        finite = torch.isfinite(lse)
+        torch.testing.assert_close(got_lse[finite], lse[finite], atol=1e-12, rtol=1e-10)
+    assert torch.isinf(lse[0]).all()  # the empty region block of the text-only sample
+
+
+def test_lse_op_dropout_drops_the_mixed_output():
+    # The documented departure: dropout on the output O, not on the probabilities.
+    q, k, v, valid, coefs = fused_op_inputs(6)
+    clean = lse_mixed_attention(q, k, v, valid, T, coefs, kernel="math")
+    got = lse_mixed_attention(q, k, v, valid, T, coefs, dropout_p=0.25, kernel="math",
+                              generator=torch.Generator().manual_seed(7))
+    keep = torch.rand(clean.shape, generator=torch.Generator().manual_seed(7)) >= 0.25
+    torch.testing.assert_close(got, clean * keep / 0.75, atol=1e-12, rtol=1e-10)
+
+
+# ---- queries with no key: one rule for every path ----------------------------------------------
+
+@pytest.mark.parametrize("mode", ["CS", "SS"])
+def test_query_without_keys_gets_zero_attention_in_every_path(mode):
+    # A text-only sample (regions all masked, IMG included): in CS its text queries have no key. The
+    # soft paths (training) and the hard path (evaluation) must agree: zero attention output, the
+    # token keeps its residual. Region rows are padding and not compared.
+    layer = make_layer(40)
+    x, valid = inputs(41)
+    valid[0, T:] = False
+    valid[2, T:] = False
+    w = F.one_hot(torch.full((B,), MODES.index(mode)), 4).double()
+    text = valid[:, :T, None]
+    attn = {}
+    for impl, hard in (("fused", True), ("fused", False), ("sdpa", False), ("flex", False), ("reference", False)):
+        attn[impl, hard] = layer.attention(x, valid, T, w, hard=hard, impl=impl)[:, :T] * text
+    expected = _naive_attention_only(layer, x, valid, mode)[:, :T] * text
+    if mode == "CS":  # no region key: a zero context, so only the output projection's bias
+        expected[[0, 2]] = layer.attention.output.bias * text[[0, 2]]
+    for key, got in attn.items():
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10, msg=lambda m: f"{key}: {m}")

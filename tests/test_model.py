@@ -80,7 +80,7 @@ def test_eval_hard_path_equals_reference_path():
     torch.testing.assert_close(a.region_hidden * valid_r, b.region_hidden * valid_r, atol=1e-10, rtol=1e-8)
 
 
-@pytest.mark.parametrize("impl", ["fused", "sdpa"])
+@pytest.mark.parametrize("impl", ["fused", "sdpa", "flex"])
 def test_soft_training_fused_equals_reference_with_same_noise(impl):
     model = tiny_model(torch.float64, seed=7, attention_impl=impl).train()
     ref = tiny_model(torch.float64, seed=7, attention_impl="reference").train()

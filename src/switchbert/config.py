@@ -20,6 +20,8 @@ from typing import Any, Optional
 
 MODES: tuple[str, ...] = ("SS", "SC", "CS", "J")
 """Attention modes of SAB (paper Table 1): self-self, self-cross, cross-self, joint."""
+ATTENTION_IMPLS: tuple[str, ...] = ("fused", "sdpa", "flex", "reference")
+"""Soft-mixture attention kernels (``ModelConfig.attention_impl``)."""
 
 SIB_CANDIDATE_SETS: dict[str, tuple[str, ...]] = {
     # [ours] the paper's three-element set: previous output, previous post-attention state, previous input.
@@ -110,9 +112,12 @@ class ModelConfig:
     # import follows the checkpoint (the LayerNorm exists there or not).
     mrc_head_norm: bool = True
 
-    # Runtime choice of the soft-mixture attention kernel (layers/block_attention.py): "fused" (one score
-    # matrix, hand-written backward), "sdpa" (three SDPA calls, no score matrix) or "reference" (each mode
-    # separately, autograd; tests and audits). All three compute the same function.
+    # Runtime choice of the soft-mixture attention kernel (layers/block_attention.py, lse_attention.py):
+    # "fused" (one score matrix, hand-written backward), "sdpa" (three SDPA calls, no score matrix), "flex"
+    # (one attention per key block with its log-sum-exp, merged; FlexAttention on CUDA under torch.compile)
+    # or "reference" (each mode separately, autograd; tests and audits). All compute the same function
+    # (flex drops out the attention output, not the probabilities: layers/lse_attention.py). "fused" is the
+    # default on every device: fastest on CPU (BENCHMARKS.md); on a GPU not measured yet.
     attention_impl: str = "fused"
 
     extra: dict[str, Any] = field(default_factory=dict)
@@ -167,8 +172,8 @@ class ModelConfig:
             bad("sib_top_k", f"must be None or a positive integer, got {self.sib_top_k!r}")
         if self.switch_training not in ("soft", "hard_st"):
             bad("switch_training", f"must be 'soft' or 'hard_st', got {self.switch_training!r}")
-        if self.attention_impl not in ("fused", "sdpa", "reference"):
-            bad("attention_impl", f"must be 'fused', 'sdpa' or 'reference', got {self.attention_impl!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            bad("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.region_hidden_size and self.region_hidden_size % self.region_num_heads_ != 0:
             bad("region_num_heads", "region_hidden_size is not divisible by the region head count")
         self._validate_baselines(bad)

@@ -11,9 +11,17 @@ with s and c the log-sum-exp of a query's scores over text and region keys,
 So any per-sample mixture of the four modes is, per query, a mix of the two block-wise softmaxes with
 weights alpha_text, alpha_region (SPEC §3.1 cost note). ``fused`` computes one score matrix and one
 P @ V with a hand-written backward (``block_attention.py``); ``sdpa`` mixes three SDPA calls (joint and
-one per key block) and never forms the score matrix; ``reference`` runs each mode as its own masked
-attention and mixes the outputs with autograd (kept for tests).
+one per key block) and never forms the score matrix; ``flex`` runs one attention per key block that
+returns its log-sum-exp and merges them (``lse_attention.py``: FlexAttention on CUDA under
+torch.compile); ``reference`` runs each mode as its own masked attention and mixes the outputs with
+autograd (kept for tests).
 For hard routes (inference, or a fixed mode) the mixture is a plain masked attention, run by SDPA.
+
+Queries with no key: a mode can leave a query no valid key (text queries in CS, or region queries in
+SS/CS, of a text-only sample whose regions are all masked). Every path, soft and hard, gives such a
+query a zero attention output from that mode: the mode's mass is dropped and the token keeps its
+residual state [ours: the paper does not say; attending to itself instead would make evaluation
+differ from training]. In a soft mixture the other modes' terms are unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from torch import Tensor, nn
 
 from switchbert.config import MODES
 from switchbert.layers.block_attention import accumulation_dtype, block_mixed_attention, split_mixed_attention
+from switchbert.layers.lse_attention import lse_mixed_attention
 
 
 # Paper Table 1 as mixture weights: for each mode (rows SS, SC, CS, J) and query modality (text,
@@ -54,9 +63,11 @@ def mixture_coefficients(w: Tensor, num_text: int, num_tokens: int, table: Optio
         (B, N, 3): the weight each query puts on [text-key softmax, region-key softmax, joint softmax].
     """
     table = (MODE_BLOCK_WEIGHTS if table is None else table).to(device=w.device, dtype=w.dtype)
-    per_modality = (w[:, :, None, None] * table).sum(dim=1)  # (B, 2, 3)
-    modality = (torch.arange(num_tokens, device=w.device) >= num_text).long()  # 0 text, 1 region
-    return per_modality.index_select(1, modality)
+    # Table 1 per token, (4, N, 3), a constant; then a product and a sum over the modes (not a matmul,
+    # which the FLOPs analysis would have to count: analysis/flops.py equals FlopCounterMode).
+    is_region = torch.arange(num_tokens, device=w.device) >= num_text
+    per_token = torch.where(is_region[None, :, None], table[:, 1:2], table[:, 0:1])
+    return (w[:, :, None, None] * per_token).sum(dim=1)
 
 
 def mode_mask(mode: str, num_text: int, num_tokens: int, device: torch.device) -> Tensor:
@@ -81,12 +92,16 @@ def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:
     return torch.softmax(s, dim=-1).masked_fill(~mask, 0.0)
 
 
-def hard_route_mask(key_valid: Tensor, num_text: int, w: Tensor, table: Optional[Tensor] = None) -> Tensor:
-    """Boolean attention mask of a one-hot route: (B, 1, N, N).
+def hard_route(key_valid: Tensor, num_text: int, w: Tensor, table: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Boolean attention mask of a one-hot route, and which queries have a key in it.
 
     A query may see a key block when its fixed weight or the joint weight is non-zero. Rows left
-    with no valid key (region queries in SS for a sample without image) may see themselves, so SDPA
-    never meets an all-masked row; those positions are masked everywhere downstream.
+    with no valid key (text queries in CS for a sample without image) may see themselves, so SDPA
+    never meets an all-masked row; ``MultiModeAttention`` then zeroes their output with ``has_key``
+    (see "Queries with no key" above), so the self-key never shows.
+
+    Returns:
+        mask: (B, 1, N, N) bool; has_key: (B, 1, N, 1) bool, the query has a valid key in its route.
     """
     N = key_valid.shape[-1]
     is_text = torch.arange(N, device=key_valid.device) < num_text
@@ -95,9 +110,14 @@ def hard_route_mask(key_valid: Tensor, num_text: int, w: Tensor, table: Optional
     see_region = (coef[..., 1] > 0) | (coef[..., 2] > 0)
     allowed = torch.where(is_text.view(1, 1, N), see_text.unsqueeze(-1), see_region.unsqueeze(-1))
     allowed = allowed & key_valid[:, None, :]
-    empty = ~allowed.any(dim=-1, keepdim=True)
+    has_key = allowed.any(dim=-1, keepdim=True)
     eye = torch.eye(N, dtype=torch.bool, device=key_valid.device).unsqueeze(0)
-    return (allowed | (empty & eye)).unsqueeze(1)
+    return (allowed | (~has_key & eye)).unsqueeze(1), has_key.unsqueeze(1)
+
+
+def hard_route_mask(key_valid: Tensor, num_text: int, w: Tensor, table: Optional[Tensor] = None) -> Tensor:
+    """(B, 1, N, N) bool: ``hard_route``'s mask alone."""
+    return hard_route(key_valid, num_text, w, table)[0]
 
 
 def expand_mode_weights(w: Tensor, index: Tensor) -> Tensor:
@@ -152,7 +172,8 @@ class MultiModeAttention(nn.Module):
                 which needs only a key-padding mask.
             hard: the weights are one-hot constants (inference, fixed mode): use a masked SDPA.
             impl: "fused" (one score matrix, hand-written backward), "sdpa" (three SDPA calls: joint and
-                one per key block) or "reference" (one masked attention per mode, autograd).
+                one per key block), "flex" (one attention per key block with its log-sum-exp, merged) or
+                "reference" (one masked attention per mode, autograd).
 
         Returns:
             (B, N, D) after the output projection.
@@ -168,12 +189,14 @@ class MultiModeAttention(nn.Module):
                 mode_weights = F.one_hot(torch.full((B,), MODES.index("J"), device=x.device), len(MODES)).to(q.dtype)
             ctx = self._reference(q, k, v, key_valid, num_text, mode_weights, p_drop)
         elif hard:
-            mask = hard_route_mask(key_valid, num_text, mode_weights, self.mode_block_weights)
+            mask, has_key = hard_route(key_valid, num_text, mode_weights, self.mode_block_weights)
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p_drop)
+            # Rows whose only allowed key is the self-key stand-in get no attention output.
+            ctx = ctx * has_key.to(ctx.dtype)
         else:
             # The mode sums (e.g. SS + SC) in the softmax statistics' precision, not the switcher's.
             coef = mixture_coefficients(mode_weights.to(accumulation_dtype(q)), num_text, N, self.mode_block_weights)
-            mix = split_mixed_attention if impl == "sdpa" else block_mixed_attention
+            mix = {"sdpa": split_mixed_attention, "flex": lse_mixed_attention}.get(impl, block_mixed_attention)
             ctx = mix(q, k, v, key_valid, num_text, coef, p_drop)
         return self.output(ctx.transpose(1, 2).reshape(B, N, D))
 

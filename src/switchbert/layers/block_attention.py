@@ -26,6 +26,11 @@ large as an output row (hd = 64), so tiling would save little memory traffic.
 
 A block with no valid key (regions of a text-only sample) has Z_b = 0; it gets P_b = 0, so its mode
 contributes nothing to that query, exactly as in the reference path.
+
+Kernel count (docs/performance.md): on a GPU in eager mode every op here is a launch, so the op
+keeps q, k, v contiguous once instead of per matmul, computes the constants without ``where``s or a
+``logsumexp``, and keeps the (dropped) probabilities for dV instead of rebuilding them in the backward
+(one more (B, H, N, N) tensor per layer, in v's dtype, for about 10 fewer ops per layer).
 """
 
 from __future__ import annotations
@@ -50,31 +55,38 @@ def _block_stats(e: Tensor, num_text: int) -> tuple[Tensor, Tensor]:
         e: (B, H, N, N) scores with -inf at padded keys; overwritten with E.
         num_text: T; key columns < T are the text block.
     """
+    lowest = torch.finfo(e.dtype).min
     ms, zs = [], []
     for cols in (slice(None, num_text), slice(num_text, None)):
         block = e[..., cols]
-        m = block.amax(dim=-1, keepdim=True)
-        # An empty block has max -inf; 0 keeps exp(-inf - 0) = 0 and no NaN.
-        m = m.masked_fill(m == float("-inf"), 0.0)
+        # An empty block has max -inf; the lowest finite value keeps exp(-inf - m) = 0 and no NaN,
+        # and leaves every real maximum unchanged (one clamp instead of a compare and a fill).
+        m = block.amax(dim=-1, keepdim=True).clamp_(min=lowest)
         block.sub_(m).exp_()
         ms.append(m)
         zs.append(block.sum(dim=-1, keepdim=True))
     return torch.cat(ms, dim=-1), torch.cat(zs, dim=-1)
 
 
-def _mixture_constants(m: Tensor, z: Tensor, c: Tensor, w_joint: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per query and key block: 1/Z_b, u_b and C_b (each (B, H, N, 2); 0 for an empty block).
+def _mixture_constants(m: Tensor, z: Tensor, c: Tensor, w_joint: Tensor) -> tuple[Tensor, ...]:
+    """Per query and key block: 1/Z_b, u_b, c_b / Z_b, w_joint u_b and C_b (each (B, H, N, 2)).
+
+    With s_b = exp(lse_b - lse_all) the joint softmax's mass on block b, u_b = s_b / Z_b. An empty
+    block has Z_b = 0, lse_b = -inf and s_b = u_b = 0; Z_b is clamped to 1 there (a non-empty block
+    has Z_b >= 1: its maximum contributes exp(0)), so 1/Z_b is finite and multiplies only E = 0 and,
+    in the backward, r_b = 0. No ``where``: every op is one kernel.
 
     Args:
         m, z: (B, H, N, 2) block maxima and sums of E.
         c: (B, 1, N, 2) fixed block weights; w_joint: (B, 1, N, 1).
     """
-    nonempty = z > 0
-    inv_z = torch.where(nonempty, 1.0 / z.clamp(min=1.0), 0.0)  # Z_b >= 1 when the block has a key
-    lse = torch.where(nonempty, m + z.clamp(min=1.0).log(), float("-inf"))
-    lse_all = torch.logsumexp(lse, dim=-1, keepdim=True)
-    u = torch.where(nonempty, torch.exp(m - lse_all), 0.0)
-    return inv_z, u, c * inv_z + w_joint * u
+    lse = m + z.log()  # -inf for an empty block
+    lse_all = torch.logaddexp(lse[..., 0:1], lse[..., 1:2])
+    inv_z = z.clamp(min=1.0).reciprocal_()
+    u = (lse - lse_all).exp_().mul_(inv_z)
+    c_inv_z = c * inv_z
+    wj_u = u * w_joint
+    return inv_z, u, c_inv_z, wj_u, c_inv_z + wj_u
 
 
 def _scale_blocks(e: Tensor, coef: Tensor, num_text: int) -> Tensor:
@@ -94,53 +106,63 @@ def _scale_blocks(e: Tensor, coef: Tensor, num_text: int) -> Tensor:
 
 class _BlockMixedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, key_valid, num_text, coefs, keep, p_drop):
+    def forward(ctx, q, k, v, key_valid, num_text, coefs, drop, p_drop):
         acc = accumulation_dtype(q)
+        # q, k, v arrive as head-split views; one copy each here, instead of one inside every
+        # matmul of the forward and backward pass that reads them.
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         scores = torch.matmul(q, k.transpose(-1, -2))
-        # Scale and upcast in one pass (a bf16 product is written straight into float32).
-        e = torch.mul(scores, q.shape[-1] ** -0.5, out=torch.empty(scores.shape, dtype=acc, device=scores.device))
+        if scores.dtype == acc:
+            e = scores.mul_(q.shape[-1] ** -0.5)
+        else:  # scale and upcast in one pass (a bf16 product is written straight into float32)
+            e = torch.mul(scores, q.shape[-1] ** -0.5, out=torch.empty(scores.shape, dtype=acc, device=scores.device))
         del scores
         e.masked_fill_(~key_valid[:, None, None, :], float("-inf"))
         m, z = _block_stats(e, num_text)
         c = coefs[..., :2].to(acc)[:, None]  # (B, 1, N, 2)
         wj = coefs[..., 2:].to(acc)[:, None]  # (B, 1, N, 1)
-        inv_z, u, coef = _mixture_constants(m, z, c, wj)
+        inv_z, u, c_inv_z, wj_u, coef = _mixture_constants(m, z, c, wj)
         probs = _scale_blocks(e, coef, num_text)
-        if keep is not None:
-            probs.masked_fill_(~keep, 0.0).mul_(1.0 / (1.0 - p_drop))
-        out = torch.matmul(probs.to(v.dtype), v)
-        ctx.save_for_backward(q, k, v, e, keep, c, wj, inv_z, u, coef)
-        ctx.num_text, ctx.p_drop = num_text, p_drop
+        scale = 1.0 / (1.0 - p_drop)
+        if drop is not None:  # a fill with the dropped mask: one op, where a bool multiply converts first
+            probs.masked_fill_(drop, 0.0).mul_(scale)
+        # The (dropped) probabilities in v's dtype are kept for dV: recomputing them in the backward
+        # took a copy, two scalings and the dropout again.
+        probs = probs.to(v.dtype)
+        out = torch.matmul(probs, v)
+        ctx.save_for_backward(q, k, v, e, drop, probs, inv_z, u, c_inv_z, wj_u, coef)
+        ctx.num_text, ctx.scale = num_text, scale
         ctx.coef_dtype = coefs.dtype
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out):
-        q, k, v, e, keep, c, wj, inv_z, u, coef = ctx.saved_tensors
+        q, k, v, e, drop, probs, inv_z, u, c_inv_z, wj_u, coef = ctx.saved_tensors
         T = ctx.num_text
         d_out = d_out.contiguous()
-        # Gradient w.r.t. the (undropped) mixture probabilities.
-        dp = torch.matmul(d_out, v.transpose(-1, -2).to(d_out.dtype)).to(e.dtype)
-        if keep is not None:
-            dp.masked_fill_(~keep, 0.0).mul_(1.0 / (1.0 - ctx.p_drop))
+        # Gradient w.r.t. the (undropped) mixture probabilities, without the 1 / (1 - p): that factor
+        # is linear all the way through and is applied once, to dS and to the coefficient gradients.
+        dp = torch.matmul(d_out, v.transpose(-1, -2)).to(e.dtype)
+        if drop is not None:
+            dp.masked_fill_(drop, 0.0)
         ed = dp.mul_(e)  # E * dP, in dp's storage
         r = torch.cat([ed[..., :T].sum(-1, keepdim=True), ed[..., T:].sum(-1, keepdim=True)], dim=-1)
         delta = r * inv_z  # (B, H, N, 2): <P_b, dP>
         delta_j = (u * r).sum(-1, keepdim=True)  # (B, H, N, 1): <P_joint, dP>
-        g = c * inv_z * delta + wj * u * delta_j
+        g = torch.addcmul(c_inv_z * delta, wj_u, delta_j)  # c_b r_b / Z_b^2 + w_joint u_b delta_J
         ds = ed
         for i, cols in enumerate((slice(None, T), slice(T, None))):
             ds[..., cols].mul_(coef[..., i : i + 1]).addcmul_(e[..., cols], g[..., i : i + 1], value=-1.0)
-        ds.mul_(q.shape[-1] ** -0.5)
+        ds.mul_(q.shape[-1] ** -0.5 * ctx.scale)
         dq = torch.matmul(ds.to(q.dtype), k)
         dk = torch.matmul(ds.transpose(-1, -2).to(k.dtype), q)
-        probs = _scale_blocks(e, coef, T)
-        if keep is not None:
-            probs.masked_fill_(~keep, 0.0).mul_(1.0 / (1.0 - ctx.p_drop))
-        dv = torch.matmul(probs.transpose(-1, -2).to(d_out.dtype), d_out).to(v.dtype)
+        dv = torch.matmul(probs.transpose(-1, -2), d_out.to(probs.dtype)).to(v.dtype)
         # (B, N, 3): the coefficients are broadcast over heads, so their gradients sum over heads.
-        d_coefs = torch.cat([delta, delta_j], dim=-1).sum(dim=1).to(ctx.coef_dtype)
+        d_coefs = torch.cat([delta, delta_j], dim=-1).sum(dim=1)
+        if ctx.scale != 1.0:
+            d_coefs.mul_(ctx.scale)
+        d_coefs = d_coefs.to(ctx.coef_dtype)
         return dq, dk, dv, None, None, d_coefs, None, None
 
 
@@ -170,12 +192,14 @@ def block_mixed_attention(
         (B, H, N, hd): sum over keys of P * v, with P = c_text P_text + c_region P_region + w_joint P_joint,
         dropped out with ``keep`` and rescaled by 1 / (1 - dropout_p).
     """
-    if dropout_p > 0.0 and keep is None:
-        B, H, N, _ = q.shape
-        keep = torch.rand(B, H, N, N, device=q.device) >= dropout_p
-    if dropout_p == 0.0:
-        keep = None
-    return _BlockMixedAttention.apply(q, k, v, key_valid, num_text, coefs, keep, dropout_p)
+    drop = None
+    if dropout_p > 0.0:
+        if keep is None:  # the dropped entries, drawn directly (no inversion kernel)
+            B, H, N, _ = q.shape
+            drop = torch.empty(B, H, N, N, dtype=torch.bool, device=q.device).bernoulli_(dropout_p)
+        else:
+            drop = ~keep
+    return _BlockMixedAttention.apply(q, k, v, key_valid, num_text, coefs, drop, dropout_p)
 
 
 def split_mixed_attention(

@@ -11,6 +11,7 @@ The MLP's last layer starts near zero so routing starts near uniform [ours, SPEC
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -61,7 +62,8 @@ def pool_modalities(h: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
     about ten small ops, and its backward writes a zero-filled full-size gradient for each slice.
     """
     pooled = torch.bmm(weights.to(h.dtype), h)  # (B, 2, D)
-    return pooled[:, 0], pooled[:, 1]
+    g_t, g_r = pooled.unbind(dim=1)  # unbind, not two selects: its backward is one stack, not 2 fills + 2 copies
+    return g_t, g_r
 
 
 def alignment_degree(g_t: Tensor, g_r: Tensor, kind: str) -> Tensor:
@@ -104,9 +106,11 @@ def gumbel_softmax_weights(
     Returns:
         (..., K) float32 weights.
     """
-    u = torch.rand(log_probs.shape, dtype=torch.float32, device=log_probs.device, generator=generator)
-    gumbel = -torch.log(-torch.log(u.clamp(_U_EPS, 1.0 - _U_EPS)))
-    soft = torch.softmax((log_probs.float() + gumbel) / tau, dim=-1)
+    # g = -log(-log u) = -log(E) with E = -log u ~ Exp(1): drawn directly, clamped to the E of
+    # u in [_U_EPS, 1 - _U_EPS] (the same truncation), 3 ops instead of 5; log p + g as one subtraction.
+    e = torch.empty(log_probs.shape, dtype=torch.float32, device=log_probs.device).exponential_(generator=generator)
+    neg_gumbel = e.clamp_(-math.log1p(-_U_EPS), -math.log(_U_EPS)).log_()
+    soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
     K = soft.shape[-1]
     if straight_through or top_k == 1:
         # top_k == 1 [ours]: renormalising a single weight gives exactly 1 and no gradient at all,

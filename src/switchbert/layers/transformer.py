@@ -66,7 +66,7 @@ class SwitchLayer(nn.Module):
             num_text: T.
             mode_weights: (B, 4) over (SS, SC, CS, J), or None for plain joint attention.
             hard: one-hot constant weights (masked SDPA path).
-            impl: "fused" or "reference".
+            impl: "fused", "sdpa", "flex" or "reference" (config.ATTENTION_IMPLS).
 
         Returns:
             mid: (B, N, D) state after the attention sub-layer; out: (B, N, D) layer output.

@@ -122,7 +122,7 @@ class SwitchBertModel(VLModel):
             if self.sab_switchers is not None:
                 g_t, g_r = pool_modalities(h, pool_w)
                 sab = self.sab_switchers[i](g_t, g_r, hard)
-                mode_weights = sab.weights[:, 0]
+                mode_weights = sab.weights.squeeze(1)  # (B, 4); a view, where [:, 0]'s backward fills a zero gradient
                 if not self._all_modes:
                     mode_weights = expand_mode_weights(mode_weights, self._mode_index)
                 # In training the weights carry gradients (soft, top-K or straight-through), so only
@@ -228,11 +228,8 @@ def _mix_inputs(candidates: list[Tensor], weights: Tensor, modality: Tensor) -> 
     Returns:
         (B, N, D).
     """
-    # (B, N, C): each token takes its modality's row; unbind rather than slice, whose backward would
-    # write a zero-filled (B, N, C) gradient per candidate.
-    per_token = weights.to(candidates[0].dtype).index_select(1, modality)
-    w = per_token.unsqueeze(-1).unbind(dim=2)  # C x (B, N, 1)
-    out = w[0] * candidates[0]
-    for c in range(1, len(candidates)):
-        out = out + w[c] * candidates[c]
-    return out
+    # (B, N, C, 1): each token takes its modality's row. Stacking the candidates and one broadcast
+    # product + sum is 4 ops forward and 5 backward, against 2C ops forward and about 3C + 3 backward
+    # for a sum of C weighted terms.
+    per_token = weights.to(candidates[0].dtype).index_select(1, modality).unsqueeze(-1)
+    return (torch.stack(candidates, dim=2) * per_token).sum(dim=2)
