@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Optional, TypeVar
 
+import torch
 from torch import nn
 
 from switchbert.config import ModelConfig
 from switchbert.layers.switcher import Switcher
+from switchbert.models.directory import TrainingInfo, check_state_dict, read_config, read_weights, write_model_dir
+
+M = TypeVar("M", bound="VLModel")
 
 
 class VLModel(nn.Module):
@@ -15,6 +20,9 @@ class VLModel(nn.Module):
 
     Subclasses build their modules in ``__init__`` and then call ``self.init_weights()``.
     """
+
+    ARCH: str = ""
+    """The ``ModelConfig.arch`` a concrete class builds (``models.MODEL_CLASSES`` maps it back)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -70,8 +78,36 @@ class VLModel(nn.Module):
         """Our parameter name -> BERT parameter name for BERT initialisation (see bert_init.py)."""
         raise NotImplementedError(f"{type(self).__name__} does not define a BERT key map")
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Writes ``config.json`` and ``model.safetensors`` to ``directory`` (atomically per file)."""
-        from switchbert.pretrained import save_pretrained
+    def save_pretrained(self, directory: str | Path, training: Optional[TrainingInfo] = None) -> Path:
+        """Writes ``config.json``, ``model.safetensors`` and a ``README.md`` card (each atomically).
 
-        return save_pretrained(self, directory)
+        Args:
+            training: what the card says about how the model was trained (the trainer passes it).
+        """
+        return write_model_dir(self, self.config, directory, training)
+
+    @classmethod
+    def from_pretrained(cls: type[M], directory: str | Path, map_location: str | torch.device = "cpu",
+                        **overrides: Any) -> M:
+        """Loads a directory written by ``save_pretrained`` into this class, in eval mode (as HF does).
+
+        ``switchbert.load_pretrained`` picks the class from the stored config; this classmethod checks
+        that the stored model is of this class. ``overrides`` change runtime fields
+        (e.g. ``attention_impl="reference"``); an architecture field that no longer fits the weights
+        is reported tensor by tensor.
+        """
+        if cls is VLModel:
+            raise TypeError("VLModel is abstract: call switchbert.load_pretrained(directory), which picks "
+                            "the class from config.json, or a concrete class such as SwitchBertModel")
+        config = read_config(directory)
+        if config.arch != cls.ARCH:
+            raise ValueError(f"{directory} holds an arch={config.arch!r} model; {cls.__name__} loads "
+                             f"arch={cls.ARCH!r}. switchbert.load_pretrained picks the class for you.")
+        if overrides:
+            config = config.replace(**overrides)
+        model = cls(config)
+        state = read_weights(directory, map_location)
+        source = str(Path(directory) / "model.safetensors")
+        check_state_dict(model, state, source=source)
+        model.load_state_dict(state, strict=True)
+        return model.eval()

@@ -69,6 +69,8 @@ class LxmertCrossLayer(nn.Module):
 class LxmertModel(DualStreamModel):
     """LXMERT: ``text_layers`` + ``region_layers`` single-modality layers, then ``cross_layers``."""
 
+    ARCH = "lxmert"
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         c = config

@@ -48,6 +48,8 @@ def sib_num_candidates(config: ModelConfig, layer_index: int) -> int:
 class SwitchBertModel(VLModel):
     """The Switch-BERT encoder (and, with one mode and no SIB, the UNITER architecture)."""
 
+    ARCH = "switchbert"
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         D = config.hidden_size

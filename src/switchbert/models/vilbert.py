@@ -70,6 +70,8 @@ class CoAttentionBlock(nn.Module):
 class ViLBertModel(DualStreamModel):
     """ViLBERT: ``text_layers`` text-only layers, then ``cross_layers`` co-attention blocks."""
 
+    ARCH = "vilbert"
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         c = config
