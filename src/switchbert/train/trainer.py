@@ -382,8 +382,8 @@ class Trainer:
                                     signal.Signals(self._signal).name, state.step, total, self.out / "last")
                     break
                 if state.step_in_epoch < steps_per_epoch and ctx.is_main:
-                    log.info("epoch %d cut short by train.max_steps=%s: %d of its %d steps", state.epoch, t.max_steps,
-                             state.step_in_epoch, steps_per_epoch)
+                    log.info("epoch %d cut short by train.max_steps=%s: %d of its %d steps", state.epoch + 1,
+                             t.max_steps, state.step_in_epoch, steps_per_epoch)
                 # End of an epoch (or of the stage): validate, then checkpoint.
                 metrics = self._validate(model, heads, task, ctx, autocast)
                 metrics_log.log("val", state.step, state.epoch, metrics)
