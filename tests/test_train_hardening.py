@@ -18,11 +18,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import switchbert
 from switchbert.cli import main
 from switchbert.io import atomic_write_text
-from switchbert.train.checkpoint import (COMPLETE_NAME, STATE_NAME, load_trainer_state, recover_dir,
-                                         resolve_checkpoint, write_dir_atomically)
-from tests.test_train_support import QUIET, REPO, make_synth, read_jsonl, synth_config
+from switchbert.train.checkpoint import STATE_NAME, resolve_checkpoint, write_dir_atomically
+from tests.test_train_support import QUIET, make_synth, read_jsonl, synth_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -49,7 +49,7 @@ def stopped(synth, tmp_path) -> Path:
 
 
 def ckpt_step(out: Path) -> int:
-    return load_trainer_state(out / "last")["state"]["step"]
+    return torch.load(out / "last" / STATE_NAME, weights_only=True)["state"]["step"]
 
 
 # ------------------------------------------------------------------ trainer state cannot run code
@@ -110,6 +110,8 @@ def _write_with_kill_at(target: Path, version: str, kill_at: int) -> bool:
 
 @pytest.mark.parametrize("first_write", [True, False])
 def test_recovery_from_a_kill_at_every_point_of_a_directory_write(tmp_path, first_write):
+    from switchbert.train.checkpoint import recover_dir
+
     outcomes = set()
     for kill_at in range(20):
         parent = tmp_path / f"k{kill_at}"
@@ -143,7 +145,7 @@ def test_resume_after_a_kill_between_the_renames_and_leftovers_are_removed(synth
     # The state the issue found: only .old-last (and the complete .tmp-last-*); plus an unfinished write.
     tmp = stopped / ".tmp-last-abc123"
     os.replace(stopped / "last", tmp)  # a complete temporary copy (it carries .complete)
-    assert (tmp / COMPLETE_NAME).is_file()
+    assert (tmp / ".complete").is_file()
     (stopped / ".tmp-last-dead").mkdir()
     (stopped / ".tmp-last-dead" / "model.safetensors").write_bytes(b"half")
     assert pretrain(synth, stopped, "--resume", "train.stop_after=1") == 0
@@ -280,7 +282,7 @@ def test_resume_refuses_a_changed_recipe_and_applies_allowed_changes(synth, stop
     assert (stopped / "config.yaml").read_text() == config_before  # not rewritten with the refused value
     # epochs and log cadence may change: 3 epochs = 12 steps, the schedules stretched to them
     assert pretrain(synth, stopped, "--resume", "train.epochs=3", "train.log_every=5") == 0
-    state = load_trainer_state(stopped / "last")
+    state = torch.load(stopped / "last" / STATE_NAME, weights_only=True)
     assert state["state"]["step"] == 12 and state["state"]["total_steps"] == 12
     assert state["config"]["train"]["epochs"] == 3
     steps = [r["step"] for r in read_jsonl(stopped / "metrics.jsonl") if r["split"] == "train"]
@@ -291,7 +293,7 @@ def test_resume_refuses_a_changed_recipe_and_applies_allowed_changes(synth, stop
 def test_sigterm_writes_a_checkpoint_at_the_step_boundary_and_prints_lines_without_a_tty(synth, tmp_path):
     out = tmp_path / "run"
     code = ("import sys; from switchbert.cli import main; sys.exit(main(sys.argv[1:]))")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(switchbert.__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "pretrain", synth_config("pretrain"), f"data.root={synth}", f"output_dir={out}",
          "train.batch_size=8", "train.epochs=100", "train.log_every=1", "train.tensorboard=false"],

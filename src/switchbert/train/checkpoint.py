@@ -21,7 +21,6 @@ copy wins (it is the newest), else ``.old-<name>`` is put back, and incomplete l
 
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import random
@@ -42,8 +41,6 @@ from switchbert.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 HEADS_NAME = "heads.safetensors"
 STATE_NAME = "trainer_state.pt"
 COMPLETE_NAME = ".complete"
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
