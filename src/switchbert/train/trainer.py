@@ -8,11 +8,19 @@ schedule. After each epoch: validate, write ``last/`` and, when the validation m
 states, the position inside the epoch), so on CPU the resumed run's losses equal an uninterrupted run's.
 
 No host syncs in the step (issue 7): the loss sums and the gradient norm stay on the device and become
-Python numbers only on log steps (every ``train.log_every``). A non-finite loss is therefore noticed
-late: its step is recorded on the device, and the record is read on log steps, before every checkpoint
-and at the end of each epoch. A NaN stops the run at most ``log_every`` steps after it appeared (the
-message names the step where it did), and no checkpoint is ever written after it, so ``last/`` is the
-last good state. ``train.compile`` runs the forward and backward through ``torch.compile``;
+Python numbers only on log steps (every ``train.log_every``). A non-finite loss or gradient norm (the
+norm is computed without ``train.clip`` too: an inf gradient makes NaN weights a step before the loss
+shows it) is therefore noticed late: its step is recorded on the device, and the record is read on log
+steps, before every checkpoint and at the end of each epoch. A NaN stops the run at most ``log_every``
+steps after it appeared (the message names the step where it did), and no checkpoint is ever written
+after it; every checkpoint also checks that the weights and optimizer state are finite, so ``last/``
+is the last good state.
+
+The run directory is locked for the run (``rundir.RunLock``), and interrupted checkpoint writes are
+repaired before anything else (``checkpoint.recover_dir``). SIGTERM and SIGINT finish the step in
+flight, write ``last/`` and return (``"signal"`` in the result); under DDP the processes agree on the
+next log step. Without a progress bar, a console line every ``log_every`` steps; with one, log records
+go through ``tqdm.write``. ``train.compile`` runs the forward and backward through ``torch.compile``;
 checkpoints are written from the uncompiled modules, so their keys are the usual ones.
 """
 
@@ -308,6 +316,7 @@ class Trainer:
             log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, B, ctx, micro))
 
         steps_this_run, stopped = 0, False
+        stop_signal: Optional[int] = None
         run_start, run_start_step = time.perf_counter(), state.step
         window_start, window_samples = time.perf_counter(), 0
         # With a bar on the terminal, log records go through tqdm.write so they never land on the bar.
@@ -340,7 +349,8 @@ class Trainer:
                     state.step_in_epoch += 1
                     steps_this_run += 1
                     window_samples += B
-                    if state.step % t.log_every == 0 or state.step == 1:
+                    log_step = state.step % t.log_every == 0 or state.step == 1
+                    if log_step:
                         # The step's only syncs, every log_every steps: the NaN record and the logged values.
                         self._check_finite(watch, state)
                         loss, *parts = sums.tolist()
@@ -358,15 +368,14 @@ class Trainer:
                                      state.step, total, state.epoch, loss, lr, current_tau, window_samples / elapsed,
                                      _duration(per_step * (total - state.step)))
                         window_start, window_samples = time.perf_counter(), 0
-                        if ctx.distributed and any(all_gather_objects(self._signal, ctx)):
-                            self._signal = self._signal or signal.SIGTERM  # another rank was signalled
                     bar.update(1)
-                    if self._signal is not None and not ctx.distributed and state.step < total:
-                        stopped = True  # one process: checkpoint at this step boundary
-                        break
-                    if ctx.distributed and self._signal is not None and state.step < total and (
-                            state.step % t.log_every == 0):
-                        stopped = True  # DDP: every rank agrees on log steps (the only point that syncs)
+                    if ctx.distributed:  # every rank must stop at the same step: they agree on log steps
+                        want_stop = log_step and any(all_gather_objects(self._signal, ctx))
+                    else:  # one process: at this step boundary
+                        want_stop = self._signal is not None
+                    if want_stop and state.step < total:
+                        stop_signal = self._signal or signal.SIGTERM  # (another rank was signalled)
+                        stopped = True
                         break
                     if t.stop_after is not None and steps_this_run >= t.stop_after and state.step < total:
                         stopped = True
@@ -377,9 +386,9 @@ class Trainer:
                 self._check_finite(watch, state)  # before any checkpoint, and so a NaN never crosses an epoch
                 if stopped:
                     self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
-                    if self._signal is not None and ctx.is_main:
+                    if stop_signal is not None and ctx.is_main:
                         log.warning("stopped by %s at step %d of %d; %s holds it: continue with --resume",
-                                    signal.Signals(self._signal).name, state.step, total, self.out / "last")
+                                    signal.Signals(stop_signal).name, state.step, total, self.out / "last")
                     break
                 if state.step_in_epoch < steps_per_epoch and ctx.is_main:
                     log.info("epoch %d cut short by train.max_steps=%s: %d of its %d steps", state.epoch + 1,
@@ -405,7 +414,7 @@ class Trainer:
         metrics_log.close()
         barrier(ctx)
         return {"step": state.step, "best_metric": best_name, "best_value": state.best_value,
-                "stopped_early": stopped, "signal": self._signal if stopped else None, "is_main": ctx.is_main}
+                "stopped_early": stopped, "signal": stop_signal, "is_main": ctx.is_main}
 
     def _plan_message(self, task: str, items: int, steps_per_epoch: int, total: int, B: int, ctx: DistContext,
                       micro: int) -> str:
