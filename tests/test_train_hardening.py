@@ -377,3 +377,37 @@ def test_tensorboard_asked_for_but_missing_is_a_warning(tmp_path, monkeypatch, c
     with caplog.at_level(logging.WARNING):
         MetricsLog(tmp_path, tensorboard=False).close()
     assert "tensorboard" not in caplog.text
+
+
+def test_sigterm_to_one_ddp_rank_stops_both_at_the_same_step(synth, tmp_path):
+    """Under torchrun the ranks agree on log steps: rank 1 alone is signalled during step 2; both write
+    (rank 0) and stop at step 2, the next log step, and return 143."""
+    import textwrap
+
+    from tests.test_train_ddp import free_port
+
+    out = tmp_path / "ddp"
+    argv = [synth_config("vqa"), f"data.root={synth}", f"output_dir={out}", "model.preset=uniter-tiny",
+            "model.init_from=null", "train.batch_size=8", "train.max_steps=6", "train.log_every=2", *QUIET]
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        from switchbert.train import tasks
+        from switchbert.train.cli import finetune_main
+        original, calls = tasks.VQATask.step, {{"n": 0}}
+        def step(self, *args):
+            calls["n"] += 1
+            if calls["n"] == 2 and os.environ["RANK"] == "1":
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(self, *args)
+        tasks.VQATask.step = step
+        rc = finetune_main({argv!r})
+        assert rc == 128 + signal.SIGTERM, rc
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(switchbert.__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script)],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ckpt_step(out) == 2
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train"] == [1, 2]
