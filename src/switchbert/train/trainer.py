@@ -339,7 +339,7 @@ class Trainer:
                     if t.clip is not None:
                         grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip)  # a device tensor
                     else:  # no clipping, but the norm is still watched (an inf gradient makes NaN weights)
-                        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                        grad_norm = _total_norm([p.grad for p in params if p.grad is not None])
                     watch.update(sums[0], state.step + 1, grad_norm)
                     lr = optimizer.param_groups[0]["lr"]
                     optimizer.step()
@@ -579,6 +579,15 @@ class Trainer:
         else:
             good = f"the last good checkpoint is {self.last_good[0]} (step {self.last_good[1]}); resume with --resume"
         return f"{what} is {loss} at optimizer {where}; stopping{late}. {good}. Try a lower train.lr or train.clip."
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``grads`` together, on the device (no sync), as ``clip_grad_norm_`` computes it."""
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm(grads)
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def _duration(seconds: float) -> str:
