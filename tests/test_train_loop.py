@@ -112,7 +112,7 @@ def test_nan_loss_stops_with_step_and_last_good_checkpoint(synth, tmp_path, monk
     err = capsys.readouterr().err
     assert "loss is nan at optimizer step 3" in err
     assert f"last good checkpoint is {out / 'last'} (step 2)" in err
-    state = torch.load(out / "last" / "trainer_state.pt", weights_only=False)["state"]
+    state = torch.load(out / "last" / "trainer_state.pt", weights_only=True)["state"]
     assert state["step"] == 2  # the NaN step was not taken
     config = load_config(synth_config("vqa"), [f"data.root={synth}", f"output_dir={tmp_path / 'r2'}",
                                                "model.init_from=null", *QUIET])

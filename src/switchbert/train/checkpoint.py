@@ -4,16 +4,25 @@
         config.json, model.safetensors   the model (``save_pretrained``: ``load_pretrained(dir)`` reads it)
         heads.safetensors                the task's heads (the tied MLM decoder matrix lives in the model)
         trainer_state.pt                 optimizer, scheduler, step, epoch, position in the epoch,
-                                         RNG states (python, numpy, torch, CUDA), best metric so far
+                                         RNG states (python, numpy, torch, CUDA), best metric so far,
+                                         the resolved experiment config
         answer_vocab.json                VQA only: the classifier's answers
+        .complete                        written last: the directory is whole
 
-A directory is written under a temporary name and renamed into place; the previous one is kept
-(``.old-<name>``) until the new one is complete, so a crash never leaves a half-written checkpoint.
+``trainer_state.pt`` holds only tensors, numbers, strings, lists, tuples and dicts (the numpy RNG
+state is stored as a tensor), so it is read with ``torch.load(weights_only=True)``: a crafted file
+from a copied run directory cannot run code, it is refused with one line naming it.
+
+A directory is written under a temporary name (``.tmp-<name>-*``), marked complete, and renamed into
+place; the previous one is kept (``.old-<name>``) until the new one is in place. ``recover_dir``
+(run at the start of every training run) repairs every state a kill can leave: a complete temporary
+copy wins (it is the newest), else ``.old-<name>`` is put back, and incomplete leftovers are removed.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -31,6 +40,7 @@ from switchbert.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
 
 HEADS_NAME = "heads.safetensors"
 STATE_NAME = "trainer_state.pt"
+COMPLETE_NAME = ".complete"
 
 
 @dataclass
@@ -60,8 +70,16 @@ class TrainerState:
 
 
 def rng_states() -> dict[str, Any]:
-    """Every global random state a training step draws from (dropout, Gumbel noise, shuffling)."""
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every global random state a training step draws from (dropout, Gumbel noise, shuffling).
+
+    Only weights-only-loadable types: numpy's (name, keys, pos, has_gauss, cached) keeps its keys as an
+    int64 tensor instead of an array.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": random.getstate(),
+              "numpy": (str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                        float(cached)),
+              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -69,7 +87,8 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -84,16 +103,75 @@ def write_dir_atomically(final: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
         _apply_umask(tmp)
+        _fsync_dir(tmp)
+        (tmp / COMPLETE_NAME).write_text("")  # from here on recover_dir prefers tmp to anything else
+        _fsync_dir(tmp)
         if old.exists():
             shutil.rmtree(old)
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
+        _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_complete(directory: Path) -> bool:
+    """A directory ``write_dir_atomically`` finished writing (its ``.complete`` marker exists)."""
+    return (Path(directory) / COMPLETE_NAME).is_file()
+
+
+def recover_dir(final: Path) -> list[str]:
+    """Repairs ``final`` after a kill at any point of ``write_dir_atomically``; returns what it did.
+
+    States a kill can leave, and the repair (the newest complete copy always wins):
+        - ``.tmp-<name>-*`` incomplete (killed while writing): removed; ``final`` (if any) stays.
+        - ``.tmp-<name>-*`` complete, ``final`` missing (killed between the two renames, or before the
+          first rename of a first write): the temporary copy becomes ``final``.
+        - ``.tmp-<name>-*`` complete, ``final`` present (killed before the renames): the temporary
+          copy is newer and complete, so it replaces ``final``.
+        - ``.old-<name>`` and no ``final`` and no complete temporary: ``.old-<name>`` goes back.
+        - ``.old-<name>`` beside ``final`` (killed before or while removing it): removed.
+    Call it only while holding the run lock (``RunLock``): a running writer's files look the same.
+    """
+    final = Path(final)
+    parent = final.parent
+    if not parent.is_dir():
+        return []
+    actions: list[str] = []
+    old = parent / f".old-{final.name}"
+    tmps = sorted(parent.glob(f".tmp-{final.name}-*"), key=lambda p: p.stat().st_mtime)
+    complete = [t for t in tmps if t.is_dir() and is_complete(t)]
+    newest = complete[-1] if complete else None
+    if newest is not None:
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(newest, final)
+        actions.append(f"{final}: restored the complete copy {newest.name} (a write was interrupted)")
+    elif not final.exists() and old.is_dir():
+        os.replace(old, final)
+        actions.append(f"{final}: restored {old.name} (a write was interrupted between its two renames)")
+    for t in tmps:
+        if t.exists() and t != newest:
+            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink()
+            actions.append(f"{final.parent}: removed the unfinished write {t.name}")
+    if old.exists() and final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+    if actions:
+        _fsync_dir(parent)
+    return actions
 
 
 def _apply_umask(directory: Path) -> None:
@@ -114,11 +192,14 @@ def save_checkpoint(
     state: TrainerState,
     rng: Optional[list[dict[str, Any]]] = None,
     assets: Optional[Callable[[Path], None]] = None,
+    config: Optional[dict[str, Any]] = None,
 ) -> Path:
     """Writes a full training checkpoint to ``directory`` atomically (see the module docstring).
 
     Args:
         rng: the RNG states of every process, in rank order (default: this process's alone).
+        config: the run's resolved experiment (``ExperimentConfig.to_dict()``), which ``--resume``
+            compares with the new one.
     """
     rng = rng if rng is not None else [rng_states()]
 
@@ -127,7 +208,7 @@ def save_checkpoint(
         head_state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
         atomic_write(tmp / HEADS_NAME, lambda p: save_file(head_state, p))
         payload = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                   "state": asdict(state), "rng": rng}
+                   "state": asdict(state), "rng": rng, "config": config}
         atomic_write(tmp / STATE_NAME, lambda p: torch.save(payload, p))
         if assets is not None:
             assets(tmp)
@@ -144,7 +225,9 @@ def resolve_checkpoint(path: Path) -> Path:
     if (path / CONFIG_NAME).is_file():
         return path
     for name in ("best", "last"):
-        for candidate in (path / name, path / f".old-{name}"):
+        # Read-only: a complete temporary copy or .old-<name> left by a kill (recover_dir repairs them).
+        tmps = sorted((t for t in path.glob(f".tmp-{name}-*") if is_complete(t)), key=lambda t: t.stat().st_mtime)
+        for candidate in (path / name, *reversed(tmps), path / f".old-{name}"):
             if (candidate / CONFIG_NAME).is_file():
                 return candidate
     raise FileNotFoundError(f"{path}: no checkpoint (neither a model directory nor a run with best/ or last/)")
@@ -172,8 +255,17 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     path = Path(directory) / STATE_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trainer state to resume from")
-    # Our own file; it holds numpy RNG state, which the weights-only unpickler refuses.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # A run directory may come from elsewhere: the weights-only unpickler builds tensors and plain
+    # containers only, which is all save_checkpoint writes, and refuses anything that would run code.
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: refused: not a trainer state this library wrote (it holds something other "
+                         f"than tensors, numbers, strings and containers, or is damaged: {first[:200]})") from None
+    if not isinstance(payload, dict) or not {"optimizer", "scheduler", "state", "rng"} <= set(payload):
+        raise ValueError(f"{path}: not a trainer state (expected optimizer, scheduler, state and rng entries)")
+    return payload
 
 
 def has_weights(directory: Path) -> bool:

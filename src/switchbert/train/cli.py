@@ -58,6 +58,8 @@ def run_train(args: argparse.Namespace, stage: str) -> int:
         raise ConfigError(f"{args.config}: task is 'pretrain'; use `switchbert pretrain`")
     check_paths(config, args.config)
     result = Trainer(config, resume=args.resume, source=args.config).fit()
+    if result.get("signal") is not None:  # SIGTERM / SIGINT: last/ is written; the shell's 128 + N
+        return 128 + int(result["signal"])
     if not result["is_main"]:
         return 0
     best = result["best_value"]

@@ -8,20 +8,32 @@ schedule. After each epoch: validate, write ``last/`` and, when the validation m
 states, the position inside the epoch), so on CPU the resumed run's losses equal an uninterrupted run's.
 
 No host syncs in the step (issue 7): the loss sums and the gradient norm stay on the device and become
-Python numbers only on log steps (every ``train.log_every``). A non-finite loss is therefore noticed
-late: its step is recorded on the device, and the record is read on log steps, before every checkpoint
-and at the end of each epoch. A NaN stops the run at most ``log_every`` steps after it appeared (the
-message names the step where it did), and no checkpoint is ever written after it, so ``last/`` is the
-last good state. ``train.compile`` runs the forward and backward through ``torch.compile``;
+Python numbers only on log steps (every ``train.log_every``). A non-finite loss or gradient norm (the
+norm is computed without ``train.clip`` too: an inf gradient makes NaN weights a step before the loss
+shows it) is therefore noticed late: its step is recorded on the device, and the record is read on log
+steps, before every checkpoint and at the end of each epoch. A NaN stops the run at most ``log_every``
+steps after it appeared (the message names the step where it did), and no checkpoint is ever written
+after it; every checkpoint also checks that the weights and optimizer state are finite, so ``last/``
+is the last good state.
+
+The run directory is locked for the run (``rundir.RunLock``), and interrupted checkpoint writes are
+repaired before anything else (``checkpoint.recover_dir``). SIGTERM and SIGINT finish the step in
+flight, write ``last/`` and return (``"signal"`` in the result); under DDP the processes agree on the
+next log step. Without a progress bar, a console line every ``log_every`` steps; with one, log records
+go through ``tqdm.write``. ``train.compile`` runs the forward and backward through ``torch.compile``;
 checkpoints are written from the uncompiled modules, so their keys are the usual ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
+import math
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +43,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from switchbert.batch import Batch
 from switchbert.data import make_dataloader
@@ -38,7 +51,7 @@ from switchbert.models.base import VLModel
 from switchbert.presets import create_model
 from switchbert.pretrained import check_state_dict, load_pretrained
 from switchbert.temperature import TemperatureSchedule
-from switchbert.train.checkpoint import (HEADS_NAME, TrainerState, load_heads, load_trainer_state,
+from switchbert.train.checkpoint import (HEADS_NAME, TrainerState, load_heads, load_trainer_state, recover_dir,
                                          resolve_checkpoint, rng_states, save_checkpoint, set_rng_states)
 from switchbert.train.config import ConfigError, ExperimentConfig, save_config
 from switchbert.train.distributed import (DistContext, ShardedSampler, all_gather_objects, all_reduce_mean,
@@ -46,6 +59,7 @@ from switchbert.train.distributed import (DistContext, ShardedSampler, all_gathe
 from switchbert.analysis.flops import training_flops_log_for_batch
 from switchbert.analysis.routes import route_probability_log
 from switchbert.train.metrics_log import MetricsLog
+from switchbert.train.rundir import RunLock, RunLockedError, resume_differences
 from switchbert.train.optim import build_optimizer, build_scheduler
 from switchbert.train.tasks import EvalContext, StepOutput, Task, build_task
 
@@ -53,7 +67,29 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(ValueError):
-    """The loss became NaN or inf; the message names the step and the last good checkpoint."""
+    """The loss or the gradient norm became NaN or inf, or the weights or optimizer state are not finite
+    at checkpoint time; the message names the step and the last good checkpoint."""
+
+
+def nonfinite_tensors(**modules_and_optimizers: Any) -> list[str]:
+    """Names of the parameters and optimizer-state tensors that hold a NaN or inf (one host sync).
+
+    Args:
+        modules_and_optimizers: ``name=nn.Module`` or ``name=torch.optim.Optimizer``.
+    """
+    named: list[tuple[str, torch.Tensor]] = []
+    for prefix, obj in modules_and_optimizers.items():
+        if isinstance(obj, nn.Module):
+            named += [(f"{prefix}.{n}", p) for n, p in obj.named_parameters()]
+        else:
+            names = {id(p): f"param {i}" for i, p in enumerate(q for g in obj.param_groups for q in g["params"])}
+            for p, st in obj.state.items():
+                named += [(f"{prefix}.state[{names.get(id(p), '?')}].{k}", v) for k, v in st.items()
+                          if torch.is_tensor(v) and v.is_floating_point()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+    return [n for (n, _), good in zip(named, ok) if not good]
 
 
 def seed_everything(seed: int) -> None:
@@ -109,26 +145,35 @@ def _continue_heads(heads: nn.Module, init_from: Path) -> None:
 
 
 class _NonFiniteWatch:
-    """The first optimizer step whose loss was not finite, and that loss, kept on the device.
+    """The first optimizer step whose loss or gradient norm was not finite, and that value, on the device.
+
+    The gradient norm matters as much as the loss: an inf gradient (with ``train.clip=null`` nothing
+    scales it) turns AdamW's moments and then the weights into NaN one step before the loss shows it.
 
     ``update`` is a few tiny kernels and no sync; ``first`` reads the record (one sync), so the trainer
     calls it only where it would sync anyway or must not go on with a bad state (see the module doc).
     """
 
     def __init__(self, device: torch.device) -> None:
-        self.step = torch.full((), -1, dtype=torch.long, device=device)  # -1 = every loss so far finite
+        self.step = torch.full((), -1, dtype=torch.long, device=device)  # -1 = every value so far finite
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.what = torch.zeros((), dtype=torch.long, device=device)  # 0 = loss, 1 = gradient norm
 
-    def update(self, loss: torch.Tensor, step: int) -> None:
-        """Records ``loss`` (0-d, on the device) of optimizer step ``step`` (1-based) if it is the first bad one."""
-        first = (self.step < 0) & ~torch.isfinite(loss)
-        self.step = torch.where(first, step, self.step)
-        self.loss = torch.where(first, loss.to(self.loss.dtype), self.loss)
+    def update(self, loss: torch.Tensor, step: int, grad_norm: Optional[torch.Tensor] = None) -> None:
+        """Records ``loss`` / ``grad_norm`` (0-d, on the device) of optimizer step ``step`` (1-based) if it
+        is the first bad one."""
+        for what, value in ((0, loss), (1, grad_norm)):
+            if value is None:
+                continue
+            first = (self.step < 0) & ~torch.isfinite(value)
+            self.step = torch.where(first, step, self.step)
+            self.loss = torch.where(first, value.to(self.loss.dtype), self.loss)
+            self.what = torch.where(first, what, self.what)
 
-    def first(self) -> Optional[tuple[int, float]]:
-        """(step, loss) of the first non-finite loss, or None."""
-        step, loss = torch.stack([self.step.to(self.loss.dtype), self.loss]).tolist()
-        return None if step < 0 else (int(step), loss)
+    def first(self) -> Optional[tuple[int, float, str]]:
+        """(step, value, "loss" or "gradient norm") of the first non-finite value, or None."""
+        step, value, what = torch.stack([self.step.to(self.loss.dtype), self.loss, self.what.to(self.loss.dtype)]).tolist()
+        return None if step < 0 else (int(step), value, "loss" if what == 0 else "gradient norm")
 
 
 class _TrainModule(nn.Module):
@@ -166,12 +211,63 @@ class Trainer:
             raise ConfigError(f"output_dir {self.out} already holds a run; pass --resume to continue it "
                               "or choose another output_dir")
 
-    def fit(self) -> dict[str, Any]:
-        """Trains; returns {"step", "best_metric", "best_value", "stopped_early", "is_main"}."""
-        cfg, t = self.config, self.config.train
+    def _prepare_output_dir(self, ctx: DistContext) -> None:
+        """Rank 0 locks the run directory and repairs interrupted checkpoint writes; then every rank
+        checks it. An error on rank 0 reaches every rank, so none waits at a barrier for ever."""
+        error: Optional[str] = None
+        if ctx.is_main:
+            try:
+                self._lock = RunLock(self.out).acquire()
+                for name in ("last", "best"):
+                    for action in recover_dir(self.out / name):
+                        log.warning("%s", action)
+            except (RunLockedError, OSError) as e:
+                error = str(e)
+        errors = [e for e in all_gather_objects(error, ctx) if e]
+        if errors:
+            raise ConfigError(errors[0])
         self._check_output_dir()
-        ctx = init_distributed(t.device)
+
+    def fit(self) -> dict[str, Any]:
+        """Trains; returns {"step", "best_metric", "best_value", "stopped_early", "signal", "is_main"}.
+
+        ``signal`` is the signal number (SIGTERM, SIGINT) that stopped the run after writing last/, or None.
+        """
+        ctx = init_distributed(self.config.train.device)
         self.ctx = ctx
+        self._lock: Optional[RunLock] = None
+        self._signal: Optional[int] = None
+        previous = self._install_signal_handlers()
+        try:
+            self._prepare_output_dir(ctx)
+            return self._fit(ctx)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self._lock is not None:
+                self._lock.release()
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM and SIGINT ask for a checkpoint at the next step boundary; a second one acts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signals only reach the main thread
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # asked twice: stop now (KeyboardInterrupt / default SIGTERM)
+                signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+                signal.raise_signal(signum)
+                return
+            self._signal = signum
+            log.warning("%s received: writing last/ at the end of this step, then stopping (send it again "
+                        "to stop at once)", signal.Signals(signum).name)
+
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
+            signal.signal(sig, handler)
+        return previous
+
+    def _fit(self, ctx: DistContext) -> dict[str, Any]:
+        cfg, t = self.config, self.config.train
         seed_everything(t.seed)
         if self.resume:
             model = load_pretrained(self.out / "last")
@@ -216,7 +312,8 @@ class Trainer:
             if not self.resume:
                 task.save_assets(self.out)
         metrics_log = MetricsLog(self.out, enabled=ctx.is_main, tensorboard=t.tensorboard,
-                                 truncate_after_step=state.step if self.resume else None)
+                                 truncate_after_step=state.step if self.resume else None,
+                                 fresh=not self.resume)
         step_module: nn.Module = _TrainModule(model, heads, task)
         if ctx.distributed:
             step_module = nn.parallel.DistributedDataParallel(
@@ -229,88 +326,131 @@ class Trainer:
         watch = _NonFiniteWatch(ctx.device)
         autocast = self._autocast(ctx)
         show = t.progress and ctx.is_main and sys.stderr.isatty()
+        # Without a bar (no terminal: SLURM, nohup; or train.progress=false) a line every log_every steps.
+        print_lines = ctx.is_main and not show
         bar = tqdm(total=total, initial=state.step, desc=f"{cfg.task} {model.config.name}", unit="step", disable=not show)
         if ctx.is_main:
-            log.info("%s: %d training items, %d steps/epoch x %d epochs = %d steps, global batch %d (%d x %d x %d)",
-                     cfg.task, len(indices), steps_per_epoch, t.epochs, total, B, ctx.world_size, t.grad_accum, micro)
+            log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, B, ctx, micro))
 
         steps_this_run, stopped = 0, False
+        stop_signal: Optional[int] = None
+        run_start, run_start_step = time.perf_counter(), state.step
         window_start, window_samples = time.perf_counter(), 0
-        while state.step < total and not stopped:
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(state.epoch)  # fresh masks / negatives per epoch
-            sampler = ShardedSampler(indices, B, t.seed, state.epoch, ctx.rank, ctx.world_size,
-                                     skip=state.step_in_epoch * B // ctx.world_size)
-            loader = make_dataloader(train_set, micro, sampler=sampler, num_workers=cfg.data.num_workers,
-                                     pin_memory=ctx.device.type == "cuda", seed=t.seed)
-            batches = iter(loader)
-            while state.step_in_epoch < steps_per_epoch and state.step < total:
-                current_tau = tau(state.step)
-                model.set_temperature(current_tau)
-                sums, routes = self._accumulate(step_module, forward, batches, t.grad_accum, ctx, autocast,
-                                                model.config.region_feat_dim)
-                sums = all_reduce_mean(sums, ctx)  # (1 + parts,) on the device, mean over processes
-                watch.update(sums[0], state.step + 1)
-                grad_norm = None
-                if t.clip is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip)  # a device tensor
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                state.step_in_epoch += 1
-                steps_this_run += 1
-                window_samples += B
-                if state.step % t.log_every == 0 or state.step == 1:
-                    # The step's only syncs, every log_every steps: the NaN record and the logged values.
-                    self._check_finite(watch, state)
-                    loss, *parts = sums.tolist()
-                    elapsed = max(time.perf_counter() - window_start, 1e-9)
-                    values = {"loss": loss, **dict(zip(self._part_names, parts)),
-                              "lr": lr, "tau": current_tau, "samples_per_s": window_samples / elapsed}
-                    if grad_norm is not None:
-                        values["grad_norm"] = float(grad_norm)
-                    values.update(route_probability_log(routes))
-                    values.update(training_flops_log_for_batch(model.config, routes, self._routes_batch,
-                                                               t.route_active_threshold))
-                    metrics_log.log("train", state.step, state.epoch, values)
-                    bar.set_postfix(loss=f"{loss:.4f}", tau=f"{current_tau:.3f}",
-                                    samples_s=f"{window_samples / elapsed:.1f}")
-                    window_start, window_samples = time.perf_counter(), 0
-                bar.update(1)
-                if t.stop_after is not None and steps_this_run >= t.stop_after and state.step < total:
-                    stopped = True
-                    break
-                if t.checkpoint_every and state.step % t.checkpoint_every == 0:
-                    self._check_finite(watch, state)
+        # With a bar on the terminal, log records go through tqdm.write so they never land on the bar.
+        redirect = logging_redirect_tqdm() if show else contextlib.nullcontext()
+        with redirect:
+            while state.step < total and not stopped:
+                if hasattr(train_set, "set_epoch"):
+                    train_set.set_epoch(state.epoch)  # fresh masks / negatives per epoch
+                sampler = ShardedSampler(indices, B, t.seed, state.epoch, ctx.rank, ctx.world_size,
+                                         skip=state.step_in_epoch * B // ctx.world_size)
+                loader = make_dataloader(train_set, micro, sampler=sampler, num_workers=cfg.data.num_workers,
+                                         pin_memory=ctx.device.type == "cuda", seed=t.seed)
+                batches = iter(loader)
+                while state.step_in_epoch < steps_per_epoch and state.step < total:
+                    current_tau = tau(state.step)
+                    model.set_temperature(current_tau)
+                    sums, routes = self._accumulate(step_module, forward, batches, t.grad_accum, ctx, autocast,
+                                                    model.config.region_feat_dim)
+                    sums = all_reduce_mean(sums, ctx)  # (1 + parts,) on the device, mean over processes
+                    if t.clip is not None:
+                        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip)  # a device tensor
+                    else:  # no clipping, but the norm is still watched (an inf gradient makes NaN weights)
+                        grad_norm = _total_norm([p.grad for p in params if p.grad is not None])
+                    watch.update(sums[0], state.step + 1, grad_norm)
+                    lr = optimizer.param_groups[0]["lr"]
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.step += 1
+                    state.step_in_epoch += 1
+                    steps_this_run += 1
+                    window_samples += B
+                    log_step = state.step % t.log_every == 0 or state.step == 1
+                    if log_step:
+                        # The step's only syncs, every log_every steps: the NaN record and the logged values.
+                        self._check_finite(watch, state)
+                        loss, *parts = sums.tolist()
+                        elapsed = max(time.perf_counter() - window_start, 1e-9)
+                        values = {"loss": loss, **dict(zip(self._part_names, parts)),
+                                  "lr": lr, "tau": current_tau, "samples_per_s": window_samples / elapsed,
+                                  "grad_norm": float(grad_norm)}
+                        values.update(route_probability_log(routes))
+                        values.update(training_flops_log_for_batch(model.config, routes, self._routes_batch,
+                                                                   t.route_active_threshold))
+                        metrics_log.log("train", state.step, state.epoch, values)
+                        bar.set_postfix(loss=f"{loss:.4f}", tau=f"{current_tau:.3f}",
+                                        samples_s=f"{window_samples / elapsed:.1f}")
+                        if print_lines:
+                            per_step = (time.perf_counter() - run_start) / max(1, state.step - run_start_step)
+                            log.info("step %d/%d  epoch %d  loss %.4f  lr %.3g  tau %.3f  %.1f samples/s  %s left",
+                                     state.step, total, state.epoch, loss, lr, current_tau, window_samples / elapsed,
+                                     _duration(per_step * (total - state.step)))
+                        window_start, window_samples = time.perf_counter(), 0
+                    bar.update(1)
+                    if ctx.distributed:  # every rank must stop at the same step: they agree on log steps
+                        want_stop = log_step and any(all_gather_objects(self._signal, ctx))
+                    else:  # one process: at this step boundary
+                        want_stop = self._signal is not None
+                    if want_stop and state.step < total:
+                        stop_signal = self._signal or signal.SIGTERM  # (another rank was signalled)
+                        stopped = True
+                        break
+                    if t.stop_after is not None and steps_this_run >= t.stop_after and state.step < total:
+                        stopped = True
+                        break
+                    if t.checkpoint_every and state.step % t.checkpoint_every == 0:
+                        self._check_finite(watch, state)
+                        self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
+                self._check_finite(watch, state)  # before any checkpoint, and so a NaN never crosses an epoch
+                if stopped:
                     self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
-            self._check_finite(watch, state)  # before any checkpoint, and so a NaN never crosses an epoch
-            if stopped:
+                    if stop_signal is not None and ctx.is_main:
+                        log.warning("stopped by %s at step %d of %d; %s holds it: continue with --resume",
+                                    signal.Signals(stop_signal).name, state.step, total, self.out / "last")
+                    break
+                if state.step_in_epoch < steps_per_epoch and ctx.is_main:
+                    log.info("epoch %d cut short by train.max_steps=%s: %d of its %d steps", state.epoch + 1,
+                             t.max_steps, state.step_in_epoch, steps_per_epoch)
+                # End of an epoch (or of the stage): validate, then checkpoint.
+                metrics = self._validate(model, heads, task, ctx, autocast)
+                metrics_log.log("val", state.step, state.epoch, metrics)
+                state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+                value = metrics.get(best_name)
+                improved = value is not None and (state.best_value is None or
+                                                  (value > state.best_value if higher_better else value < state.best_value))
+                if improved:
+                    state.best_value, state.best_step = value, state.step
+                state.epoch += 1
+                state.step_in_epoch = 0
                 self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
-                break
-            # End of an epoch (or of the stage): validate, then checkpoint.
-            metrics = self._validate(model, heads, task, ctx, autocast)
-            metrics_log.log("val", state.step, state.epoch, metrics)
-            state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
-            value = metrics.get(best_name)
-            improved = value is not None and (state.best_value is None or
-                                              (value > state.best_value if higher_better else value < state.best_value))
-            if improved:
-                state.best_value, state.best_step = value, state.step
-            state.epoch += 1
-            state.step_in_epoch = 0
-            self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
-            if improved:
-                self._save("best", model, heads, optimizer, scheduler, state, task, ctx)
-            if ctx.is_main:
-                log.info("epoch %d (step %d): %s", state.epoch, state.step,
-                         ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                if improved:
+                    self._save("best", model, heads, optimizer, scheduler, state, task, ctx)
+                if ctx.is_main:
+                    log.info("epoch %d (step %d): %s", state.epoch, state.step,
+                             ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         bar.close()
         metrics_log.close()
         barrier(ctx)
         return {"step": state.step, "best_metric": best_name, "best_value": state.best_value,
-                "stopped_early": stopped, "is_main": ctx.is_main}
+                "stopped_early": stopped, "signal": stop_signal, "is_main": ctx.is_main}
+
+    def _plan_message(self, task: str, items: int, steps_per_epoch: int, total: int, B: int, ctx: DistContext,
+                      micro: int) -> str:
+        """"vqa: 1000 training items, 125 steps/epoch x 2 epochs = 250 steps, capped at 180 by
+        train.max_steps (epoch 2 stops after 55 of its 125 steps), global batch ..."."""
+        t = self.config.train
+        full = steps_per_epoch * t.epochs
+        plan = f"{steps_per_epoch} steps/epoch x {t.epochs} epochs = {full} steps"
+        if total < full:
+            epoch, into = divmod(total, steps_per_epoch)
+            cut = (f"epoch {epoch + 1} stops after {into} of its {steps_per_epoch} steps" if into
+                   else f"{t.epochs - epoch} epochs not run")
+            plan += f", capped at {total} by train.max_steps ({cut})"
+        dropped = items - steps_per_epoch * B
+        tail = f"; the last {dropped} items of each epoch's order are dropped (incomplete batch)" if dropped else ""
+        return (f"{task}: {items} training items, {plan}, global batch {B} "
+                f"({ctx.world_size} x {t.grad_accum} x {micro}){tail}")
 
     # -- pieces -----------------------------------------------------------------------------------
     _part_names: tuple[str, ...] = ()
@@ -362,9 +502,20 @@ class Trainer:
 
     def _save(self, name: str, model, heads, optimizer, scheduler, state: TrainerState, task: Task,
               ctx: DistContext) -> None:
+        # Never a checkpoint that cannot be resumed from: the watch only sees the loss and gradient norm,
+        # so the weights and AdamW's moments are checked too (one sync, at checkpoint time only). Every
+        # rank holds the same values, so every rank raises together.
+        bad = nonfinite_tensors(model=model, heads=heads, optimizer=optimizer)
+        if bad:
+            good = ("no checkpoint was written yet" if self.last_good is None else
+                    f"the last good checkpoint is {self.last_good[0]} (step {self.last_good[1]}); resume with --resume")
+            raise NonFiniteLossError(
+                f"not writing {self.out / name} at step {state.step}: {len(bad)} tensors hold NaN or inf "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). {good}. Try a lower train.lr or train.clip.")
         rng = all_gather_objects(rng_states(), ctx)  # every rank's RNG, so a DDP resume is exact too
         if ctx.is_main:
-            save_checkpoint(self.out / name, model, heads, optimizer, scheduler, state, rng, assets=task.save_assets)
+            save_checkpoint(self.out / name, model, heads, optimizer, scheduler, state, rng, assets=task.save_assets,
+                            config=self.config.to_dict())
         if name == "last":
             self.last_good = (self.out / name, state.step)
         barrier(ctx)
@@ -372,13 +523,23 @@ class Trainer:
     def _restore(self, optimizer, scheduler, state: TrainerState, ctx: DistContext) -> TrainerState:
         payload = load_trainer_state(self.out / "last")
         saved = TrainerState(**payload["state"])
-        for key in ("global_batch", "total_steps"):
-            if getattr(saved, key) != getattr(state, key):
-                raise ConfigError(
-                    f"--resume: the checkpoint has {key}={getattr(saved, key)} but this config gives "
-                    f"{getattr(state, key)}; change train.epochs / max_steps / batch_size back to resume exactly")
+        self._check_resume_config(payload.get("config"))
+        if saved.global_batch != state.global_batch:  # batch_size is compared above; processes x accumulation
+            raise ConfigError(f"--resume: the checkpoint has global_batch={saved.global_batch} but this config "
+                              f"gives {state.global_batch}; change train.batch_size back to resume")
+        if state.total_steps < saved.step:
+            raise ConfigError(f"--resume: the checkpoint is at step {saved.step}, beyond this config's "
+                              f"{state.total_steps} steps (train.epochs / train.max_steps)")
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        if saved.total_steps != state.total_steps:
+            # epochs / max_steps changed: the LR and tau schedules now span the new length, from this step
+            # (the scheduler's lambda was built for it; the next update's LR follows it at once).
+            log.warning("--resume: the stage now has %d steps instead of %d; the LR and temperature schedules "
+                        "are stretched to it from step %d", state.total_steps, saved.total_steps, saved.step)
+            for group, base, lam in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * lam(scheduler.last_epoch)
+            saved.total_steps = state.total_steps
         rng = payload["rng"]
         if len(rng) != ctx.world_size:
             log.warning("resuming with %d processes from a checkpoint of %d: RNG streams differ from the "
@@ -386,6 +547,26 @@ class Trainer:
         set_rng_states(rng[ctx.rank if ctx.rank < len(rng) else 0])
         self.last_good = (self.out / "last", saved.step)
         return saved
+
+    def _check_resume_config(self, saved: Optional[dict[str, Any]]) -> None:
+        """Refuses a resume whose config differs from the checkpoint's outside ``RESUME_MUTABLE``."""
+        source = "the checkpoint"
+        if saved is None:  # a checkpoint from before the config was stored in it: the run's config.yaml
+            path = self.out / "config.yaml"
+            if not path.is_file():
+                return
+            import yaml
+
+            from switchbert.train.config import from_dict
+            saved, source = from_dict(yaml.safe_load(path.read_text()) or {}, str(path)).to_dict(), str(path)
+        allowed, refused = resume_differences(saved, self.config.to_dict())
+        if refused:
+            raise ConfigError(
+                f"--resume: these settings differ from {source} and cannot change in a resumed run (they fix "
+                f"the optimizer, schedule, data or model): {'; '.join(refused)}. Set them back, or start a new "
+                f"run in another output_dir (docs/training.md lists what may change)")
+        for line in allowed:
+            log.info("--resume: applying %s", line)
 
     def _train_indices(self, n: int) -> list[int]:
         """All training items, or a random ``data.fraction`` of them fixed by the seed."""
@@ -405,16 +586,32 @@ class Trainer:
         """Raises ``NonFiniteLossError`` if a loss since the start of the run was NaN or inf (one sync)."""
         bad = watch.first()
         if bad is not None:
-            raise NonFiniteLossError(self._nonfinite_message(bad[1], bad[0], state))
+            raise NonFiniteLossError(self._nonfinite_message(bad[1], bad[0], state, bad[2]))
 
-    def _nonfinite_message(self, loss: float, bad_step: int, state: TrainerState) -> str:
+    def _nonfinite_message(self, loss: float, bad_step: int, state: TrainerState, what: str = "loss") -> str:
         # The watch is read at least once an epoch, so the bad step is in the current epoch.
         in_epoch = state.step_in_epoch - (state.step - bad_step)
         where = f"step {bad_step} (epoch {state.epoch}, step {in_epoch} of the epoch)"
         late = "" if bad_step == state.step else (
-            f" (noticed at step {state.step}: the loss is read every train.log_every steps)")
+            f" (noticed at step {state.step}: the loss and gradient norm are read every train.log_every steps)")
         if self.last_good is None:
             good = "no checkpoint was written yet"
         else:
             good = f"the last good checkpoint is {self.last_good[0]} (step {self.last_good[1]}); resume with --resume"
-        return f"loss is {loss} at optimizer {where}; stopping{late}. {good}. Try a lower train.lr or train.clip."
+        return f"{what} is {loss} at optimizer {where}; stopping{late}. {good}. Try a lower train.lr or train.clip."
+
+
+def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The L2 norm of all ``grads`` together, on the device (no sync), as ``clip_grad_norm_`` computes it."""
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
+        return torch.nn.utils.get_total_norm(grads)
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def _duration(seconds: float) -> str:
+    """``"1:02:03"`` (h:mm:ss); ``"?"`` when unknown."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    return str(datetime.timedelta(seconds=int(round(seconds))))
