@@ -48,6 +48,8 @@ def test_pretrain_writes_checkpoints_metrics_and_routes(pretrained):
             p.name for p in ckpt.iterdir()}
         model = switchbert.load_pretrained(ckpt)  # a checkpoint is a model directory
         assert model.config.name == "switchbert-tiny"
+        card = (ckpt / "README.md").read_text()  # the model card says how the model was trained
+        assert "trained for: pretrain" in card and "optimizer steps" in card and "of 4 planned steps" in card
         # The tied MLM decoder matrix is saved once, with the model, not in the heads.
         assert not any("word_embeddings" in k for k in load_file(str(ckpt / "heads.safetensors")))
     records = read_jsonl(pretrained / "metrics.jsonl")

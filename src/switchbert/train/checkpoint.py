@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from switchbert.io import atomic_write
-from switchbert.pretrained import CONFIG_NAME, WEIGHTS_NAME, save_pretrained
+from switchbert.pretrained import CONFIG_NAME, WEIGHTS_NAME, TrainingInfo, save_pretrained
 
 HEADS_NAME = "heads.safetensors"
 STATE_NAME = "trainer_state.pt"
@@ -183,6 +183,20 @@ def _apply_umask(directory: Path) -> None:
         os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
 
 
+def _training_info(config: Optional[dict[str, Any]], state: TrainerState) -> Optional[TrainingInfo]:
+    """What the checkpoint's model card says about its training (the run's config and position)."""
+    if config is None:
+        return None
+    model = config.get("model", {})
+    extra = [f"of {state.total_steps:,} planned steps, in epoch {state.epoch + 1}"]
+    if model.get("init_from"):
+        extra.append(f"initialised from: {model['init_from']}")
+    elif model.get("bert_dir"):
+        extra.append(f"initialised from BERT: {model['bert_dir']}")
+    return TrainingInfo(task=str(config.get("task", "")), data=str(config.get("data", {}).get("root", "")),
+                        steps=state.step, extra=tuple(extra))
+
+
 def save_checkpoint(
     directory: Path,
     model: nn.Module,
@@ -204,7 +218,7 @@ def save_checkpoint(
     rng = rng if rng is not None else [rng_states()]
 
     def write(tmp: Path) -> None:
-        save_pretrained(model, tmp)
+        save_pretrained(model, tmp, training=_training_info(config, state))
         head_state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
         atomic_write(tmp / HEADS_NAME, lambda p: save_file(head_state, p))
         payload = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
