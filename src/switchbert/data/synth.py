@@ -115,11 +115,19 @@ def make_scenes(num_images: int, rng: np.random.Generator) -> list[Scene]:
 class Detector:
     """A fixed random "detector": embeddings for classes, colours, sizes and stuff; noise per region."""
 
-    def __init__(self, feat_dim: int, num_classes: int, seed: int = 1234, noise: float = 0.6) -> None:
+    def __init__(self, feat_dim: int, num_classes: int, seed: int = 1234, noise: float = 0.6,
+                 abstraction: float = 1.0, clutter: float = 1.0) -> None:
         if num_classes < 1 + len(SHAPES) + 1:
             raise ValueError(f"num_classes must be at least {len(SHAPES) + 2} (background, shapes, stuff)")
+        if not 0.0 <= abstraction <= 1.0:
+            raise ValueError(f"abstraction must be in [0, 1], got {abstraction}")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
         rng = np.random.default_rng(seed)
-        self.feat_dim, self.num_classes, self.noise = feat_dim, num_classes, noise
+        if not 0.0 <= clutter <= 1.0:
+            raise ValueError(f"clutter must be in [0, 1], got {clutter}")
+        self.feat_dim, self.num_classes, self.noise, self.abstraction = feat_dim, num_classes, noise, abstraction
+        self.clutter = clutter
         self.shape_emb = rng.standard_normal((len(SHAPES), feat_dim), dtype=np.float32)
         self.color_emb = rng.standard_normal((len(COLORS), feat_dim), dtype=np.float32) * 0.8
         self.size_emb = rng.standard_normal((len(SIZES), feat_dim), dtype=np.float32) * 0.5
@@ -134,8 +142,9 @@ class Detector:
         per_image = []
         for s in scenes:
             k = len(s.shape)
-            dup = np.flatnonzero(rng.random(k) < 0.5)
-            n_stuff = int(rng.integers(2, 9))
+            # clutter scales the duplicate detections (50% of objects at 1) and background regions (2-8 at 1)
+            dup = np.flatnonzero(rng.random(k) < 0.5 * self.clutter)
+            n_stuff = int(round(rng.integers(2, 9) * self.clutter))
             obj = np.concatenate([np.arange(k), dup])  # which object each object-region shows
             jitter = np.where(np.arange(len(obj)) < k, 0.05, 0.12)[:, None]
             wh = (s.boxes[obj, 2:] - s.boxes[obj, :2])
@@ -171,6 +180,9 @@ class Detector:
             feats += tmp
         del tmp
         np.maximum(feats, 0, out=feats)  # BUTD features are post-ReLU
+        if self.abstraction < 1.0:
+            feats *= np.float32(self.abstraction)
+            self._add_symbolic(feats, is_obj, shape, color, size, stuff, np.float32(1.0 - self.abstraction))
         probs = self._class_probs(is_obj, shape, stuff, rng)
         # the store keeps float16; torch converts several times faster than numpy
         feats = torch.from_numpy(feats).half().numpy()
@@ -180,6 +192,22 @@ class Detector:
             end = start + len(p[0])
             yield RegionRecord(str(s.image_id), feats[start:end], p[1], float(s.width), float(s.height), probs[start:end])
             start = end
+
+    def _add_symbolic(self, feats, is_obj, shape, color, size, stuff, weight) -> None:
+        """Adds ``weight`` x the word-level code: one coordinate per attribute value (shape, colour,
+        size; stuff kind for background regions), at 3x the entangled features' scale.
+
+        Each word of the captions then has a feature coordinate of its own, as if the detector output
+        the words' labels: the low-abstraction end of the modality-misalignment knob. Coordinates wrap
+        around when ``feat_dim`` < 34 (tests' tiny features)."""
+        rows = np.arange(len(feats))
+        scale = np.float32(3.0) * weight
+        offsets = (0, len(SHAPES), len(SHAPES) + len(COLORS))
+        for offset, values in zip(offsets, (shape, color, size)):
+            idx = (offset + values[is_obj]) % self.feat_dim
+            np.add.at(feats, (rows[is_obj], idx), scale)
+        base = len(SHAPES) + len(COLORS) + len(SIZES)
+        np.add.at(feats, (rows[~is_obj], (base + stuff[~is_obj]) % self.feat_dim), scale)
 
     def _class_probs(self, is_obj, shape, stuff, rng) -> np.ndarray:
         n, C = len(is_obj), self.num_classes
@@ -359,6 +387,9 @@ def generate(
     num_classes: int = 1601,
     questions_per_image: int = 5,
     detector_seed: int = 1234,
+    abstraction: float = 1.0,
+    noise: float = 0.6,
+    clutter: float = 1.0,
 ) -> dict:
     """Writes the synthetic benchmark into ``out_dir`` (layout in the module docstring).
 
@@ -379,7 +410,7 @@ def generate(
     split = np.empty(num_images, dtype=object)
     split[perm[:n_train]], split[perm[n_train:n_train + n_val]], split[perm[n_train + n_val:]] = "train", "val", "test"
 
-    detector = Detector(feat_dim, num_classes, detector_seed)
+    detector = Detector(feat_dim, num_classes, detector_seed, noise=noise, abstraction=abstraction, clutter=clutter)
     det_rng = np.random.default_rng([seed, 2])
 
     def records() -> Iterator[RegionRecord]:
@@ -464,6 +495,7 @@ def generate(
     manifest = {
         "generator": "switchbert.data.synth", "version": 1, "seed": seed, "num_images": num_images,
         "feat_dim": feat_dim, "num_classes": num_classes, "detector_seed": detector_seed,
+        "abstraction": abstraction, "noise": noise, "clutter": clutter,
         **paths,
         "stats": {
             "splits": {k: int((split == k).sum()) for k in ("train", "val", "test")},
