@@ -59,6 +59,10 @@ class DemoSize:
     abstraction: float = 1.0
     clutter: float = 1.0
     questions_per_image: int = 5
+    # Weight-init std; None = BERT's 0.02. At width 128 that makes the retrieval scores of the four
+    # candidates differ by ~0.005 and the product-fused vector mostly zero; 0.08 (about 1/sqrt(width))
+    # gives ~0.07 and a loss that moves (measured, docs/training.md).
+    initializer_range: Optional[float] = None
 
 
 SIZES: dict[str, DemoSize] = {
@@ -72,7 +76,7 @@ SIZES: dict[str, DemoSize] = {
     # short-trained never uses the image (measured in BENCHMARKS.md).
     "default": DemoSize(images=1000, preset="switchbert-mini", feat_dim=256, num_classes=100, pretrain_epochs=1,
                         finetune_epochs=3, batch_size=32, use_bert=False, route_samples=500, max_steps=100,
-                        finetune_steps=300, seeds=2, abstraction=0.0, clutter=0.0),
+                        finetune_steps=300, seeds=2, abstraction=0.0, clutter=0.0, initializer_range=0.08),
     # Bigger: the MiniLM-shaped model from the offline MiniLM weights, more data and epochs (about
     # two hours per seed on a 2-core CPU; minutes on a GPU), entangled features.
     "large": DemoSize(images=10000, preset="switchbert-small", feat_dim=2048, num_classes=1601, pretrain_epochs=2,
@@ -162,7 +166,8 @@ def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_
         "output_dir": str(output_dir),
         "model": {"preset": size.preset, "bert_dir": None if init_from else (str(bert_dir) if bert_dir else None),
                   "init_from": str(init_from) if init_from else None,
-                  "overrides": {**model_overrides, "region_feat_dim": size.feat_dim}},
+                  "overrides": {**model_overrides, "region_feat_dim": size.feat_dim,
+                                **({"initializer_range": size.initializer_range} if size.initializer_range else {})}},
         "data": data,
         "train": {"epochs": epochs, "max_steps": stage_steps(task, size), "batch_size": size.batch_size,
                   "lr": size.lr or LR[task], "seed": seed,
