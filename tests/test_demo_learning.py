@@ -70,3 +70,10 @@ def test_abstraction_one_is_entangled_and_clutter_adds_regions():
     assert sum(len(r.features) for r in plain) > sum(len(s.shape) for s in scenes)  # duplicates and stuff
     dense = np.concatenate([r.features for r in plain]).astype(np.float32)
     assert (dense > 0).mean() > 0.3  # spread over every coordinate, not a few word coordinates
+
+
+def test_collapse_to_the_text_prior_is_flagged():
+    chance = {"vqa": {"val": {"accuracy": 42.0}}}
+    text = compare_models(_result([43.0, 44.0], [70.0, 72.0]), chance)
+    assert "**Warning**: Switch-BERT's vqa score (43.5) is within 3 points of the text-only prior" in text
+    assert "UNITER's vqa" not in text

@@ -450,7 +450,28 @@ def compare_models(result: "DemoResult", chance: dict[str, dict[str, dict[str, f
                 verdict += (f"; prior {prior:.1f}: " + (" and ".join(above) + " above it" if above
                                                         else "neither model clearly above it"))
             lines.append(f"- **{title}**: {verdict}.")
+    lines += collapse_warnings(result, chance)
     return "\n".join(lines)
+
+
+def collapse_warnings(result: "DemoResult", chance: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """Report lines for models that did not learn to use the image: VQA within 3 points of the
+    text-only prior, retrieval R@1 below twice chance (docs/training.md, "collapse to the text prior")."""
+    out = []
+    for model in result.per_seed:
+        for task, split, metric, what in (("vqa", "val", "accuracy", "within 3 points of the text-only prior: it "
+                                           "answers from the question alone (collapse to the text prior)"),
+                                          ("retrieval", "test", "ir_r1", "below twice chance: its scores barely "
+                                           "tell the pairs apart (a loss near ln 4 means tied scores)")):
+            values, prior = result.values(model, task, split, metric), chance.get(task, {}).get(split, {}).get(metric)
+            if not values or prior is None:
+                continue
+            mean = sum(values) / len(values)
+            bad = mean <= prior + 3.0 if task == "vqa" else mean < 2.0 * prior
+            if bad:
+                out.append(f"- **Warning**: {model}'s {task} score ({mean:.1f}) is {what}; see docs/training.md, "
+                           f"\"Learning rates for small models\".")
+    return out
 
 
 def write_report(result: DemoResult, size_name: str, size: DemoSize, seed: int, bert_dir: Optional[Path],
