@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from switchbert.data.synth import COLORS, SHAPES, SIZES, Detector, make_scenes
+from switchbert.data.synth import COLORS, NUMBER_WORDS, SHAPES, SIZES, Detector, make_scenes
 from switchbert.demo import DemoResult, Progress, compare_models
 
 
@@ -77,3 +77,25 @@ def test_collapse_to_the_text_prior_is_flagged():
     text = compare_models(_result([43.0, 44.0], [70.0, 72.0]), chance)
     assert "**Warning**: Switch-BERT's vqa score (43.5) is within 3 points of the text-only prior" in text
     assert "UNITER's vqa" not in text
+
+
+def test_intra_modal_family_asks_image_only_questions(tmp_path):
+    import json
+
+    from switchbert.data.synth import QUESTION_FAMILIES, generate
+
+    m = generate(tmp_path, 20, seed=0, feat_dim=16, num_classes=30, questions_per_image=3,
+                 question_types=QUESTION_FAMILIES["intra_modal"], abstraction=0.0, clutter=0.0)
+    assert set(m["stats"]["question_types"]) == {"count_all", "same_color"}
+    qs = json.loads((tmp_path / m["vqa_train_questions"]).read_text())["questions"]
+    assert {q["question"] for q in qs} <= {"how many objects are there?", "are any two objects the same color?"}
+    # the counts are the scene's object counts: with clutter 0, one region per object
+    from switchbert.data import open_feature_store
+
+    store = open_feature_store(tmp_path / m["features"])
+    anns = json.loads((tmp_path / m["vqa_train_annotations"]).read_text())["annotations"]
+    text = {q["question_id"]: q["question"] for q in qs}
+    for a in anns:
+        if text[a["question_id"]].startswith("how many"):
+            n = len(store.get(str(a["image_id"])).features)
+            assert a["multiple_choice_answer"] in (str(n), NUMBER_WORDS[n])

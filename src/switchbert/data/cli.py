@@ -45,6 +45,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
                      help="region features from word-level (0) to entangled random embeddings (1); docs/training.md")
     syn.add_argument("--clutter", type=float, default=1.0, help="duplicate and background regions, 0 (none) to 1")
     syn.add_argument("--noise", type=float, default=0.6, help="std of the detector's feature noise")
+    syn.add_argument("--question-types", default=None,
+                     help="comma-separated VQA types, or a family: cross_modal, cross_then_intra, intra_modal "
+                          "(default: the 7 standard types)")
     syn.set_defaults(func=_synth)
 
 
@@ -89,13 +92,21 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _question_types(spec):
+    from switchbert.data.synth import QUESTION_FAMILIES
+
+    if not spec:
+        return None
+    return QUESTION_FAMILIES.get(spec) or tuple(t.strip() for t in spec.split(",") if t.strip())
+
+
 def _synth(args: argparse.Namespace) -> int:
     from switchbert.data.synth import generate
 
     try:
         manifest = generate(args.dir, args.images, args.seed, feat_dim=args.feat_dim, num_classes=args.num_classes,
                             questions_per_image=args.questions_per_image, abstraction=args.abstraction,
-                            clutter=args.clutter, noise=args.noise)
+                            clutter=args.clutter, noise=args.noise, question_types=_question_types(args.question_types))
     except ValueError as err:
         return _fail(err)
     st = manifest["stats"]

@@ -62,6 +62,19 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 NUM_STUFF = 16  # background region kinds ("wall", "floor", ...) with their own embeddings
 QUESTION_TYPES = ("color_of_shape", "shape_of_color", "count_color", "count_shape", "exist", "rel_yesno",
                   "rel_color")
+"""The default mix of VQA question types."""
+EXTRA_QUESTION_TYPES = ("count_all", "same_color")
+"""Image-only types, not in the default mix: the question is fixed text, so the answer is all in the
+regions, and finding it means comparing regions with each other (intra-modal)."""
+QUESTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    # one word-region match, then read an attribute off the region
+    "cross_modal": ("color_of_shape", "shape_of_color", "exist"),
+    # words bound to regions, then the matching regions compared / counted
+    "cross_then_intra": ("count_color", "count_shape", "rel_yesno", "rel_color"),
+    # the regions compared with each other; the text names no object
+    "intra_modal": EXTRA_QUESTION_TYPES,
+}
+"""Task families by the interaction they need (``generate(question_types=...)`` takes a family's types)."""
 
 
 @dataclass
@@ -321,6 +334,11 @@ def make_question(s: Scene, qtype: str, rng: np.random.Generator) -> Optional[tu
         left = s.centers[a, 0] < s.centers[b, 0]
         ans = "yes" if left == (rel == "left of") else "no"
         return f"is the {s.name(a)} {rel} the {s.name(b)}?", ans, "yes/no"
+    if qtype == "count_all":
+        return "how many objects are there?", str(k), "number"
+    if qtype == "same_color":
+        ans = "yes" if len(set(s.color.tolist())) < k else "no"
+        return "are any two objects the same color?", ans, "yes/no"
     if qtype == "rel_color":
         t = _relational_target(s, rng)
         if t is None:
@@ -390,6 +408,7 @@ def generate(
     abstraction: float = 1.0,
     noise: float = 0.6,
     clutter: float = 1.0,
+    question_types: Optional[tuple[str, ...]] = None,
 ) -> dict:
     """Writes the synthetic benchmark into ``out_dir`` (layout in the module docstring).
 
@@ -397,6 +416,10 @@ def generate(
         The manifest (also written to ``out_dir/manifest.json``): paths relative to ``out_dir`` and
         statistics, including ``text_only_vqa_accuracy``.
     """
+    qtypes = tuple(question_types) if question_types else QUESTION_TYPES
+    unknown = [q for q in qtypes if q not in QUESTION_TYPES + EXTRA_QUESTION_TYPES]
+    if unknown:
+        raise ValueError(f"unknown question types {unknown}; choose from {QUESTION_TYPES + EXTRA_QUESTION_TYPES}")
     if num_images < 10:
         raise ValueError(f"num_images must be at least 10 (to fill every split), got {num_images}")
     t0 = time.perf_counter()
@@ -435,10 +458,12 @@ def generate(
         vqa_split = "train2014" if sp == "train" else "val2014"
         for q in range(questions_per_image):
             made = None
-            for qtype in lang.permutation(QUESTION_TYPES):  # fall back when a scene cannot pose one
+            for qtype in lang.permutation(qtypes):  # fall back when a scene cannot pose one
                 made = make_question(s, str(qtype), lang)
                 if made:
                     break
+            if made is None:  # no type of the chosen set fits this scene (only with a narrow set)
+                continue
             text, answer, atype = made
             qid = s.image_id * 100 + q
             qtype_counts[str(qtype)] += 1
@@ -496,6 +521,7 @@ def generate(
         "generator": "switchbert.data.synth", "version": 1, "seed": seed, "num_images": num_images,
         "feat_dim": feat_dim, "num_classes": num_classes, "detector_seed": detector_seed,
         "abstraction": abstraction, "noise": noise, "clutter": clutter,
+        "question_types": list(qtypes),
         **paths,
         "stats": {
             "splits": {k: int((split == k).sum()) for k in ("train", "val", "test")},
