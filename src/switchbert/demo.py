@@ -51,8 +51,9 @@ class DemoSize:
     lr: Optional[float] = 3e-4
     # Steps per stage cap, so the time stays bounded whatever the data size (None = full epochs).
     max_steps: Optional[int] = None
-    # Fine-tuning steps cap when it differs from max_steps (pretraining keeps max_steps).
-    finetune_steps: Optional[int] = None
+    # Per-task step caps when they differ from max_steps, as ((task, steps), ...).
+    task_steps: tuple[tuple[str, int], ...] = ()
+    retrieval_val_images: int = 50  # images whose pairs are scored at each epoch's validation
     seeds: int = 1  # how many times each model is trained when --seeds is not given
     # The synthetic benchmark's knobs (docs/data.md): region features from word-level (0) to
     # entangled (1), and how many duplicate / background regions surround the objects.
@@ -76,7 +77,10 @@ SIZES: dict[str, DemoSize] = {
     # short-trained never uses the image (measured in BENCHMARKS.md).
     "default": DemoSize(images=1000, preset="switchbert-mini", feat_dim=256, num_classes=100, pretrain_epochs=1,
                         finetune_epochs=3, batch_size=32, use_bert=False, route_samples=500, max_steps=100,
-                        finetune_steps=300, seeds=2, abstraction=0.0, clutter=0.0),
+                        seeds=2, abstraction=0.0, clutter=0.0, retrieval_val_images=20,
+                        # VQA learns most per step; a retrieval step scores 4 pairs per sample and its
+                        # evaluation all 50,000 test pairs, and it stays at chance in 300 steps anyway.
+                        task_steps=(("vqa", 300), ("retrieval", 100), ("refexp", 150))),
     # Bigger: the MiniLM-shaped model from the offline MiniLM weights, more data and epochs (about
     # two hours per seed on a 2-core CPU; minutes on a GPU), entangled features.
     "large": DemoSize(images=10000, preset="switchbert-small", feat_dim=2048, num_classes=1601, pretrain_epochs=2,
@@ -174,8 +178,8 @@ def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_
                   "log_every": 1 if size.max_steps is not None and size.max_steps < 20 else 5, "progress": progress,
                   "weight_decay": 0.01 if task == "pretrain" else 1e-4, "clip": 5.0 if task == "pretrain" else 1.0,
                   "tensorboard": False},
-        # Validate retrieval on 50 images' pairs during training; the final evaluation scores them all.
-        "eval": {"batch_size": 128, "retrieval_val_images": 50},
+        # Validate retrieval on a few images' pairs during training; the final evaluation scores them all.
+        "eval": {"batch_size": 128, "retrieval_val_images": size.retrieval_val_images},
     }
     if task != "pretrain":
         cfg["eval"]["splits"] = EVAL_SPLITS[task]
@@ -184,9 +188,7 @@ def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_
 
 def stage_steps(task: str, size: DemoSize) -> Optional[int]:
     """The step cap of one stage (None = full epochs)."""
-    if task != "pretrain" and size.finetune_steps is not None:
-        return size.finetune_steps
-    return size.max_steps
+    return dict(size.task_steps).get(task, size.max_steps)
 
 
 class Progress:
@@ -236,10 +238,13 @@ def _stage_weight(task: str, size: DemoSize, manifest: dict[str, Any]) -> float:
     steps = max(1, items // size.batch_size) * epochs
     cap = stage_steps(task, size)
     steps = min(steps, cap) if cap is not None else steps
-    # Measured on 2 cores: a pretraining step (MLM + MRC + ITM heads, 38 tokens) costs about 2x a
-    # fine-tuning step with its validation; every stage pays ~20 steps' worth of start-up,
-    # checkpointing and evaluation.
-    return 20.0 + steps * (2.0 if task == "pretrain" else 1.25)
+    # Measured on one core, in VQA steps (batch 32) with their validation: a pretraining step costs
+    # ~1.7, a retrieval step (4 pairs per sample) ~3.3, and scoring every retrieval test pair ~1 per
+    # 150 pairs; every stage pays ~20 for start-up, checkpoints and evaluation.
+    if task == "retrieval":
+        test_images = manifest.get("stats", {}).get("splits", {}).get("test", 0)
+        return 20.0 + steps * 3.3 + 5 * test_images * test_images / 150
+    return 20.0 + steps * (1.7 if task == "pretrain" else 1.25)
 
 
 def run_demo(out_dir: Path, size_name: str = "default", seed: int = 0, bert_dir: Optional[Path] = None,
