@@ -8,8 +8,13 @@
 5. analyses the routes Switch-BERT learned for each task, and the FLOPs along them;
 6. writes OUT/report.md.
 
+Each model is trained ``--seeds`` times (2 at the default size, 3 at ``large``); the report gives
+mean ± std per task in the layout of the paper's Table 3 and says in words whether Switch-BERT beats
+UNITER beyond the spread, and warns where a model stayed at the text prior or at chance. The demo
+prints each stage with the overall progress and an estimate of the time left.
+
 The UNITER baseline is the same encoder with one attention mode (J) and no Switch-Input Block, so the
-two models differ in switching alone (SPEC §3.4). The numbers are from synthetic data, one seed and
+two models differ in switching alone (SPEC §3.4). The numbers are from synthetic data, few seeds and
 a small model: they show the system working, not the paper's results.
 """
 

@@ -18,6 +18,12 @@ colour, size and position, and writes:
   same-shape distractors by colour, size or relation, with its true box (the detected boxes are jittered
   copies, so IoU targets are < 1).
 
+Knobs (docs/training.md, "The synthetic benchmark's knobs"): ``abstraction`` moves the region
+features from word-level codes (0: one coordinate per shape, colour, size) to the entangled random
+embeddings above (1, the default), the modality misalignment of the paper; ``clutter`` scales the
+duplicate and background regions; ``noise`` the features' noise; ``question_types`` picks VQA types
+or a family of ``QUESTION_FAMILIES`` (cross-modal, cross-then-intra-modal, intra-modal).
+
 Everything is a function of ``seed`` (the detector of ``detector_seed``, fixed by default, so data drawn
 with different seeds shares one detector). Answers are balanced so the text alone is a weak predictor:
 ``manifest.json`` records the accuracy of the best text-only rule (the most frequent training answer of
