@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 
+import torch
+
 from switchbert.cli import main
 from switchbert.demo import SIZES, ensure_data
 
 
 def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
-    assert main(["demo", "--size", "tiny", "--out", str(tmp_path), "--no-progress"]) == 0
-    assert f"report: {tmp_path / 'report.md'}" in capsys.readouterr().out
+    assert main(["demo", "--size", "tiny", "--out", str(tmp_path), "--no-progress", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {tmp_path / 'report.md'}" in out
+    # progress: every stage announced with the overall share and a time estimate
+    assert "[demo 1/17   0%] Switch-BERT seed 0: pretraining" in out and "left)" in out
+    assert "UNITER seed 1: fine-tuning and evaluating refexp" in out
     report = (tmp_path / "report.md").read_text()
     for section in ("## Results", "## Routes Switch-BERT learned", "## FLOPs", "## Run", "What these numbers are",
                     "What they are not", "synthetic"):
@@ -19,7 +25,15 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
     for model in ("Switch-BERT", "UNITER"):
         row = next(line for line in report.splitlines() if line.startswith(f"| {model} |"))
         cells = [c.strip() for c in row.strip("|").split("|")[1:]]
-        assert len(cells) == 5 and all(re.fullmatch(r"\d+\.\d", c) for c in cells), row
+        assert len(cells) == 5 and all(re.fullmatch(r"\d+\.\d ± \d+\.\d", c) for c in cells), row
+    # the verdict over seeds, in words, for every headline column
+    assert report.count("- **") >= 5 and ("spread" in report)
+    for seed in (0, 1):
+        assert (tmp_path / "runs" / "uniter" / f"seed{seed}" / "vqa").is_dir()
+    # The collapse of issue 12: the fused vector dead and the four retrieval candidates tied (loss at
+    # ln 4 to four digits). With the small-model init the test pairs' scores must differ.
+    scores = torch.load(tmp_path / "runs" / "switchbert" / "seed0" / "retrieval" / "eval" / "retrieval_scores_test.pt")
+    assert float(scores.std()) > 1e-2, float(scores.std())
     chance = next(line for line in report.splitlines() if line.startswith("| *chance"))
     assert chance.count("|") == 7
     # route figures exist and are linked

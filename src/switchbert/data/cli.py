@@ -41,6 +41,13 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     syn.add_argument("--feat-dim", type=int, default=2048, help="region feature size (2048 like BUTD)")
     syn.add_argument("--num-classes", type=int, default=1601, help="detector classes in cls_prob (1601 like BUTD)")
     syn.add_argument("--questions-per-image", type=int, default=5)
+    syn.add_argument("--abstraction", type=float, default=1.0,
+                     help="region features from word-level (0) to entangled random embeddings (1); docs/training.md")
+    syn.add_argument("--clutter", type=float, default=1.0, help="duplicate and background regions, 0 (none) to 1")
+    syn.add_argument("--noise", type=float, default=0.6, help="std of the detector's feature noise")
+    syn.add_argument("--question-types", default=None,
+                     help="comma-separated VQA types, or a family: cross_modal, cross_then_intra, intra_modal "
+                          "(default: the 7 standard types)")
     syn.set_defaults(func=_synth)
 
 
@@ -85,6 +92,14 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _question_types(spec):
+    from switchbert.data.synth import QUESTION_FAMILIES
+
+    if not spec:
+        return None
+    return QUESTION_FAMILIES.get(spec) or tuple(t.strip() for t in spec.split(",") if t.strip())
+
+
 def _synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -94,7 +109,8 @@ def _synth(args: argparse.Namespace) -> int:
         return _fail(DataError(args.dir, None, "exists and is not a directory; synth writes a directory"))
     try:
         manifest = generate(args.dir, args.images, args.seed, feat_dim=args.feat_dim, num_classes=args.num_classes,
-                            questions_per_image=args.questions_per_image)
+                            questions_per_image=args.questions_per_image, abstraction=args.abstraction,
+                            clutter=args.clutter, noise=args.noise, question_types=_question_types(args.question_types))
     except ValueError as err:
         return _fail(err)
     st = manifest["stats"]

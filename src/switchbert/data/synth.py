@@ -18,6 +18,12 @@ colour, size and position, and writes:
   same-shape distractors by colour, size or relation, with its true box (the detected boxes are jittered
   copies, so IoU targets are < 1).
 
+Knobs (docs/training.md, "The synthetic benchmark's knobs"): ``abstraction`` moves the region
+features from word-level codes (0: one coordinate per shape, colour, size) to the entangled random
+embeddings above (1, the default), the modality misalignment of the paper; ``clutter`` scales the
+duplicate and background regions; ``noise`` the features' noise; ``question_types`` picks VQA types
+or a family of ``QUESTION_FAMILIES`` (cross-modal, cross-then-intra-modal, intra-modal).
+
 Everything is a function of ``seed`` (the detector of ``detector_seed``, fixed by default, so data drawn
 with different seeds shares one detector). Answers are balanced so the text alone is a weak predictor:
 ``manifest.json`` records the accuracy of the best text-only rule (the most frequent training answer of
@@ -62,6 +68,19 @@ NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "
 NUM_STUFF = 16  # background region kinds ("wall", "floor", ...) with their own embeddings
 QUESTION_TYPES = ("color_of_shape", "shape_of_color", "count_color", "count_shape", "exist", "rel_yesno",
                   "rel_color")
+"""The default mix of VQA question types."""
+EXTRA_QUESTION_TYPES = ("count_all", "same_color")
+"""Image-only types, not in the default mix: the question is fixed text, so the answer is all in the
+regions, and finding it means comparing regions with each other (intra-modal)."""
+QUESTION_FAMILIES: dict[str, tuple[str, ...]] = {
+    # one word-region match, then read an attribute off the region
+    "cross_modal": ("color_of_shape", "shape_of_color", "exist"),
+    # words bound to regions, then the matching regions compared / counted
+    "cross_then_intra": ("count_color", "count_shape", "rel_yesno", "rel_color"),
+    # the regions compared with each other; the text names no object
+    "intra_modal": EXTRA_QUESTION_TYPES,
+}
+"""Task families by the interaction they need (``generate(question_types=...)`` takes a family's types)."""
 
 
 @dataclass
@@ -115,11 +134,19 @@ def make_scenes(num_images: int, rng: np.random.Generator) -> list[Scene]:
 class Detector:
     """A fixed random "detector": embeddings for classes, colours, sizes and stuff; noise per region."""
 
-    def __init__(self, feat_dim: int, num_classes: int, seed: int = 1234, noise: float = 0.6) -> None:
+    def __init__(self, feat_dim: int, num_classes: int, seed: int = 1234, noise: float = 0.6,
+                 abstraction: float = 1.0, clutter: float = 1.0) -> None:
         if num_classes < 1 + len(SHAPES) + 1:
             raise ValueError(f"num_classes must be at least {len(SHAPES) + 2} (background, shapes, stuff)")
+        if not 0.0 <= abstraction <= 1.0:
+            raise ValueError(f"abstraction must be in [0, 1], got {abstraction}")
+        if noise < 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
         rng = np.random.default_rng(seed)
-        self.feat_dim, self.num_classes, self.noise = feat_dim, num_classes, noise
+        if not 0.0 <= clutter <= 1.0:
+            raise ValueError(f"clutter must be in [0, 1], got {clutter}")
+        self.feat_dim, self.num_classes, self.noise, self.abstraction = feat_dim, num_classes, noise, abstraction
+        self.clutter = clutter
         self.shape_emb = rng.standard_normal((len(SHAPES), feat_dim), dtype=np.float32)
         self.color_emb = rng.standard_normal((len(COLORS), feat_dim), dtype=np.float32) * 0.8
         self.size_emb = rng.standard_normal((len(SIZES), feat_dim), dtype=np.float32) * 0.5
@@ -134,8 +161,9 @@ class Detector:
         per_image = []
         for s in scenes:
             k = len(s.shape)
-            dup = np.flatnonzero(rng.random(k) < 0.5)
-            n_stuff = int(rng.integers(2, 9))
+            # clutter scales the duplicate detections (50% of objects at 1) and background regions (2-8 at 1)
+            dup = np.flatnonzero(rng.random(k) < 0.5 * self.clutter)
+            n_stuff = int(round(rng.integers(2, 9) * self.clutter))
             obj = np.concatenate([np.arange(k), dup])  # which object each object-region shows
             jitter = np.where(np.arange(len(obj)) < k, 0.05, 0.12)[:, None]
             wh = (s.boxes[obj, 2:] - s.boxes[obj, :2])
@@ -171,6 +199,9 @@ class Detector:
             feats += tmp
         del tmp
         np.maximum(feats, 0, out=feats)  # BUTD features are post-ReLU
+        if self.abstraction < 1.0:
+            feats *= np.float32(self.abstraction)
+            self._add_symbolic(feats, is_obj, shape, color, size, stuff, np.float32(1.0 - self.abstraction))
         probs = self._class_probs(is_obj, shape, stuff, rng)
         # the store keeps float16; torch converts several times faster than numpy
         feats = torch.from_numpy(feats).half().numpy()
@@ -180,6 +211,22 @@ class Detector:
             end = start + len(p[0])
             yield RegionRecord(str(s.image_id), feats[start:end], p[1], float(s.width), float(s.height), probs[start:end])
             start = end
+
+    def _add_symbolic(self, feats, is_obj, shape, color, size, stuff, weight) -> None:
+        """Adds ``weight`` x the word-level code: one coordinate per attribute value (shape, colour,
+        size; stuff kind for background regions), at 3x the entangled features' scale.
+
+        Each word of the captions then has a feature coordinate of its own, as if the detector output
+        the words' labels: the low-abstraction end of the modality-misalignment knob. Coordinates wrap
+        around when ``feat_dim`` < 34 (tests' tiny features)."""
+        rows = np.arange(len(feats))
+        scale = np.float32(3.0) * weight
+        offsets = (0, len(SHAPES), len(SHAPES) + len(COLORS))
+        for offset, values in zip(offsets, (shape, color, size)):
+            idx = (offset + values[is_obj]) % self.feat_dim
+            np.add.at(feats, (rows[is_obj], idx), scale)
+        base = len(SHAPES) + len(COLORS) + len(SIZES)
+        np.add.at(feats, (rows[~is_obj], (base + stuff[~is_obj]) % self.feat_dim), scale)
 
     def _class_probs(self, is_obj, shape, stuff, rng) -> np.ndarray:
         n, C = len(is_obj), self.num_classes
@@ -293,6 +340,11 @@ def make_question(s: Scene, qtype: str, rng: np.random.Generator) -> Optional[tu
         left = s.centers[a, 0] < s.centers[b, 0]
         ans = "yes" if left == (rel == "left of") else "no"
         return f"is the {s.name(a)} {rel} the {s.name(b)}?", ans, "yes/no"
+    if qtype == "count_all":
+        return "how many objects are there?", str(k), "number"
+    if qtype == "same_color":
+        ans = "yes" if len(set(s.color.tolist())) < k else "no"
+        return "are any two objects the same color?", ans, "yes/no"
     if qtype == "rel_color":
         t = _relational_target(s, rng)
         if t is None:
@@ -359,6 +411,10 @@ def generate(
     num_classes: int = 1601,
     questions_per_image: int = 5,
     detector_seed: int = 1234,
+    abstraction: float = 1.0,
+    noise: float = 0.6,
+    clutter: float = 1.0,
+    question_types: Optional[tuple[str, ...]] = None,
 ) -> dict:
     """Writes the synthetic benchmark into ``out_dir`` (layout in the module docstring).
 
@@ -366,6 +422,10 @@ def generate(
         The manifest (also written to ``out_dir/manifest.json``): paths relative to ``out_dir`` and
         statistics, including ``text_only_vqa_accuracy``.
     """
+    qtypes = tuple(question_types) if question_types else QUESTION_TYPES
+    unknown = [q for q in qtypes if q not in QUESTION_TYPES + EXTRA_QUESTION_TYPES]
+    if unknown:
+        raise ValueError(f"unknown question types {unknown}; choose from {QUESTION_TYPES + EXTRA_QUESTION_TYPES}")
     if num_images < 10:
         raise ValueError(f"num_images must be at least 10 (to fill every split), got {num_images}")
     t0 = time.perf_counter()
@@ -379,7 +439,7 @@ def generate(
     split = np.empty(num_images, dtype=object)
     split[perm[:n_train]], split[perm[n_train:n_train + n_val]], split[perm[n_train + n_val:]] = "train", "val", "test"
 
-    detector = Detector(feat_dim, num_classes, detector_seed)
+    detector = Detector(feat_dim, num_classes, detector_seed, noise=noise, abstraction=abstraction, clutter=clutter)
     det_rng = np.random.default_rng([seed, 2])
 
     def records() -> Iterator[RegionRecord]:
@@ -404,10 +464,12 @@ def generate(
         vqa_split = "train2014" if sp == "train" else "val2014"
         for q in range(questions_per_image):
             made = None
-            for qtype in lang.permutation(QUESTION_TYPES):  # fall back when a scene cannot pose one
+            for qtype in lang.permutation(qtypes):  # fall back when a scene cannot pose one
                 made = make_question(s, str(qtype), lang)
                 if made:
                     break
+            if made is None:  # no type of the chosen set fits this scene (only with a narrow set)
+                continue
             text, answer, atype = made
             qid = s.image_id * 100 + q
             qtype_counts[str(qtype)] += 1
@@ -464,6 +526,8 @@ def generate(
     manifest = {
         "generator": "switchbert.data.synth", "version": 1, "seed": seed, "num_images": num_images,
         "feat_dim": feat_dim, "num_classes": num_classes, "detector_seed": detector_seed,
+        "abstraction": abstraction, "noise": noise, "clutter": clutter,
+        "question_types": list(qtypes),
         **paths,
         "stats": {
             "splits": {k: int((split == k).sum()) for k in ("train", "val", "test")},

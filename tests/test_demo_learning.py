@@ -1,0 +1,101 @@
+"""The demo's pieces that say what its numbers mean: the seeds' verdict, the progress estimate, and
+the synthetic benchmark's knobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from switchbert.data.synth import COLORS, NUMBER_WORDS, SHAPES, SIZES, Detector, make_scenes
+from switchbert.demo import DemoResult, Progress, compare_models
+
+
+def _result(a: list[float], b: list[float]) -> DemoResult:
+    r = DemoResult(out_dir=Path("."), report=Path("r.md"), seeds=list(range(len(a))))
+    r.per_seed = {"Switch-BERT": [{"vqa": {"val": {"accuracy": v}}} for v in a],
+                  "UNITER": [{"vqa": {"val": {"accuracy": v}}} for v in b]}
+    return r
+
+
+def test_verdict_beyond_within_and_one_seed():
+    chance = {"vqa": {"val": {"accuracy": 40.0}}}
+    beyond = compare_models(_result([70.0, 72.0], [60.0, 61.0]), chance)
+    assert "Switch-BERT beats UNITER by 10.5 points, beyond the spread" in beyond
+    assert "Switch-BERT and UNITER above it" in beyond
+    reverse = compare_models(_result([60.0, 61.0], [70.0, 72.0]), chance)
+    assert "UNITER beats Switch-BERT" in reverse
+    within = compare_models(_result([60.0, 70.0], [64.0, 66.0]), chance)
+    assert "within the spread" in within and "neither beats the other" in within
+    one = compare_models(_result([60.0], [64.0]), chance)
+    assert "one seed" in one
+    at_prior = compare_models(_result([40.5, 41.5], [40.0, 42.0]), chance)
+    assert "neither model clearly above it" in at_prior
+
+
+def test_progress_reports_share_and_time_left(monkeypatch):
+    clock = iter([0.0, 0.0, 10.0, 30.0])
+    monkeypatch.setattr("switchbert.demo.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    p = Progress([("a", 1.0), ("b", 3.0)], echo=lines.append)
+    p.start()
+    p.finish()
+    p.start()
+    assert lines[0].startswith("[demo 1/2   0%] a") and "estimating" in lines[0]
+    # 10 s for weight 1 of 4: 30 s to go
+    assert lines[1].startswith("[demo 2/2  25%] b") and "about 30s left" in lines[1]
+
+
+def test_abstraction_zero_gives_word_level_features():
+    rng = np.random.default_rng(0)
+    scenes = make_scenes(20, rng)
+    det = Detector(64, 40, abstraction=0.0, clutter=0.0)
+    for scene, rec in zip(scenes, det.detect(scenes, np.random.default_rng(1))):
+        feats = rec.features.astype(np.float32)
+        assert len(feats) == len(scene.shape)  # no clutter: one region per object
+        for f in feats:
+            on = np.flatnonzero(f > 0)
+            assert len(on) == 3 and np.allclose(f[on], 3.0)  # one shape, one colour, one size coordinate
+            shape, color, size = on[0], on[1] - len(SHAPES), on[2] - len(SHAPES) - len(COLORS)
+            assert shape < len(SHAPES) and color < len(COLORS) and size < len(SIZES)
+        # the regions are the scene's objects, in some order
+        got = sorted((int(np.flatnonzero(f > 0)[0]), int(np.flatnonzero(f > 0)[1]) - len(SHAPES)) for f in feats)
+        assert got == sorted(zip(scene.shape.tolist(), scene.color.tolist()))
+
+
+def test_abstraction_one_is_entangled_and_clutter_adds_regions():
+    rng = np.random.default_rng(0)
+    scenes = make_scenes(30, rng)
+    plain = list(Detector(64, 40).detect(scenes, np.random.default_rng(1)))
+    assert sum(len(r.features) for r in plain) > sum(len(s.shape) for s in scenes)  # duplicates and stuff
+    dense = np.concatenate([r.features for r in plain]).astype(np.float32)
+    assert (dense > 0).mean() > 0.3  # spread over every coordinate, not a few word coordinates
+
+
+def test_collapse_to_the_text_prior_is_flagged():
+    chance = {"vqa": {"val": {"accuracy": 42.0}}}
+    text = compare_models(_result([43.0, 44.0], [70.0, 72.0]), chance)
+    assert "**Warning**: Switch-BERT's vqa score (43.5) is within 3 points of the text-only prior" in text
+    assert "UNITER's vqa" not in text
+
+
+def test_intra_modal_family_asks_image_only_questions(tmp_path):
+    import json
+
+    from switchbert.data.synth import QUESTION_FAMILIES, generate
+
+    m = generate(tmp_path, 20, seed=0, feat_dim=16, num_classes=30, questions_per_image=3,
+                 question_types=QUESTION_FAMILIES["intra_modal"], abstraction=0.0, clutter=0.0)
+    assert set(m["stats"]["question_types"]) == {"count_all", "same_color"}
+    qs = json.loads((tmp_path / m["vqa_train_questions"]).read_text())["questions"]
+    assert {q["question"] for q in qs} <= {"how many objects are there?", "are any two objects the same color?"}
+    # the counts are the scene's object counts: with clutter 0, one region per object
+    from switchbert.data import open_feature_store
+
+    store = open_feature_store(tmp_path / m["features"])
+    anns = json.loads((tmp_path / m["vqa_train_annotations"]).read_text())["annotations"]
+    text = {q["question_id"]: q["question"] for q in qs}
+    for a in anns:
+        if text[a["question_id"]].startswith("how many"):
+            n = len(store.get(str(a["image_id"])).features)
+            assert a["multiple_choice_answer"] in (str(n), NUMBER_WORDS[n])
