@@ -1,6 +1,8 @@
 """Commands ``pretrain``, ``finetune``, ``evaluate`` and ``report``.
 
-    switchbert pretrain configs/pretrain/switchbert.yaml train.lr=2e-4 [--resume]
+    switchbert pretrain configs/pretrain/switchbert.yaml train.lr=2e-4 [--resume] [-v]
+
+Options, the positional and the overrides may come in any order.
     switchbert finetune configs/vqa/switchbert.yaml model.init_from=runs/pretrain/switchbert [--resume]
     switchbert evaluate runs/vqa/switchbert-seed0 [--splits val test] [--checkpoint DIR]
     switchbert report runs/*/ --out table.md
@@ -68,9 +70,22 @@ def run_train(args: argparse.Namespace, stage: str) -> int:
     return 0
 
 
+def _config_first(args: argparse.Namespace) -> argparse.Namespace:
+    """``pretrain a=1 CONFIG``: argparse took the first positional as CONFIG; the YAML is the one without '='."""
+    if "=" in args.config:
+        plain = [o for o in args.overrides if "=" not in o]
+        if len(plain) == 1:
+            rest = [o for o in args.overrides if "=" in o]
+            args.overrides, args.config = [args.config] + rest, plain[0]
+    return args
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from switchbert.train.evaluate import evaluate
 
+    if args.splits:  # `--splits val a=1`: nargs="+" took the override too; it is one
+        args.overrides = list(args.overrides) + [s for s in args.splits if "=" in s]
+        args.splits = [s for s in args.splits if "=" not in s] or None
     run = Path(args.run)
     config_path = run / "config.yaml" if run.is_dir() else run
     config = load_config(config_path, args.overrides)
@@ -124,10 +139,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     """Adds ``pretrain``, ``finetune``, ``evaluate`` and ``report`` to the ``switchbert`` command."""
     p = subparsers.add_parser("pretrain", help="pretrain on image-caption pairs (MLM + MRC-KL + ITM)")
     _add_train_args(p)
-    p.set_defaults(func=lambda a: run_train(a, "pretrain"))
+    p.set_defaults(func=lambda a: run_train(_config_first(a), "pretrain"))
     p = subparsers.add_parser("finetune", help="fine-tune on VQA, retrieval or referring expressions")
     _add_train_args(p)
-    p.set_defaults(func=lambda a: run_train(a, "finetune"))
+    p.set_defaults(func=lambda a: run_train(_config_first(a), "finetune"))
     p = subparsers.add_parser("evaluate", help="score a checkpoint on its task's splits; writes result files")
     _add_eval_args(p)
     p.set_defaults(func=run_evaluate)
@@ -138,26 +153,22 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def _main(prog: str, add_args: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int],
           argv: Optional[Sequence[str]]) -> int:
-    parser = argparse.ArgumentParser(prog=f"switchbert {prog}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
+    from switchbert.cli import ArgumentParser, add_verbose, run_command
+
+    parser = ArgumentParser(prog=f"switchbert {prog}")
+    add_verbose(parser, top=True)
     add_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    try:
-        return int(run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        if args.verbose:
-            raise
-        print(f"switchbert {prog}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(f"switchbert {prog}", run, args)
 
 
 def pretrain_main(argv: Optional[Sequence[str]] = None) -> int:
-    return _main("pretrain", _add_train_args, lambda a: run_train(a, "pretrain"), argv)
+    return _main("pretrain", _add_train_args, lambda a: run_train(_config_first(a), "pretrain"), argv)
 
 
 def finetune_main(argv: Optional[Sequence[str]] = None) -> int:
-    return _main("finetune", _add_train_args, lambda a: run_train(a, "finetune"), argv)
+    return _main("finetune", _add_train_args, lambda a: run_train(_config_first(a), "finetune"), argv)
 
 
 def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:

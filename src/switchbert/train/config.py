@@ -16,6 +16,7 @@ before any work) checks that every file the task needs exists. docs/training.md 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -277,8 +278,10 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         where = prefix.rstrip(".") or "top level"
+        close = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]} (in {where}; known keys: {', '.join(sorted(known))})"
+            f"{source}: unknown key {prefix}{unknown[0]} ({hint}in {where}; known keys: {', '.join(sorted(known))})"
         )
     kwargs = {}
     for name, value in raw.items():
