@@ -88,6 +88,24 @@ def test_report_name():
     assert from_dict({"task": "vqa", "name": "x"}).report_name == "x"
 
 
+def test_report_name_tells_recipes_apart_and_keeps_seeds_together():
+    base = {"task": "vqa", "model": {"preset": "uniter-base", "init_from": "runs/pretrain/uniter"},
+            "train": {"lr": 2e-5, "epochs": 3}, "output_dir": "runs/vqa/uniter-seed0"}
+    a = from_dict(base)
+    assert a.report_name.startswith("uniter-") and len(a.report_name) == len("uniter-") + 6
+    # Seeds, output directories, data paths and logging do not change the name ...
+    same = from_dict({**base, "output_dir": "/abs/runs/vqa/uniter-seed1", "train": {**base["train"], "seed": 1,
+                      "log_every": 7, "progress": False}, "data": {"root": "/elsewhere", "num_workers": 4}})
+    assert same.report_name == a.report_name
+    # ... a different recipe (an override) does, and so does a model override.
+    assert from_dict({**base, "train": {**base["train"], "lr": 5e-5}}).report_name != a.report_name
+    assert from_dict({**base, "model": {**base["model"], "overrides": {"top_k": 2}}}).report_name != a.report_name
+    # BERT weights or random weights: two recipes.
+    nb = {"task": "vqa", "model": {"preset": "switchbert-base", "bert_dir": "/b"}}
+    assert from_dict(nb).report_name.startswith("switchbert-nopretrain-")
+    assert from_dict(nb).report_name == from_dict({**nb, "model": {**nb["model"], "bert_dir": "/c"}}).report_name
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["train.bogus=1"], "unknown key train.bogus"),
     (["bogus=1"], "unknown key bogus"),

@@ -183,13 +183,57 @@ class ExperimentConfig:
     @property
     def report_name(self) -> str:
         """The model's name in result records: ``name``, else the preset without ``-base``, with
-        ``-nopretrain`` for a fine-tuning run that starts from BERT only."""
+        ``-nopretrain`` for a fine-tuning run that starts from BERT only, and ``-<recipe_hash>`` when the
+        recipe differs from the defaults, so two runs of one preset with different recipes (overrides)
+        are two rows of ``switchbert report``, while the seeds of one recipe share a row."""
         if self.name:
             return self.name
         base = self.model.preset.removesuffix("-base")
         if self.task != "pretrain" and self.model.init_from is None:
             base += "-nopretrain"
-        return base
+        digest = self.recipe_hash
+        return f"{base}-{digest}" if digest else base
+
+    @property
+    def recipe_hash(self) -> str:
+        """6 hex digits of the recipe: every key whose value differs from the default, except the seed,
+        paths and settings that do not change what is trained (:data:`NOT_RECIPE`). "" for the defaults."""
+        import hashlib
+        import json
+
+        ours, default = _flatten(self.to_dict()), _flatten(ExperimentConfig(task=self.task).to_dict())
+        for d in (ours, default):  # bert_dir is a path; whether BERT weights are used is the recipe
+            d["model.bert_dir?"] = d.get("model.bert_dir") is not None  # (init_from: the -nopretrain suffix)
+        changed = {k: v for k, v in ours.items() if k not in NOT_RECIPE and v != default.get(k, _MISSING)}
+        if not changed:
+            return ""
+        text = json.dumps(changed, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+_MISSING = object()
+
+NOT_RECIPE: frozenset[str] = frozenset({
+    # which run and where: the seed is what report aggregates over; paths differ between machines
+    "task", "name", "output_dir", "train.seed", "model.preset", "model.bert_dir", "model.init_from",
+    "data.root", "data.features", "data.cc_train", "data.cc_valid", "data.vqa_train_questions",
+    "data.vqa_train_annotations", "data.vqa_val_questions", "data.vqa_val_annotations", "data.vqa_test_questions",
+    "data.vqa_test_std_questions", "data.vqa_answer_vocab", "data.flickr_train", "data.flickr_val",
+    "data.flickr_test", "data.refcoco_refs", "data.refcoco_instances", "data.refcoco_gt_features",
+    # how the run is executed and logged, not what it learns
+    "data.num_workers", "train.stop_after", "train.log_every", "train.checkpoint_every", "train.progress",
+    "train.tensorboard", "train.device", "train.compile", "train.route_active_threshold",
+    "eval.batch_size", "eval.splits",
+})
+"""Config keys left out of :attr:`ExperimentConfig.recipe_hash` (and so of the default record name)."""
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (``model.overrides`` gives one key per override)."""
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 REQUIRED_PATHS: dict[str, tuple[str, ...]] = {

@@ -59,7 +59,8 @@ def evaluate(
         {split: {metric: value}}.
     """
     ctx = init_distributed(config.train.device)
-    ckpt = resolve_checkpoint(Path(checkpoint) if checkpoint is not None else Path(config.output_dir))
+    # Absolute: records and metrics.json name the checkpoint wherever the report is later made from.
+    ckpt = resolve_checkpoint(Path(checkpoint) if checkpoint is not None else Path(config.output_dir)).resolve()
     runtime = {k: v for k, v in model_overrides(config).items() if k in _RUNTIME_FIELDS}
     model = load_pretrained(ckpt, **runtime).to(ctx.device).eval()
     task = build_task(config, model.config, ctx)
