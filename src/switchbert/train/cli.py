@@ -45,7 +45,8 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the markdown table here too")
     p.add_argument("--no-paper", action="store_true", help="leave out the paper's rows")
     p.add_argument("--column", action="append", default=None, metavar="TITLE=TASK:METRIC",
-                   help="a column (repeatable; replaces the default Table 3 columns), e.g. 'VQAv2 val=vqa:accuracy_val'")
+                   help="a column (repeatable; replaces the default Table 3 columns, which use the splits the "
+                        "records have: VQAv2 val when there is no test-dev record), e.g. 'VQAv2 val=vqa:accuracy_val'")
     p.add_argument("--decimals", type=int, default=1)
 
 
@@ -103,7 +104,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from switchbert.io import atomic_write_text
-    from switchbert.metrics import TABLE3_COLUMNS, aggregate_runs, format_table3, load_records
+    from switchbert.metrics import aggregate_runs, format_table3, load_records
     from switchbert.train.evaluate import RESULTS_NAME
 
     files = []
@@ -112,7 +113,7 @@ def run_report(args: argparse.Namespace) -> int:
         if not f.is_file():
             raise FileNotFoundError(f"{f}: no result records (run `switchbert evaluate` on the run first)")
         files.append(f)
-    columns = TABLE3_COLUMNS
+    columns = None  # metrics.default_columns: Table 3's, on the splits the records have (VQA: val)
     if args.column:
         columns = tuple(_parse_column(c) for c in args.column)
     records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in load_records(files)]
