@@ -71,6 +71,11 @@ class DataSection:
     num_workers: int = 0
     # Train on a random fraction of the training items (paper: 25% / 50% pretraining study).
     fraction: float = 1.0
+    # Hold out this fraction of the TRAINING images as split "heldout" and select the model on it, for a
+    # user whose only annotated held-out set is their test set (0 = off; docs/training.md). The held-out
+    # images are fixed by val_from_train_seed (not train.seed), so every seed of a recipe shares them.
+    val_from_train: float = 0.0
+    val_from_train_seed: int = 0
     skip_bad: bool = False
     # pretrain (Conceptual Captions JSON: image id -> caption)
     cc_train: Optional[str] = None
@@ -432,6 +437,8 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
         bad("train.batch_size", f"{t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
     if not 0.0 < d.fraction <= 1.0:
         bad("data.fraction", f"must be in (0, 1], got {d.fraction}")
+    if not 0.0 <= d.val_from_train < 1.0:
+        bad("data.val_from_train", f"is the fraction of training images held out, in [0, 1), got {d.val_from_train}")
     if not t.lr > 0:
         bad("train.lr", f"must be > 0, got {t.lr}")
     if t.weight_decay < 0:
