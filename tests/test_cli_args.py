@@ -148,3 +148,20 @@ def test_misspelt_config_key_suggests(tmp_path):
     cfg.write_text("task: vqa\nmodle:\n  preset: uniter-tiny\n")
     with pytest.raises(ConfigError, match=r"unknown key modle \(did you mean model\?"):
         load_config(cfg)
+
+
+def test_report_splits_one_model_run_with_two_recipes(tmp_path, capsys):
+    import json
+
+    recs = [{"model": "uniter", "task": "vqa", "metric": "accuracy_val", "seed": s, "value": v, "recipe": r}
+            for s, v, r in ((0, 50.0, "aaaaaa"), (1, 52.0, "aaaaaa"), (0, 40.0, "bbbbbb"))]
+    recs.append({"model": "uniter", "task": "refexp", "metric": "accuracy_val", "seed": 0, "value": 30.0,
+                 "recipe": "cccccc"})
+    f = tmp_path / "r.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert main(["report", str(f), "--no-paper"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| UNITER")]
+    # Not averaged as seeds: one row per VQA recipe; the single-recipe task stays on the plain name.
+    assert any("(uniter@aaaaaa) | ours | 51.0 ± 1.41 (n=2)" in r for r in rows), rows
+    assert any("(uniter@bbbbbb) | ours | 40.0 (n=1)" in r for r in rows), rows
+    assert any(r.startswith("| UNITER | ours | – |") and "30.0 (n=1)" in r for r in rows), rows

@@ -107,9 +107,10 @@ def test_vqa_finetune_and_evaluate(vqa_run, synth):
     assert {r["metric"] for r in records} == {"accuracy_val", "target_score_val"}
     from switchbert.train.config import load_config
 
-    name = load_config(vqa_run / "config.yaml").report_name  # preset + recipe hash (the run has overrides)
-    assert name.startswith("switchbert-tiny-")
-    assert all(r["model"] == name and r["seed"] == 0 for r in records)
+    config = load_config(vqa_run / "config.yaml")
+    assert config.report_name.startswith("switchbert-tiny")  # + a hash of its model overrides, if any
+    assert all(r["model"] == config.report_name and r["seed"] == 0 for r in records)
+    assert all(r["recipe"] == config.recipe_hash and len(r["recipe"]) == 6 for r in records)
 
 
 

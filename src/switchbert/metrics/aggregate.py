@@ -139,14 +139,16 @@ _ALIASES = {
     "switchbertscratch": "switchbertnopretrain",
 }
 
-# A default record name ends with the recipe's 6-hex hash (ExperimentConfig.report_name).
+# A default record name may end with a 6-hex hash of the model section (ExperimentConfig.report_name),
+# and `switchbert report` adds "@<recipe>" when one model ran one task with several recipes.
 _RECIPE_SUFFIX = re.compile(r"-[0-9a-f]{6}$")
+_REPORT_SUFFIX = re.compile(r"@[^@]*$")
 
 
 def canonical_model_name(name: str) -> str:
-    """Lower case, letters and digits only, the recipe hash and common aliases folded:
-    "VL-BERT" -> "vlbert", "uniter-3fa2c1" -> "uniter"."""
-    key = re.sub(r"[^a-z0-9]", "", _RECIPE_SUFFIX.sub("", name.lower()))
+    """Lower case, letters and digits only, the hash suffixes and common aliases folded:
+    "VL-BERT" -> "vlbert", "uniter-3fa2c1" -> "uniter", "uniter@9f8e7d" -> "uniter"."""
+    key = re.sub(r"[^a-z0-9]", "", _RECIPE_SUFFIX.sub("", _REPORT_SUFFIX.sub("", name.lower())))
     return _ALIASES.get(key, key)
 
 
@@ -245,8 +247,8 @@ def format_table3(
         key = canonical_model_name(model)
         paper = PAPER_TABLE3.get(key)
         # Our name as recorded (it carries the recipe hash), with the paper's name when it is one of its models.
-        display = model if paper is None else (f"{paper.name} ({model})" if _RECIPE_SUFFIX.search(model)
-                                               else paper.name)
+        plain = re.sub(r"[^a-z0-9]", "", model.lower()) == key  # "switchbert", "VL-BERT": the paper's name
+        display = model if paper is None else (paper.name if plain else f"{paper.name} ({model})")
         cells = [_fmt_ours(summaries.get((model, c.task, c.metric)), decimals) for c in columns]
         lines.append("| " + " | ".join([display, "ours", *cells]) + " |")
         if include_paper and paper is not None and key not in shown:

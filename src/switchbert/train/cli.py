@@ -116,13 +116,32 @@ def run_report(args: argparse.Namespace) -> int:
     columns = None  # metrics.default_columns: Table 3's, on the splits the records have (VQA: val)
     if args.column:
         columns = tuple(_parse_column(c) for c in args.column)
-    records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in load_records(files)]
+    raw = load_records(files)
+    records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in raw]
+    records = _split_recipes(records, [r.get("recipe") for r in raw])
     table = format_table3(aggregate_runs(records), columns=columns, include_paper=not args.no_paper,
                           decimals=args.decimals)
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")
     return 0
+
+
+def _split_recipes(records: list[dict], recipes: list) -> list[dict]:
+    """One model run on one task with different training recipes (``recipe`` of the records, e.g. two
+    learning rates) would be averaged as if they were seeds: name each recipe's rows ``MODEL@RECIPE``."""
+    seen: dict[tuple, set] = {}
+    for r, recipe in zip(records, recipes):
+        seen.setdefault((r["model"], r["task"]), set()).add(recipe)
+    mixed = {k for k, v in seen.items() if len(v) > 1}
+    if not mixed:
+        return records
+    for model, task in sorted(mixed, key=str):
+        logging.getLogger(__name__).warning(
+            "report: %s on %s was run with %d recipes; one row each (%s@<recipe>)", model, task,
+            len(seen[(model, task)]), model)
+    return [dict(r, model=f"{r['model']}@{recipe or 'default'}") if (r["model"], r["task"]) in mixed else r
+            for r, recipe in zip(records, recipes)]
 
 
 def _parse_column(text: str):

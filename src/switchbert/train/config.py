@@ -188,28 +188,35 @@ class ExperimentConfig:
     @property
     def report_name(self) -> str:
         """The model's name in result records: ``name``, else the preset without ``-base``, with
-        ``-nopretrain`` for a fine-tuning run that starts from BERT only, and ``-<recipe_hash>`` when the
-        recipe differs from the defaults, so two runs of one preset with different recipes (overrides)
-        are two rows of ``switchbert report``, while the seeds of one recipe share a row."""
+        ``-nopretrain`` for a fine-tuning run that starts from BERT only, and ``-<model hash>`` when the
+        model section differs from the preset (``model.overrides``, random instead of BERT weights), so
+        two variants of one preset are two rows of ``switchbert report``. The name is the same for every
+        task, so one model's VQA, retrieval and RefCOCO+ runs fill one row; runs of one model and task
+        with different training recipes are told apart by the record's ``recipe`` (:attr:`recipe_hash`)."""
         if self.name:
             return self.name
         base = self.model.preset.removesuffix("-base")
         if self.task != "pretrain" and self.model.init_from is None:
             base += "-nopretrain"
-        digest = self.recipe_hash
+        digest = self._hash(lambda k: k.startswith("model."))
         return f"{base}-{digest}" if digest else base
 
     @property
     def recipe_hash(self) -> str:
         """6 hex digits of the recipe: every key whose value differs from the default, except the seed,
-        paths and settings that do not change what is trained (:data:`NOT_RECIPE`). "" for the defaults."""
+        paths and settings that do not change what is trained (:data:`NOT_RECIPE`). "" for the defaults.
+        The seeds of one recipe share it; result records carry it as ``recipe``."""
+        return self._hash(lambda k: True)
+
+    def _hash(self, keep: Any) -> str:
         import hashlib
         import json
 
         ours, default = _flatten(self.to_dict()), _flatten(ExperimentConfig(task=self.task).to_dict())
         for d in (ours, default):  # bert_dir is a path; whether BERT weights are used is the recipe
             d["model.bert_dir?"] = d.get("model.bert_dir") is not None  # (init_from: the -nopretrain suffix)
-        changed = {k: v for k, v in ours.items() if k not in NOT_RECIPE and v != default.get(k, _MISSING)}
+        changed = {k: v for k, v in ours.items()
+                   if k not in NOT_RECIPE and keep(k) and v != default.get(k, _MISSING)}
         if not changed:
             return ""
         text = json.dumps(changed, sort_keys=True, default=str)
@@ -220,7 +227,7 @@ _MISSING = object()
 
 NOT_RECIPE: frozenset[str] = frozenset({
     # which run and where: the seed is what report aggregates over; paths differ between machines
-    "task", "name", "output_dir", "train.seed", "model.preset", "model.bert_dir", "model.init_from",
+    "name", "output_dir", "train.seed", "model.preset", "model.bert_dir", "model.init_from",
     "data.root", "data.features", "data.cc_train", "data.cc_valid", "data.vqa_train_questions",
     "data.vqa_train_annotations", "data.vqa_val_questions", "data.vqa_val_annotations", "data.vqa_test_questions",
     "data.vqa_test_std_questions", "data.vqa_answer_vocab", "data.flickr_train", "data.flickr_val",
