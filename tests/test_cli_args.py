@@ -165,3 +165,14 @@ def test_report_splits_one_model_run_with_two_recipes(tmp_path, capsys):
     assert any("(uniter@aaaaaa) | ours | 51.0 ± 1.41 (n=2)" in r for r in rows), rows
     assert any("(uniter@bbbbbb) | ours | 40.0 (n=1)" in r for r in rows), rows
     assert any(r.startswith("| UNITER | ours | – |") and "30.0 (n=1)" in r for r in rows), rows
+
+
+def test_misspelt_preset_and_model_field_suggest(tmp_path):
+    from switchbert.train.config import ConfigError, load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task: vqa\nmodel:\n  preset: uniter-tiny\n")
+    with pytest.raises(ConfigError, match=r"did you mean model\.overrides\.top_k\?"):
+        load_config(cfg, ["model.overrides.topk=2"])
+    with pytest.raises(ConfigError, match=r"did you mean uniter-mini\?"):
+        load_config(cfg, ["model.preset=uniter-mimi"])

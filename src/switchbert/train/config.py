@@ -498,7 +498,19 @@ def _validate_model(config: ExperimentConfig, source: str) -> None:
     if m.preset in RETIRED_PRESETS:
         raise ConfigError(f"{source}: model.preset: preset {m.preset!r} was retired: {RETIRED_PRESETS[m.preset]}")
     if m.preset not in PRESETS:
-        raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}; available: {', '.join(sorted(PRESETS))}")
+        close = difflib.get_close_matches(m.preset, list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}{hint}; "
+                          f"available: {', '.join(sorted(PRESETS))}")
+    from switchbert.config import ModelConfig
+
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key in m.overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean model.overrides.{close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: model.overrides: unknown ModelConfig fields [{key!r}]{hint}; "
+                              f"known fields: {', '.join(fields)}")
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}
     try:
         get_config(m.preset, **overrides)
