@@ -176,3 +176,10 @@ def test_misspelt_preset_and_model_field_suggest(tmp_path):
         load_config(cfg, ["model.overrides.topk=2"])
     with pytest.raises(ConfigError, match=r"did you mean uniter-mini\?"):
         load_config(cfg, ["model.preset=uniter-mimi"])
+
+
+def test_a_missing_config_names_only_the_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--resume"])
+    err = capsys.readouterr().err
+    assert "required: config" in err and "key=value" not in err.splitlines()[-1]

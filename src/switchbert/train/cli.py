@@ -27,13 +27,13 @@ from switchbert.train.config import ConfigError, check_paths, load_config
 # ---------------------------------------------------------------------------------------- arguments
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML (docs/training.md lists every key)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=2e-5")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides, e.g. train.lr=2e-5")
     p.add_argument("--resume", action="store_true", help="continue output_dir/last exactly where it stopped")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run directory (with config.yaml) or an experiment YAML")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the run's config")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides of the run's config")
     p.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the run's best/)")
     p.add_argument("--splits", nargs="+", default=None, help="splits to score (default: the task's test splits)")
     p.add_argument("--out", default=None, help="directory for result files (default: OUTPUT_DIR/eval)")
