@@ -116,3 +116,37 @@ def test_flops_over_a_training_log_and_its_plot(tmp_path, capsys):
     assert [s[4] for s in result["series"]] == [4.0, 4.0, 1.0]
     assert main(["route-dynamics", str(run / "metrics.jsonl"), "--out", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "route_dynamics_active.png").stat().st_size > 1024
+
+
+def test_routes_and_flops_take_a_run_directory(workspace, tmp_path, capsys):
+    # A run directory as training writes it: the model lives in best/ (evaluate and init_from read it so).
+    import shutil
+
+    run = tmp_path / "runs" / "vqa"
+    shutil.copytree(workspace / "model", run / "best")
+    assert main(["flops", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "switchbert-tiny"
+    assert main(["routes", str(run), str(workspace / "synth"), "--task", "vqa", "--max-samples", "4",
+                 "--batch-size", "4", "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "routes.json").is_file()
+    assert main(["flops", str(tmp_path / "runs")]) == 2  # neither a model nor a run: a one-line error
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_routes_all_on_a_vqa_only_manifest_writes_vqa(workspace, tmp_path, capsys):
+    synth = workspace / "synth"
+    manifest = json.loads((synth / "manifest.json").read_text())
+    data = tmp_path / "vqa_only"
+    data.mkdir()
+    keep = {k: str(synth / v) for k, v in manifest.items() if k == "features" or k.startswith("vqa_")}
+    (data / "manifest.json").write_text(json.dumps(keep))
+    out = tmp_path / "report"
+    assert main(["routes", str(workspace / "model"), str(data), "--task", "all", "--max-samples", "4",
+                 "--batch-size", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "skipped retrieval: " in text and "'flickr_val'" in text and "skipped refexp: " in text
+    assert set(json.loads((out / "routes.json").read_text())["tasks"]) == {"vqa"}
+    # Asking for a missing task by name stays an error, without KeyError's quotes around the message.
+    assert main(["routes", str(workspace / "model"), str(data), "--task", "retrieval", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has no 'flickr_val'" in err and "error: \"" not in err

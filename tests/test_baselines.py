@@ -396,3 +396,20 @@ def test_single_stream_baselines_take_every_bert_layer(tmp_path, preset):
     assert isinstance(model, SwitchBertModel)
     assert torch.equal(model.layers[2].attention.output.weight, bert["encoder.layer.2.attention.output.dense.weight"])
     assert torch.equal(model.embeddings.text.word_embeddings.weight, bert["embeddings.word_embeddings.weight"])
+
+
+def test_every_baseline_exists_at_every_size_with_switchberts_feature_size():
+    from switchbert.presets import BASELINES, SIZES
+
+    for size in SIZES:
+        ours = switchbert.get_config(f"switchbert-{size}")
+        for baseline in BASELINES:
+            name = f"{baseline}-{size}"
+            assert name in switchbert.PRESETS, name
+            c = switchbert.get_config(name)
+            assert c.name == name
+            # Same inputs and width as Switch-BERT at that size: a comparison needs no overrides.
+            assert c.region_feat_dim == ours.region_feat_dim, name
+            assert c.hidden_size == ours.hidden_size and c.pooler_size == ours.pooler_size, name
+            assert c.max_position == ours.max_position, name
+            assert c.sab_modes == ("J",) and c.sib is None, name  # fixed architectures

@@ -14,6 +14,7 @@ from switchbert.metrics import (
     PAPER_TABLE3,
     aggregate_runs,
     canonical_model_name,
+    default_columns,
     format_table3,
     load_records,
     predict_answers,
@@ -294,9 +295,11 @@ def test_format_table3_layout():
     assert lines[0] == "| Model | Source | VQAv2 test-dev | F30k IR R@1 | F30k TR R@1 | RefCOCO+ |"
     rows = [ln for ln in lines[2:] if ln.startswith("|")]
     # Paper order (VL-BERT before Switch-BERT), unknown models last; a paper row follows each known model.
+    # The paper's other models follow, so its whole Table 3 is beside ours.
     assert [r.split(" | ")[0:2] for r in rows] == [
         ["| VL-BERT", "ours"], ["| VL-BERT", "paper"], ["| Switch-BERT", "ours"], ["| Switch-BERT", "paper"],
-        ["| tiny", "ours"],
+        ["| tiny", "ours"], ["| UNITER", "paper"], ["| VisualBERT", "paper"], ["| LXMERT", "paper"],
+        ["| ViLBERT", "paper"], ["| Switch-BERT, no pretraining", "paper"],
     ]
     assert "70.7 ± 0.62 | 62.2 ± 0.9 | 78.2 ± 1.6 | 72.8 ± 0.45" in rows[3]
     sb_vqa = statistics.stdev([70.1, 70.9, 71.2])
@@ -305,6 +308,29 @@ def test_format_table3_layout():
     assert "ddof=1" in table
     no_paper = format_table3(aggregate_runs(_records()), include_paper=False)
     assert "paper |" not in no_paper
+
+
+def test_report_defaults_to_the_splits_the_records_have():
+    # Records as `switchbert evaluate` writes them: VQA on val (test-dev needs the server), default names.
+    recs = [{"model": "switchbert-tiny-3fa2c1", "task": "vqa", "metric": "accuracy_val", "seed": s, "value": v}
+            for s, v in ((0, 50.0), (1, 52.0))]
+    recs += [{"model": "uniter-0a1b2c", "task": "vqa", "metric": "accuracy_val", "seed": 0, "value": 48.0},
+             {"model": "uniter-0a1b2c", "task": "refexp", "metric": "accuracy_val", "seed": 0, "value": 30.0}]
+    summaries = aggregate_runs(recs)
+    cols = default_columns(summaries)
+    assert [(c.title, c.metric) for c in cols] == [("VQAv2 val", "accuracy_val"), ("F30k IR R@1", "ir_r1"),
+                                                  ("F30k TR R@1", "tr_r1"), ("RefCOCO+ val", "accuracy_val")]
+    table = format_table3(summaries)
+    rows = {tuple(r.split(" | ")[:2]): r for r in table.splitlines() if r.startswith("| ")}
+    assert "51.0 ± 1.41 (n=2)" in rows[("| switchbert-tiny-3fa2c1", "ours")]  # the VQA column is filled
+    # The recipe hash does not hide a paper model; its paper row names the paper's split.
+    assert "48.0 (n=1)" in rows[("| UNITER (uniter-0a1b2c)", "ours")]
+    assert "| 68.8 ± 0.4 (test-dev) | 60.9 ± 0.7 | 76.4 ± 1.3 | 71.9 ± 0.67 (testA) |" in rows[("| UNITER", "paper")]
+    assert len([k for k in rows if k[1] == "paper"]) == 7
+    # A record on test-dev keeps the paper's column as it is.
+    dev = aggregate_runs([dict(recs[0], metric="accuracy_test-dev")])
+    assert default_columns(dev)[0].title == "VQAv2 test-dev"
+    assert canonical_model_name("switchbert-nopretrain-f14550") == "switchbertnopretrain"
 
 
 def test_paper_table_and_names():

@@ -89,6 +89,27 @@ def test_report_name():
     assert from_dict({"task": "vqa", "name": "x"}).report_name == "x"
 
 
+def test_report_name_tells_model_variants_apart_and_recipe_hash_tells_recipes_apart():
+    base = {"task": "vqa", "model": {"preset": "uniter-base", "init_from": "runs/pretrain/uniter"},
+            "train": {"lr": 2e-5, "epochs": 3}, "output_dir": "runs/vqa/uniter-seed0"}
+    a = from_dict(base)
+    assert a.report_name == "uniter" and len(a.recipe_hash) == 6  # the name is the same for every task
+    # Seeds, output directories, data paths and logging change neither ...
+    same = from_dict({**base, "output_dir": "/abs/runs/vqa/uniter-seed1", "train": {**base["train"], "seed": 1,
+                      "log_every": 7, "progress": False}, "data": {"root": "/elsewhere", "num_workers": 4}})
+    assert (same.report_name, same.recipe_hash) == (a.report_name, a.recipe_hash)
+    # ... a training override changes the recipe, a model override the name.
+    lr = from_dict({**base, "train": {**base["train"], "lr": 5e-5}})
+    assert lr.report_name == a.report_name and lr.recipe_hash != a.recipe_hash
+    k2 = from_dict({**base, "model": {**base["model"], "overrides": {"top_k": 2}}})
+    assert k2.report_name.startswith("uniter-") and len(k2.report_name) == len("uniter-") + 6
+    assert from_dict({**base, "task": "refexp", "model": k2.to_dict()["model"]}).report_name == k2.report_name
+    # BERT weights or random weights: two models; which BERT directory: the same one.
+    nb = {"task": "vqa", "model": {"preset": "switchbert-base", "bert_dir": "/b"}}
+    assert from_dict(nb).report_name.startswith("switchbert-nopretrain-")
+    assert from_dict(nb).report_name == from_dict({**nb, "model": {**nb["model"], "bert_dir": "/c"}}).report_name
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["train.bogus=1"], "unknown key train.bogus"),
     (["bogus=1"], "unknown key bogus"),

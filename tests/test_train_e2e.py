@@ -107,7 +107,21 @@ def test_vqa_finetune_and_evaluate(vqa_run, synth):
     assert metrics["val"]["accuracy"] == pytest.approx(expected)
     records = read_jsonl(vqa_run / "results.jsonl")
     assert {r["metric"] for r in records} == {"accuracy_val", "target_score_val"}
-    assert all(r["model"] == "switchbert-tiny" and r["seed"] == 0 for r in records)
+    from switchbert.train.config import load_config
+
+    config = load_config(vqa_run / "config.yaml")
+    assert config.report_name.startswith("switchbert-tiny")  # + a hash of its model overrides, if any
+    assert all(r["model"] == config.report_name and r["seed"] == 0 for r in records)
+    assert all(r["recipe"] == config.recipe_hash and len(r["recipe"]) == 6 for r in records)
+
+
+
+def test_evaluate_records_name_the_checkpoint_absolutely(vqa_run, monkeypatch):
+    # `switchbert evaluate vqa` from the runs directory: a relative run directory, an absolute record.
+    monkeypatch.chdir(vqa_run.parent)
+    assert main(["evaluate", vqa_run.name, "--no-progress", "--splits", "val"]) == 0
+    records = read_jsonl(vqa_run / "results.jsonl")
+    assert records and all(r["checkpoint"] == str((vqa_run / "best").resolve()) for r in records)
 
 
 def test_vqa_evaluating_another_split_keeps_the_first(vqa_run):

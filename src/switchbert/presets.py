@@ -50,6 +50,13 @@ TINY: dict[str, Any] = dict(hidden_size=32, num_heads=4, intermediate_size=64, p
 """The size scheme of ``switchbert-tiny``, shared by every tiny preset (tests and smoke runs)."""
 
 
+SMALL: dict[str, Any] = dict(hidden_size=384, num_heads=12, intermediate_size=1536, pooler_size=512)
+"""The size scheme of ``switchbert-small`` (all-MiniLM-L6-v2's width), shared by every small preset."""
+MINI: dict[str, Any] = dict(hidden_size=128, num_heads=4, intermediate_size=512, pooler_size=128,
+                            region_feat_dim=2048)
+"""The size scheme of ``switchbert-mini``, shared by every mini preset (2048-d BUTD features)."""
+
+
 def lxmert_base() -> ModelConfig:
     """LXMERT: 9 text + 5 region layers, then 5 cross layers; BERT fills 12 of the 14 text slots."""
     return ModelConfig(name="lxmert-base", arch="lxmert", embedding="lxmert", sab_modes=("J",), sib=None,
@@ -60,6 +67,32 @@ def vilbert_base() -> ModelConfig:
     """ViLBERT: 6 text layers, then 6 co-attention blocks (768 wide in both streams, as VOLTA's ctrl)."""
     return ModelConfig(name="vilbert-base", arch="vilbert", embedding="vilbert", sab_modes=("J",), sib=None,
                        text_layers=6, region_layers=0, cross_layers=6)
+
+
+def lxmert_small() -> ModelConfig:
+    """LXMERT's layout at the small width: 4 text + 2 region layers, 2 cross layers; a 6-layer BERT
+    (MiniLM) fills all 6 text slots."""
+    return ModelConfig(name="lxmert-small", arch="lxmert", embedding="lxmert", sab_modes=("J",), sib=None,
+                       text_layers=4, region_layers=2, cross_layers=2, bert_layers=6, **SMALL)
+
+
+def vilbert_small() -> ModelConfig:
+    """ViLBERT's layout at the small width: 3 text layers, then 3 co-attention blocks."""
+    return ModelConfig(name="vilbert-small", arch="vilbert", embedding="vilbert", sab_modes=("J",), sib=None,
+                       text_layers=3, cross_layers=3, **SMALL)
+
+
+def lxmert_mini() -> ModelConfig:
+    """LXMERT's layout at the mini width: 2 text + 1 region layers, 2 cross layers (4 text slots, as
+    switchbert-mini has 4 layers)."""
+    return ModelConfig(name="lxmert-mini", arch="lxmert", embedding="lxmert", sab_modes=("J",), sib=None,
+                       text_layers=2, region_layers=1, cross_layers=2, **MINI)
+
+
+def vilbert_mini() -> ModelConfig:
+    """ViLBERT's layout at the mini width: 2 text layers, then 2 co-attention blocks."""
+    return ModelConfig(name="vilbert-mini", arch="vilbert", embedding="vilbert", sab_modes=("J",), sib=None,
+                       text_layers=2, cross_layers=2, **MINI)
 
 
 def lxmert_tiny() -> ModelConfig:
@@ -105,6 +138,20 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "vlbert-base": _variant(switchbert_base, "vlbert-base", embedding="vlbert", mrc_head_norm=False, **FIXED_JOINT),
     "lxmert-base": lxmert_base,
     "vilbert-base": vilbert_base,
+    # Every baseline at every size of Switch-BERT, with that size's width and region-feature size, so a
+    # comparison at any size needs no overrides (BASELINES, SIZES). Small: MiniLM's width.
+    "uniter-small": _variant(switchbert_small, "uniter-small", embedding="uniter", **FIXED_JOINT),
+    "visualbert-small": _variant(switchbert_small, "visualbert-small", embedding="visualbert", **FIXED_JOINT),
+    "vlbert-small": _variant(switchbert_small, "vlbert-small", embedding="vlbert", mrc_head_norm=False,
+                             **FIXED_JOINT),
+    "lxmert-small": lxmert_small,
+    "vilbert-small": vilbert_small,
+    # Mini: the demo's size, 2048-d features.
+    "uniter-mini": _variant(switchbert_mini, "uniter-mini", embedding="uniter", **FIXED_JOINT),
+    "visualbert-mini": _variant(switchbert_mini, "visualbert-mini", embedding="visualbert", **FIXED_JOINT),
+    "vlbert-mini": _variant(switchbert_mini, "vlbert-mini", embedding="vlbert", mrc_head_norm=False, **FIXED_JOINT),
+    "lxmert-mini": lxmert_mini,
+    "vilbert-mini": vilbert_mini,
     # Tiny versions of every baseline (switchbert-tiny's sizes), for tests and smoke runs.
     "uniter-tiny": _variant(switchbert_tiny, "uniter-tiny", embedding="uniter", **FIXED_JOINT),
     "visualbert-tiny": _variant(switchbert_tiny, "visualbert-tiny", embedding="visualbert", **FIXED_JOINT),
@@ -113,6 +160,12 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "lxmert-tiny": lxmert_tiny,
     "vilbert-tiny": vilbert_tiny,
 }
+
+
+SIZES: tuple[str, ...] = ("tiny", "mini", "small", "base")
+"""The sizes of Switch-BERT; every baseline of :data:`BASELINES` has a preset ``<baseline>-<size>``."""
+BASELINES: tuple[str, ...] = ("uniter", "visualbert", "vlbert", "lxmert", "vilbert")
+"""The models Switch-BERT is compared with in the controlled setting (docs/method.md §5)."""
 
 
 RETIRED_PRESETS: dict[str, str] = {

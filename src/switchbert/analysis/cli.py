@@ -37,7 +37,8 @@ MAX_TEXT = {"vqa": 23, "retrieval": 30, "refexp": 20}
 def register(subparsers: "argparse._SubParsersAction") -> None:
     """Adds ``routes``, ``flops`` and ``route-dynamics``."""
     p = subparsers.add_parser("routes", help="which attention mode and input each layer chooses, per task (paper Fig. 4)")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model directory (written by save_pretrained)")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a model directory (save_pretrained), a checkpoint, or a run directory (its best/, else last/)")
     p.add_argument("data", metavar="DATA", help="directory with manifest.json (e.g. written by `switchbert synth`)")
     p.add_argument("--task", default="all", choices=TASKS + ("all",))
     p.add_argument("--split", default="val",
@@ -52,7 +53,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
     f = subparsers.add_parser("flops", help="forward FLOPs per sample and over a training run vs the fixed baselines (Table 7)")
     f.add_argument("model", metavar="MODEL", nargs="?", default=None,
-                   help="a preset name or a model directory (not needed with --metrics)")
+                   help="a preset name, a model directory or a run directory (not needed with --metrics)")
     f.add_argument("--text-len", type=int, default=38, help="text tokens T incl. [CLS]/[SEP] (default 38)")
     f.add_argument("--regions", type=int, default=36, help="detected regions; R = regions + 1 (IMG) (default 36)")
     f.add_argument("--samples", type=int, default=None,
@@ -87,10 +88,33 @@ def _manifest(data_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+class MissingManifestKey(KeyError):
+    """The manifest names no file for a task (or split) that was asked for."""
+
+    def __init__(self, message: str, task: str):
+        super().__init__(message)
+        self.task = task
+
+    def __str__(self) -> str:  # the message, not KeyError's repr of it
+        return str(self.args[0])
+
+
 def _file(data_dir: Path, manifest: dict, key: str, task: str) -> Path:
     if key not in manifest:
-        raise KeyError(f"{data_dir}/manifest.json has no {key!r}: cannot analyse {task} on this split")
+        raise MissingManifestKey(f"{data_dir}/manifest.json has no {key!r}: cannot analyse {task} on this split",
+                                 task)
     return data_dir / manifest[key]
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """The model directory behind ``path``: a model directory or checkpoint itself, else a run directory's
+    ``best/`` (then ``last/``), as ``switchbert evaluate`` and ``model.init_from`` resolve it."""
+    from switchbert.train.checkpoint import resolve_checkpoint
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model or run directory")
+    return resolve_checkpoint(path)
 
 
 def task_dataset(data_dir: Path, manifest: dict, task: str, split: str, store, tokenizer):
@@ -152,16 +176,27 @@ def run_routes(args: argparse.Namespace) -> int:
     from switchbert.analysis.routes import collect_routes
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_pretrained(args.checkpoint, map_location="cpu").to(device)
+    model = load_pretrained(resolve_model_dir(args.checkpoint), map_location="cpu").to(device)
     if not model.config.switches_attention and model.config.sib is None:
         log.warning("%s is a fixed architecture: every sample takes the same route", model.config.name)
     data = Path(args.data)
     tasks = TASKS if args.task == "all" else (args.task,)
-    stats = {}
+    stats, missing = {}, []
     for task in tasks:
-        batches, n = task_batches(data, task, args.split, args.batch_size, args.max_samples, args.seed)
+        try:
+            batches, n = task_batches(data, task, args.split, args.batch_size, args.max_samples, args.seed)
+        except MissingManifestKey as e:
+            if args.task != "all":
+                raise
+            missing.append((task, str(e)))  # --task all: analyse the tasks the manifest has
+            continue
         log.info("%s/%s: %d samples", task, args.split, n)
         stats[task] = collect_routes(model, batches, device, top_n=args.top, task=f"{task} ({args.split})")
+    for task, why in missing:
+        print(f"skipped {task}: {why}")
+    if not stats:
+        raise ValueError(f"{data}/manifest.json names the files of none of {', '.join(TASKS)} "
+                         f"on split {args.split!r}; see `switchbert routes --help` for its keys")
     files = write_report(args.out, stats, config=model.config)
     for task, s in stats.items():
         top = s.top_architectures[0] if s.top_architectures else None
@@ -184,8 +219,8 @@ def _config(name: str):
     if name in PRESETS or name in RETIRED_PRESETS:  # a retired name: get_config says what replaced it
         return get_config(name)
     if Path(name).is_dir():
-        return read_config(name)
-    raise ValueError(f"{name!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a model directory")
+        return read_config(resolve_model_dir(name))
+    raise ValueError(f"{name!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a model or run directory")
 
 
 def run_flops(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from switchbert.metrics.aggregate import (
     Table3Column,
     aggregate_runs,
     canonical_model_name,
+    default_columns,
     format_table3,
     load_records,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Table3Column",
     "aggregate_runs",
     "canonical_model_name",
+    "default_columns",
     "format_table3",
     "load_records",
     "refexp_accuracy",

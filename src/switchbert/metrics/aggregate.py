@@ -139,11 +139,59 @@ _ALIASES = {
     "switchbertscratch": "switchbertnopretrain",
 }
 
+# A default record name may end with a 6-hex hash of the model section (ExperimentConfig.report_name),
+# and `switchbert report` adds "@<recipe>" when one model ran one task with several recipes.
+_RECIPE_SUFFIX = re.compile(r"-[0-9a-f]{6}$")
+_REPORT_SUFFIX = re.compile(r"@[^@]*$")
+
 
 def canonical_model_name(name: str) -> str:
-    """Lower case, letters and digits only, common aliases folded: "VL-BERT" -> "vlbert"."""
-    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    """Lower case, letters and digits only, the hash suffixes and common aliases folded:
+    "VL-BERT" -> "vlbert", "uniter-3fa2c1" -> "uniter", "uniter@9f8e7d" -> "uniter"."""
+    key = re.sub(r"[^a-z0-9]", "", _RECIPE_SUFFIX.sub("", _REPORT_SUFFIX.sub("", name.lower())))
     return _ALIASES.get(key, key)
+
+
+def _split_of(metric: str) -> Optional[str]:
+    return metric.split("_", 1)[1] if metric.startswith("accuracy_") else None
+
+
+def default_columns(summaries: Mapping[SummaryKey, RunSummary]) -> tuple[Table3Column, ...]:
+    """Table 3's columns, each on a split the records have.
+
+    VQAv2 test-dev accuracy comes only from the evaluation server, so records usually hold
+    ``accuracy_val`` (or ``accuracy_minival``): a default column whose (task, metric) no record has takes
+    the first split of the same task that records do have (VQA: test-std, minival, val, train; RefCOCO+:
+    testB, val), and its title names that split ("VQAv2 val"). Columns with records stay as they are.
+    """
+    have = {(task, metric) for _, task, metric in summaries}
+    fallbacks = {"vqa": ("test-std", "minival", "val", "train"), "refexp": ("testB", "val")}
+    out = []
+    for c in TABLE3_COLUMNS:
+        if (c.task, c.metric) not in have:
+            for split in fallbacks.get(c.task, ()):
+                if (c.task, f"accuracy_{split}") in have:
+                    stem = c.title.split(" ")[0]
+                    c = Table3Column(f"{stem} {split}", c.task, f"accuracy_{split}")
+                    break
+        out.append(c)
+    return tuple(out)
+
+
+def _paper_cell(paper: PaperRow, column: Table3Column) -> str:
+    """The paper's number for ``column``: the same (task, metric), or for an accuracy on another split
+    the paper's split named beside it ("68.8 ± 0.4 (test-dev)"); "–" when the paper has none."""
+    for d in TABLE3_COLUMNS:
+        if d.task != column.task:
+            continue
+        ref = paper.values.get(d.title)
+        if ref is None:
+            continue
+        if d.metric == column.metric:
+            return f"{ref[0]:g} ± {ref[1]:g}"
+        if _split_of(d.metric) is not None and _split_of(column.metric) is not None:
+            return f"{ref[0]:g} ± {ref[1]:g} ({_split_of(d.metric)})"
+    return "–"
 
 
 def _fmt_ours(s: Optional[RunSummary], decimals: int) -> str:
@@ -156,7 +204,7 @@ def _fmt_ours(s: Optional[RunSummary], decimals: int) -> str:
 
 def format_table3(
     summaries: Mapping[SummaryKey, RunSummary],
-    columns: Sequence[Table3Column] = TABLE3_COLUMNS,
+    columns: Optional[Sequence[Table3Column]] = None,
     include_paper: bool = True,
     decimals: int = 1,
 ) -> str:
@@ -164,11 +212,12 @@ def format_table3(
 
     Rows are the models found in ``summaries``: the paper's models first in the paper's order, any
     other model after them, alphabetically. With ``include_paper``, each model the paper reports is
-    followed by a "paper" row with its published mean ± std (only for the default column titles).
+    followed by a "paper" row with its published mean ± std, and the paper's other models follow at the
+    end, so the paper's whole Table 3 is always beside the user's rows.
 
     Args:
         summaries: output of ``aggregate_runs``.
-        columns: which (task, metric) fills each column.
+        columns: which (task, metric) fills each column (default: :func:`default_columns`).
         include_paper: add the paper's numbers beside ours.
         decimals: decimals of the means (stds get one more).
 
@@ -177,6 +226,8 @@ def format_table3(
     """
     if not summaries:
         raise ValueError("format_table3: no results to tabulate")
+    if columns is None:
+        columns = default_columns(summaries)
     models = list(dict.fromkeys(key[0] for key in summaries))
     paper_order = list(PAPER_TABLE3)
     known = sorted((m for m in models if canonical_model_name(m) in PAPER_TABLE3),
@@ -185,20 +236,29 @@ def format_table3(
 
     header = ["Model", "Source", *[c.title for c in columns]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    shown: set[str] = set()
+
+    def paper_line(key: str) -> str:
+        paper = PAPER_TABLE3[key]
+        shown.add(key)
+        return "| " + " | ".join([paper.name, "paper", *[_paper_cell(paper, c) for c in columns]]) + " |"
+
     for model in known + others:
-        paper = PAPER_TABLE3.get(canonical_model_name(model))
-        display = paper.name if paper else model
+        key = canonical_model_name(model)
+        paper = PAPER_TABLE3.get(key)
+        # Our name as recorded (it carries the recipe hash), with the paper's name when it is one of its models.
+        plain = re.sub(r"[^a-z0-9]", "", model.lower()) == key  # "switchbert", "VL-BERT": the paper's name
+        display = model if paper is None else (paper.name if plain else f"{paper.name} ({model})")
         cells = [_fmt_ours(summaries.get((model, c.task, c.metric)), decimals) for c in columns]
         lines.append("| " + " | ".join([display, "ours", *cells]) + " |")
-        if include_paper and paper is not None:
-            ref_cells = []
-            for c in columns:
-                ref = paper.values.get(c.title)
-                ref_cells.append("–" if ref is None else f"{ref[0]:g} ± {ref[1]:g}")
-            lines.append("| " + " | ".join([display, "paper", *ref_cells]) + " |")
+        if include_paper and paper is not None and key not in shown:
+            lines.append(paper_line(key))
+    if include_paper:
+        lines += [paper_line(key) for key in PAPER_TABLE3 if key not in shown]
     lines.append("")
-    lines.append(
-        "± is the sample standard deviation (ddof=1) over seeds; n = number of seeds. "
-        "Paper rows: Switch-BERT (ECCV 2022) Table 3, mean ± std of 3 seeds."
-    )
+    foot = "± is the sample standard deviation (ddof=1) over seeds; n = number of seeds."
+    if include_paper:
+        foot += (" Paper rows: Switch-BERT (ECCV 2022) Table 3, controlled setting, mean ± std of 3 seeds;"
+                 " a number in parentheses names the paper's split where the column is on another one.")
+    lines.append(foot)
     return "\n".join(lines)

@@ -1,6 +1,8 @@
 """Commands ``pretrain``, ``finetune``, ``evaluate`` and ``report``.
 
-    switchbert pretrain configs/pretrain/switchbert.yaml train.lr=2e-4 [--resume]
+    switchbert pretrain configs/pretrain/switchbert.yaml train.lr=2e-4 [--resume] [-v]
+
+Options, the positional and the overrides may come in any order.
     switchbert finetune configs/vqa/switchbert.yaml model.init_from=runs/pretrain/switchbert [--resume]
     switchbert evaluate runs/vqa/switchbert-seed0 [--splits val test] [--checkpoint DIR]
     switchbert report runs/*/ --out table.md
@@ -25,13 +27,13 @@ from switchbert.train.config import ConfigError, check_paths, load_config
 # ---------------------------------------------------------------------------------------- arguments
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML (docs/training.md lists every key)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=2e-5")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides, e.g. train.lr=2e-5")
     p.add_argument("--resume", action="store_true", help="continue output_dir/last exactly where it stopped")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run directory (with config.yaml) or an experiment YAML")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the run's config")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides of the run's config")
     p.add_argument("--checkpoint", default=None, help="checkpoint or run directory (default: the run's best/)")
     p.add_argument("--splits", nargs="+", default=None, help="splits to score (default: the task's test splits)")
     p.add_argument("--out", default=None, help="directory for result files (default: OUTPUT_DIR/eval)")
@@ -43,7 +45,8 @@ def _add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the markdown table here too")
     p.add_argument("--no-paper", action="store_true", help="leave out the paper's rows")
     p.add_argument("--column", action="append", default=None, metavar="TITLE=TASK:METRIC",
-                   help="a column (repeatable; replaces the default Table 3 columns), e.g. 'VQAv2 val=vqa:accuracy_val'")
+                   help="a column (repeatable; replaces the default Table 3 columns, which use the splits the "
+                        "records have: VQAv2 val when there is no test-dev record), e.g. 'VQAv2 val=vqa:accuracy_val'")
     p.add_argument("--decimals", type=int, default=1)
 
 
@@ -70,9 +73,22 @@ def run_train(args: argparse.Namespace, stage: str) -> int:
     return 0
 
 
+def _config_first(args: argparse.Namespace) -> argparse.Namespace:
+    """``pretrain a=1 CONFIG``: argparse took the first positional as CONFIG; the YAML is the one without '='."""
+    if "=" in args.config:
+        plain = [o for o in args.overrides if "=" not in o]
+        if len(plain) == 1:
+            rest = [o for o in args.overrides if "=" in o]
+            args.overrides, args.config = [args.config] + rest, plain[0]
+    return args
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from switchbert.train.evaluate import evaluate
 
+    if args.splits:  # `--splits val a=1`: nargs="+" took the override too; it is one
+        args.overrides = list(args.overrides) + [s for s in args.splits if "=" in s]
+        args.splits = [s for s in args.splits if "=" not in s] or None
     run = Path(args.run)
     config_path = run / "config.yaml" if run.is_dir() else run
     config = load_config(config_path, args.overrides)
@@ -90,7 +106,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from switchbert.io import atomic_write_text
-    from switchbert.metrics import TABLE3_COLUMNS, aggregate_runs, format_table3, load_records
+    from switchbert.metrics import aggregate_runs, format_table3, load_records
     from switchbert.train.evaluate import RESULTS_NAME
 
     files = []
@@ -99,16 +115,35 @@ def run_report(args: argparse.Namespace) -> int:
         if not f.is_file():
             raise FileNotFoundError(f"{f}: no result records (run `switchbert evaluate` on the run first)")
         files.append(f)
-    columns = TABLE3_COLUMNS
+    columns = None  # metrics.default_columns: Table 3's, on the splits the records have (VQA: val)
     if args.column:
         columns = tuple(_parse_column(c) for c in args.column)
-    records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in load_records(files)]
+    raw = load_records(files)
+    records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in raw]
+    records = _split_recipes(records, [r.get("recipe") for r in raw])
     table = format_table3(aggregate_runs(records), columns=columns, include_paper=not args.no_paper,
                           decimals=args.decimals)
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")
     return 0
+
+
+def _split_recipes(records: list[dict], recipes: list) -> list[dict]:
+    """One model run on one task with different training recipes (``recipe`` of the records, e.g. two
+    learning rates) would be averaged as if they were seeds: name each recipe's rows ``MODEL@RECIPE``."""
+    seen: dict[tuple, set] = {}
+    for r, recipe in zip(records, recipes):
+        seen.setdefault((r["model"], r["task"]), set()).add(recipe)
+    mixed = {k for k, v in seen.items() if len(v) > 1}
+    if not mixed:
+        return records
+    for model, task in sorted(mixed, key=str):
+        logging.getLogger(__name__).warning(
+            "report: %s on %s was run with %d recipes; one row each (%s@<recipe>)", model, task,
+            len(seen[(model, task)]), model)
+    return [dict(r, model=f"{r['model']}@{recipe or 'default'}") if (r["model"], r["task"]) in mixed else r
+            for r, recipe in zip(records, recipes)]
 
 
 def _parse_column(text: str):
@@ -126,10 +161,10 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     """Adds ``pretrain``, ``finetune``, ``evaluate`` and ``report`` to the ``switchbert`` command."""
     p = subparsers.add_parser("pretrain", help="pretrain on image-caption pairs (MLM + MRC-KL + ITM)")
     _add_train_args(p)
-    p.set_defaults(func=lambda a: run_train(a, "pretrain"))
+    p.set_defaults(func=lambda a: run_train(_config_first(a), "pretrain"))
     p = subparsers.add_parser("finetune", help="fine-tune on VQA, retrieval or referring expressions")
     _add_train_args(p)
-    p.set_defaults(func=lambda a: run_train(a, "finetune"))
+    p.set_defaults(func=lambda a: run_train(_config_first(a), "finetune"))
     p = subparsers.add_parser("evaluate", help="score a checkpoint on its task's splits; writes result files")
     _add_eval_args(p)
     p.set_defaults(func=run_evaluate)
@@ -140,26 +175,22 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def _main(prog: str, add_args: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int],
           argv: Optional[Sequence[str]]) -> int:
-    parser = argparse.ArgumentParser(prog=f"switchbert {prog}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging; tracebacks on errors")
+    from switchbert.cli import ArgumentParser, add_verbose, run_command
+
+    parser = ArgumentParser(prog=f"switchbert {prog}")
+    add_verbose(parser, top=True)
     add_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    try:
-        return int(run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        if args.verbose:
-            raise
-        print(f"switchbert {prog}: error: {e}", file=sys.stderr)
-        return 2
+    return run_command(f"switchbert {prog}", run, args)
 
 
 def pretrain_main(argv: Optional[Sequence[str]] = None) -> int:
-    return _main("pretrain", _add_train_args, lambda a: run_train(a, "pretrain"), argv)
+    return _main("pretrain", _add_train_args, lambda a: run_train(_config_first(a), "pretrain"), argv)
 
 
 def finetune_main(argv: Optional[Sequence[str]] = None) -> int:
-    return _main("finetune", _add_train_args, lambda a: run_train(a, "finetune"), argv)
+    return _main("finetune", _add_train_args, lambda a: run_train(_config_first(a), "finetune"), argv)
 
 
 def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -16,6 +16,7 @@ before any work) checks that every file the task needs exists. docs/training.md 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -70,6 +71,11 @@ class DataSection:
     num_workers: int = 0
     # Train on a random fraction of the training items (paper: 25% / 50% pretraining study).
     fraction: float = 1.0
+    # Hold out this fraction of the TRAINING images as split "heldout" and select the model on it, for a
+    # user whose only annotated held-out set is their test set (0 = off; docs/training.md). The held-out
+    # images are fixed by val_from_train_seed (not train.seed), so every seed of a recipe shares them.
+    val_from_train: float = 0.0
+    val_from_train_seed: int = 0
     skip_bad: bool = False
     # pretrain (Conceptual Captions JSON: image id -> caption)
     cc_train: Optional[str] = None
@@ -182,13 +188,64 @@ class ExperimentConfig:
     @property
     def report_name(self) -> str:
         """The model's name in result records: ``name``, else the preset without ``-base``, with
-        ``-nopretrain`` for a fine-tuning run that starts from BERT only."""
+        ``-nopretrain`` for a fine-tuning run that starts from BERT only, and ``-<model hash>`` when the
+        model section differs from the preset (``model.overrides``, random instead of BERT weights), so
+        two variants of one preset are two rows of ``switchbert report``. The name is the same for every
+        task, so one model's VQA, retrieval and RefCOCO+ runs fill one row; runs of one model and task
+        with different training recipes are told apart by the record's ``recipe`` (:attr:`recipe_hash`)."""
         if self.name:
             return self.name
         base = self.model.preset.removesuffix("-base")
         if self.task != "pretrain" and self.model.init_from is None:
             base += "-nopretrain"
-        return base
+        digest = self._hash(lambda k: k.startswith("model."))
+        return f"{base}-{digest}" if digest else base
+
+    @property
+    def recipe_hash(self) -> str:
+        """6 hex digits of the recipe: every key whose value differs from the default, except the seed,
+        paths and settings that do not change what is trained (:data:`NOT_RECIPE`). "" for the defaults.
+        The seeds of one recipe share it; result records carry it as ``recipe``."""
+        return self._hash(lambda k: True)
+
+    def _hash(self, keep: Any) -> str:
+        import hashlib
+        import json
+
+        ours, default = _flatten(self.to_dict()), _flatten(ExperimentConfig(task=self.task).to_dict())
+        for d in (ours, default):  # bert_dir is a path; whether BERT weights are used is the recipe
+            d["model.bert_dir?"] = d.get("model.bert_dir") is not None  # (init_from: the -nopretrain suffix)
+        changed = {k: v for k, v in ours.items()
+                   if k not in NOT_RECIPE and keep(k) and v != default.get(k, _MISSING)}
+        if not changed:
+            return ""
+        text = json.dumps(changed, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+_MISSING = object()
+
+NOT_RECIPE: frozenset[str] = frozenset({
+    # which run and where: the seed is what report aggregates over; paths differ between machines
+    "name", "output_dir", "train.seed", "model.preset", "model.bert_dir", "model.init_from",
+    "data.root", "data.features", "data.cc_train", "data.cc_valid", "data.vqa_train_questions",
+    "data.vqa_train_annotations", "data.vqa_val_questions", "data.vqa_val_annotations", "data.vqa_test_questions",
+    "data.vqa_test_std_questions", "data.vqa_answer_vocab", "data.flickr_train", "data.flickr_val",
+    "data.flickr_test", "data.refcoco_refs", "data.refcoco_instances", "data.refcoco_gt_features",
+    # how the run is executed and logged, not what it learns
+    "data.num_workers", "train.stop_after", "train.log_every", "train.checkpoint_every", "train.progress",
+    "train.tensorboard", "train.device", "train.compile", "train.route_active_threshold",
+    "eval.batch_size", "eval.splits",
+})
+"""Config keys left out of :attr:`ExperimentConfig.recipe_hash` (and so of the default record name)."""
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (``model.overrides`` gives one key per override)."""
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
@@ -277,8 +334,10 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     unknown = sorted(set(raw) - set(known))
     if unknown:
         where = prefix.rstrip(".") or "top level"
+        close = difflib.get_close_matches(str(unknown[0]), list(known), n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
         raise ConfigError(
-            f"{source}: unknown key {prefix}{unknown[0]} (in {where}; known keys: {', '.join(sorted(known))})"
+            f"{source}: unknown key {prefix}{unknown[0]} ({hint}in {where}; known keys: {', '.join(sorted(known))})"
         )
     kwargs = {}
     for name, value in raw.items():
@@ -385,6 +444,8 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
         bad("train.batch_size", f"{t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
     if not 0.0 < d.fraction <= 1.0:
         bad("data.fraction", f"must be in (0, 1], got {d.fraction}")
+    if not 0.0 <= d.val_from_train < 1.0:
+        bad("data.val_from_train", f"is the fraction of training images held out, in [0, 1), got {d.val_from_train}")
     if not t.lr > 0:
         bad("train.lr", f"must be > 0, got {t.lr}")
     if t.weight_decay < 0:
@@ -437,7 +498,19 @@ def _validate_model(config: ExperimentConfig, source: str) -> None:
     if m.preset in RETIRED_PRESETS:
         raise ConfigError(f"{source}: model.preset: preset {m.preset!r} was retired: {RETIRED_PRESETS[m.preset]}")
     if m.preset not in PRESETS:
-        raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}; available: {', '.join(sorted(PRESETS))}")
+        close = difflib.get_close_matches(m.preset, list(PRESETS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}{hint}; "
+                          f"available: {', '.join(sorted(PRESETS))}")
+    from switchbert.config import ModelConfig
+
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key in m.overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean model.overrides.{close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: model.overrides: unknown ModelConfig fields [{key!r}]{hint}; "
+                              f"known fields: {', '.join(fields)}")
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}
     try:
         get_config(m.preset, **overrides)

@@ -6,7 +6,7 @@
                                   ``test`` is written as ``test-dev``
     retrieval_scores_<split>.pt   retrieval: the (captions, images) score matrix
 and merges one record per (split, metric) into ``OUTPUT_DIR/results.jsonl``:
-    {"model", "task", "metric", "seed", "value", "split", "checkpoint"}
+    {"model", "task", "metric", "seed", "value", "split", "checkpoint", "recipe"}
 Every file is per split, and both ``metrics.json`` and ``results.jsonl`` are merged, not replaced:
 evaluating another split later adds to what is there and replaces only that split's entries.
 Metric names are ``<metric>_<split>`` (``accuracy_val``, ``accuracy_testA``), except retrieval on
@@ -59,7 +59,8 @@ def evaluate(
         {split: {metric: value}}.
     """
     ctx = init_distributed(config.train.device)
-    ckpt = resolve_checkpoint(Path(checkpoint) if checkpoint is not None else Path(config.output_dir))
+    # Absolute: records and metrics.json name the checkpoint wherever the report is later made from.
+    ckpt = resolve_checkpoint(Path(checkpoint) if checkpoint is not None else Path(config.output_dir)).resolve()
     runtime = {k: v for k, v in model_overrides(config).items() if k in _RUNTIME_FIELDS}
     model = load_pretrained(ckpt, **runtime).to(ctx.device).eval()
     task = build_task(config, model.config, ctx)
@@ -79,7 +80,8 @@ def evaluate(
         merge_metrics(out / "metrics.json", results, str(ckpt))
         records = [
             {"model": config.report_name, "task": config.task, "metric": record_metric(config.task, m, split),
-             "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt)}
+             "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt),
+             "recipe": config.recipe_hash}
             for split, metrics in results.items() for m, v in metrics.items()
         ]
         merge_records(Path(config.output_dir) / RESULTS_NAME, records)

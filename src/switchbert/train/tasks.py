@@ -74,6 +74,30 @@ class EvalContext:
     autocast: Any = field(default_factory=lambda: contextlib.nullcontext)
 
 
+HELDOUT = "heldout"
+"""The split of training images held out by ``data.val_from_train`` (every task but pretraining)."""
+
+
+def heldout_images(image_ids: Any, fraction: float, seed: int) -> set[str]:
+    """The images ``data.val_from_train`` holds out of training: ``round(fraction * n)`` of the distinct
+    ``image_ids`` (at least one, and at least one left to train on), chosen by a seeded hash of each id.
+
+    Whole images are held out, so no question, caption or expression of a held-out image is trained on.
+    The choice depends only on the set of ids, ``fraction`` and ``seed``: not on their order, the run's
+    ``train.seed``, the number of processes or the library's random streams.
+    """
+    import hashlib
+
+    ids = sorted({str(i) for i in image_ids})
+    if fraction <= 0 or not ids:
+        return set()
+    if len(ids) < 2:
+        raise ConfigError(f"data.val_from_train: {len(ids)} training image(s); need at least 2 to hold one out")
+    k = min(max(1, round(fraction * len(ids))), len(ids) - 1)
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())
+    return set(ranked[:k])
+
+
 class Task:
     """Base class. Subclasses set the class attributes and implement the four methods."""
 
@@ -117,6 +141,18 @@ class Task:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------
+    @property
+    def val_split(self) -> str:
+        """The split validated after each epoch (and the best checkpoint chosen on): ``eval.val_split``,
+        except that with ``data.val_from_train`` the default ``val`` becomes the held-out training images."""
+        split = self.config.eval.val_split
+        return HELDOUT if self.config.data.val_from_train > 0 and split == "val" else split
+
+    def _check_heldout(self, split: str) -> None:
+        if split == HELDOUT and self.config.data.val_from_train <= 0:
+            raise ConfigError(f"split {HELDOUT!r} exists only with data.val_from_train > 0 (the fraction of "
+                              "training images held out)")
+
     def best_metric(self) -> tuple[str, bool]:
         """(metric name, higher is better) that selects the best checkpoint."""
         name = self.config.train.best_metric or self.default_best
@@ -158,6 +194,9 @@ class PretrainTask(Task):
                                    seed=self.config.train.seed, mrc=d.mrc, skip_bad=d.skip_bad)
 
     def train_dataset(self) -> Dataset:
+        if self.config.data.val_from_train > 0:
+            raise ConfigError("data.val_from_train: pretraining validates on data.cc_valid; hold-out splits are "
+                              "for fine-tuning tasks")
         return self._dataset("cc_train")
 
     def build_heads(self, model: VLModel) -> nn.Module:
@@ -306,16 +345,36 @@ class VQATask(Task):
             if getattr(d, key) is None:
                 raise ConfigError(f"VQA split {split!r} needs data.{key}")
             return [d.path(key)], None
-        raise ConfigError(f"unknown VQA split {split!r}; choose train, val, minival, test-dev or test-std")
+        raise ConfigError(f"unknown VQA split {split!r}; choose train, val, minival, test-dev, test-std "
+                          f"or {HELDOUT} (with data.val_from_train)")
+
+    def heldout_question_ids(self) -> set[int]:
+        """Questions of the held-out training images (``data.val_from_train``); empty when off."""
+        d = self.config.data
+        if d.val_from_train <= 0:
+            return set()
+        if getattr(self, "_heldout_qids", None) is None:
+            from switchbert.data.vqa import load_questions
+
+            minival = self.minival_ids() if d.vqa_protocol == "trainval" else set()
+            questions = [q for path in self._files("train")[0] for q in load_questions(path)
+                         if q["question_id"] not in minival]
+            held = heldout_images((q["image_id"] for q in questions), d.val_from_train, d.val_from_train_seed)
+            self._heldout_qids = {q["question_id"] for q in questions if str(q["image_id"]) in held}
+        return self._heldout_qids
 
     def _dataset(self, split: str) -> VQADataset:
         d = self.config.data
-        questions, annotations = self._files(split)
+        self._check_heldout(split)
+        questions, annotations = self._files("train" if split == HELDOUT else split)
         include = exclude = None
         if split == "minival":
             include = self.minival_ids()
-        elif split == "train" and d.vqa_protocol == "trainval":
-            exclude = self.minival_ids()
+        elif split == HELDOUT:
+            include = self.heldout_question_ids()
+        elif split == "train":
+            exclude = (self.minival_ids() if d.vqa_protocol == "trainval" else set()) | self.heldout_question_ids()
+            exclude = exclude or None
         return VQADataset(questions, annotations, self.store, self.tokenizer, self._ensure_vocab(),
                           d.max_text_len, d.max_regions, oov="keep", skip_bad=d.skip_bad,
                           include_ids=include, exclude_ids=exclude)
@@ -351,7 +410,7 @@ class VQATask(Task):
         name = "test-dev" if split == "test" else split
         if ectx.out_dir is not None and ectx.dist.is_main:
             write_vqa_results(Path(ectx.out_dir) / f"vqa_results_{name}.json", qids, answers)
-        _, annotations = self._files(split)
+        _, annotations = self._files("train" if split == HELDOUT else split)
         if annotations is None:
             return {}  # test questions: only the server can score the result file
         humans = {a["question_id"]: [x["answer"] for x in a["answers"]]
@@ -375,7 +434,7 @@ class RetrievalTask(Task):
         cache = Path(self.config.output_dir) / "cache" / "hardneg_train.npz" if self.ctx.is_main else None
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-        return RetrievalTrainDataset(d.path("flickr_train"), self.store, self.tokenizer, d.max_text_len, d.max_regions,
+        return RetrievalTrainDataset(self._train_file("train"), self.store, self.tokenizer, d.max_text_len, d.max_regions,
                                      seed=self.config.train.seed, hard_k=d.hard_negatives_k, cache_path=cache,
                                      skip_bad=d.skip_bad)
 
@@ -389,12 +448,38 @@ class RetrievalTask(Task):
         loss = retrieval_4way_loss(heads(output), labels.num_candidates)
         return StepOutput(loss, {}, output.routes)
 
-    def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
-        key = {"train": "flickr_train", "val": "flickr_val", "test": "flickr_test"}.get(split)
-        if key is None:
-            raise ConfigError(f"unknown retrieval split {split!r}; choose train, val or test")
+    def _train_file(self, part: str) -> Path:
+        """``data.flickr_train``, or with ``data.val_from_train`` the file of its training or held-out
+        images (``part``), written once into the run's cache directory."""
         d = self.config.data
-        dataset = RetrievalEvalDataset(d.path(key), self.store, self.tokenizer, d.max_text_len, d.max_regions)
+        if d.val_from_train <= 0:
+            return d.path("flickr_train")
+        import json
+
+        from switchbert.io import atomic_write_text
+
+        source = d.path("flickr_train")
+        lines = [ln for ln in source.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        try:
+            ids = [str(json.loads(ln)["id"]) for ln in lines]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{source}: data.val_from_train needs an 'id' on every line ({e})") from None
+        held = heldout_images(ids, d.val_from_train, d.val_from_train_seed)
+        keep = [ln for ln, i in zip(lines, ids) if (i in held) == (part == HELDOUT)]
+        path = Path(self.config.output_dir) / "cache" / f"flickr_{part}_val_from_train.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, "\n".join(keep) + "\n")
+        return path
+
+    def evaluate(self, model, heads, split, ectx) -> dict[str, float]:
+        key = {"train": "flickr_train", "val": "flickr_val", "test": "flickr_test", HELDOUT: HELDOUT}.get(split)
+        if key is None:
+            raise ConfigError(f"unknown retrieval split {split!r}; choose train, val, test or {HELDOUT} "
+                              "(with data.val_from_train)")
+        self._check_heldout(split)
+        d = self.config.data
+        path = self._train_file(split) if split in ("train", HELDOUT) else d.path(key)
+        dataset = RetrievalEvalDataset(path, self.store, self.tokenizer, d.max_text_len, d.max_regions)
         n_img = dataset.num_images if ectx.max_images <= 0 else min(ectx.max_images, dataset.num_images)
         caption_image = dataset.caption_image
         n_cap = int((caption_image < n_img).sum())  # captions are stored image by image
@@ -454,9 +539,16 @@ class RefExpTask(Task):
 
     def _dataset(self, split: str) -> RefCOCODataset:
         d = self.config.data
-        return RefCOCODataset(d.path("refcoco_refs"), d.path("refcoco_instances"), self.store, self.tokenizer,
-                              split, d.max_text_len, d.max_regions, skip_bad=d.skip_bad, iou=d.refexp_iou,
-                              target=d.refexp_target, gt_store=self.gt_store if split == "train" else None)
+        self._check_heldout(split)
+        source = "train" if split == HELDOUT else split
+        ds = RefCOCODataset(d.path("refcoco_refs"), d.path("refcoco_instances"), self.store, self.tokenizer,
+                            source, d.max_text_len, d.max_regions, skip_bad=d.skip_bad, iou=d.refexp_iou,
+                            target=d.refexp_target, gt_store=self.gt_store if split == "train" else None)
+        if source == "train" and d.val_from_train > 0:
+            # items: (ref_id, sent_id, image_id, text, box); whole images go to one side.
+            held = heldout_images((it[2] for it in ds.items), d.val_from_train, d.val_from_train_seed)
+            ds.items = [it for it in ds.items if (str(it[2]) in held) == (split == HELDOUT)]
+        return ds
 
     def train_dataset(self) -> Dataset:
         return self._dataset("train")

@@ -495,7 +495,7 @@ class Trainer:
         try:
             ectx = EvalContext(ctx, e.batch_size, progress=self.config.train.progress and sys.stderr.isatty(),
                                autocast=autocast, max_images=e.retrieval_val_images)
-            return task.evaluate(model, heads, e.val_split, ectx)
+            return task.evaluate(model, heads, task.val_split, ectx)  # heldout with data.val_from_train
         finally:
             model.train()
             heads.train()
