@@ -74,7 +74,7 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from switchbert import cli_models, demo, smoke
+    from switchbert import cli_configs, cli_models, demo, smoke
     from switchbert.analysis import cli as analysis_cli
     from switchbert.convert import cli as convert_cli
     from switchbert.data import cli as data_cli
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     # Each subsystem adds its own commands; the order here is the order of ``--help``.
-    for module in (cli_models, smoke, data_cli, train_cli, analysis_cli, convert_cli, demo):
+    for module in (cli_models, cli_configs, smoke, data_cli, train_cli, analysis_cli, convert_cli, demo):
         module.register(sub)
     _add_verbose_everywhere(parser)
     return parser

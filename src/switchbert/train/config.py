@@ -26,6 +26,8 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from switchbert.recipes import resolve_config
+
 TASKS: tuple[str, ...] = ("pretrain", "vqa", "retrieval", "refexp")
 
 
@@ -264,11 +266,12 @@ def load_config(path: Union[str, Path], overrides: Optional[list[str]] = None) -
     Raises:
         ConfigError: naming the file and the dotted key.
     """
-    path = Path(path)
+    try:
+        path = resolve_config(path)  # a file, or a recipe shipped in the package ("vqa/uniter")
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, expected a config YAML file")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
