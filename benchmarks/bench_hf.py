@@ -42,7 +42,7 @@ from torch import Tensor, nn
 import switchbert
 from switchbert.config import ModelConfig
 from switchbert.layers.embeddings import add_img_token, region_token_mask
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 
 TEXT, REGIONS = 38, 36  # the controlled shape: 38 text tokens, 36 regions (+ the IMG token)
 SMALL: dict[str, Any] = dict(hidden_size=384, num_heads=6, intermediate_size=1536, pooler_size=512)

@@ -17,7 +17,7 @@ import time
 import torch
 
 import switchbert
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 
 TEXT, REGIONS = 38, 36
 

@@ -38,7 +38,7 @@ import switchbert
 from switchbert.data import CaptionPairsDataset, load_tokenizer, make_dataloader, open_feature_store
 from switchbert.data.synth import generate
 from switchbert.heads import PretrainHeads
-from switchbert.losses import ignore_mismatched, pretrain_loss
+from switchbert.heads.losses import ignore_mismatched, pretrain_loss
 from switchbert.train.optim import build_optimizer
 
 from bench_hf import DTYPES, add_common_args, autocast_for, env_line, model_config, sync

@@ -20,7 +20,7 @@ import argparse
 import torch
 
 import switchbert
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 
 from bench_hf import autocast_for, interleaved_median_ms, ours_step_fn
 

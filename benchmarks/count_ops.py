@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import switchbert
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 
 # Ops that only create a view, alias or uninitialised storage: no kernel on a GPU.
 NO_KERNEL = {

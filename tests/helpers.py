@@ -8,7 +8,7 @@ import torch
 
 import switchbert
 from switchbert.batch import Batch
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 
 NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, fusion_dropout=0.0)
 

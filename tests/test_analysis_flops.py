@@ -13,7 +13,7 @@ from switchbert.analysis.flops import (FlopsAccumulator, FlopsTally, attention_p
                                        expected_flops, fixed_flops, flops_over_run, route_flops)
 from switchbert.config import MODES
 from switchbert.outputs import LayerRoute
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 from tests.helpers import NO_DROPOUT
 
 

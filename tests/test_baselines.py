@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import switchbert
-from switchbert.cli_models import count_preset
+from switchbert.commands.models import count_preset
 from switchbert.config import ModelConfig
 from switchbert.models import LxmertModel, SwitchBertModel, ViLBertModel
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 from tests.helpers import NO_DROPOUT
 
 # Every preset keeps its architecture (depth, modes, SIB, top-K, embedding) at tiny width, so the
@@ -327,7 +327,7 @@ def test_vlbert_embedding_places_regions_after_the_text():
     _, region, _ = e(batch)
     # Recompute region 1 of sample 0 by hand: position = #real text tokens, type = the object vector.
     from switchbert.layers.embeddings import add_img_token
-    from switchbert.layers.embeddings_baselines import box_sinusoid
+    from switchbert.layers.embeddings.baselines import box_sinusoid
 
     feats, boxes = add_img_token(batch.region_feats, batch.region_boxes, batch.region_mask)
     f = feats[0, 1]

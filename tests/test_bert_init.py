@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import switchbert
 from switchbert.batch import Batch
-from switchbert.bert_init import init_from_bert
+from switchbert.weights.bert import init_from_bert
 
 transformers = pytest.importorskip("transformers", reason="HF transformers is needed for parity tests")
 

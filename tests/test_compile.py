@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import switchbert
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 
 
 @pytest.mark.parametrize(

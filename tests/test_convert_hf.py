@@ -1,7 +1,7 @@
 """HF transformers import: parity of encoder hidden states with VisualBertModel and LxmertModel.
 
 Tiny random HF models (no network); every parameter, LayerNorms included, is randomised so that a
-tensor in the wrong place shows. HF is fed our region sequence (IMG token first), see convert/hf.py.
+tensor in the wrong place shows. HF is fed our region sequence (IMG token first), see weights/hf.py.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import switchbert
-from switchbert.convert import load_hf
-from switchbert.convert.cli import register
+from switchbert.weights import load_hf
+from switchbert.weights.cli import register
 from switchbert.layers.embeddings import add_img_token, region_token_mask
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 
 transformers = pytest.importorskip("transformers", reason="HF transformers is needed for parity tests")
 

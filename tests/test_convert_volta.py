@@ -16,12 +16,12 @@ import pytest
 import torch
 
 import switchbert
-from switchbert.convert import import_volta, load_volta
-from switchbert.convert.cli import register
+from switchbert.weights import import_volta, load_volta
+from switchbert.weights.cli import register
 from switchbert.heads.pretrain import PretrainHeads, pretrain_heads_for
 from switchbert.layers.embeddings import add_img_token
-from switchbert.layers.embeddings_baselines import box_sinusoid
-from switchbert.synthetic import random_batch
+from switchbert.layers.embeddings.baselines import box_sinusoid
+from switchbert.data.random_batch import random_batch
 from switchbert.train.checkpoint import load_heads
 
 V, Dt, F_, P, FF = 1200, 32, 64, 48, 64  # vocab, hidden, feature, pooler, FFN of the tiny presets

@@ -7,7 +7,7 @@ import re
 import torch
 
 from switchbert.cli import main
-from switchbert.demo import SIZES, ensure_data
+from switchbert.commands.demo import SIZES, ensure_data
 
 
 def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from switchbert.data.synth import COLORS, NUMBER_WORDS, SHAPES, SIZES, Detector, make_scenes
-from switchbert.demo import DemoResult, Progress, compare_models
+from switchbert.commands.demo import DemoResult, Progress, compare_models
 
 
 def _result(a: list[float], b: list[float]) -> DemoResult:
@@ -35,7 +35,7 @@ def test_verdict_beyond_within_and_one_seed():
 
 def test_progress_reports_share_and_time_left(monkeypatch):
     clock = iter([0.0, 0.0, 10.0, 30.0])
-    monkeypatch.setattr("switchbert.demo.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("switchbert.commands.demo.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
     p = Progress([("a", 1.0), ("b", 3.0)], echo=lines.append)
     p.start()

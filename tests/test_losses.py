@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from switchbert.heads import IGNORE_INDEX, PretrainHeads
-from switchbert.losses import (
+from switchbert.heads.losses import (
     ignore_mismatched,
     itm_loss,
     mlm_loss,

@@ -23,7 +23,7 @@ from switchbert.data.synth import generate
 from switchbert.data.errors import DataError
 from switchbert.data.refcoco import box_iou_volta, iou_target, region_iou
 from switchbert.data.regions import box_iou
-from switchbert.losses import refexp_bce_loss
+from switchbert.heads.losses import refexp_bce_loss
 
 FEAT, CLASSES = 16, 10
 

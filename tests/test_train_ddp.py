@@ -149,7 +149,7 @@ class _Objective(torch.nn.Module):
         self.model, self.heads = model, heads
 
     def forward(self, batch, mlm, mrc_mask, mrc_probs, itm, count_denominator=None):
-        from switchbert.losses import pretrain_loss
+        from switchbert.heads.losses import pretrain_loss
 
         logits = self.heads(self.model(batch), mlm_labels=mlm, mrc_target_mask=mrc_mask)
         return pretrain_loss(logits, itm_labels=itm, mrc_target_probs=mrc_probs, count_denominator=count_denominator)

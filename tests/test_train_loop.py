@@ -222,7 +222,7 @@ def test_compile_option_wraps_the_step_and_checkpoints_keep_clean_keys(synth, tm
     # checks that the steps go through it; a real compile is for the GPU check.
     from safetensors.torch import load_file
 
-    from switchbert.pretrained import load_pretrained
+    from switchbert.weights.pretrained import load_pretrained
 
     compiled: list[_FakeCompiled] = []
 

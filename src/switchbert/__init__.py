@@ -13,7 +13,7 @@ from switchbert.batch import Batch
 from switchbert.config import MODES, ModelConfig
 from switchbert.outputs import EncoderOutput, LayerRoute
 from switchbert.presets import PRESETS, create_model, get_config
-from switchbert.pretrained import load_pretrained, save_pretrained
+from switchbert.weights.pretrained import load_pretrained, save_pretrained
 from switchbert.temperature import TemperatureSchedule, temperature_at
 
 __version__ = "0.1.0"

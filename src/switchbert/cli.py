@@ -74,9 +74,11 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from switchbert import cli_configs, cli_models, demo, smoke
+    from switchbert.commands import configs as cli_configs
+    from switchbert.commands import demo, smoke
+    from switchbert.commands import models as cli_models
     from switchbert.analysis import cli as analysis_cli
-    from switchbert.convert import cli as convert_cli
+    from switchbert.weights import cli as convert_cli
     from switchbert.data import cli as data_cli
     from switchbert.train import cli as train_cli
 

@@ -201,7 +201,7 @@ def create_model(preset: str, bert_dir: Optional[str] = None, bert_truncate: boo
     Returns:
         The model, in training mode.
     """
-    from switchbert.bert_init import init_from_bert
+    from switchbert.weights.bert import init_from_bert
     from switchbert.models import build_model
 
     model = build_model(get_config(preset, **overrides))

@@ -170,7 +170,7 @@ def task_batches(data_dir: Path, task: str, split: str, batch_size: int, max_sam
 
 
 def run_routes(args: argparse.Namespace) -> int:
-    from switchbert.pretrained import load_pretrained
+    from switchbert.weights.pretrained import load_pretrained
 
     from switchbert.analysis.report import write_report
     from switchbert.analysis.routes import collect_routes
@@ -214,7 +214,7 @@ def run_routes(args: argparse.Namespace) -> int:
 
 def _config(name: str):
     from switchbert.presets import PRESETS, RETIRED_PRESETS, get_config
-    from switchbert.pretrained import read_config
+    from switchbert.weights.pretrained import read_config
 
     if name in PRESETS or name in RETIRED_PRESETS:  # a retired name: get_config says what replaced it
         return get_config(name)

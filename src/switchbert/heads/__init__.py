@@ -1,6 +1,6 @@
 """Heads on top of an ``EncoderOutput``: pretraining (MLM, MRC, ITM) and fine-tuning (VQA, retrieval, RefExp).
 
-Heads produce logits only; the losses are in ``switchbert.losses``.
+Heads produce logits only; the losses are in ``switchbert.heads.losses``.
 """
 
 from switchbert.heads.pretrain import (

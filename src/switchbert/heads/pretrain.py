@@ -2,7 +2,7 @@
 
 SPEC §6 (VOLTA's controlled setting): MLM with a decoder tied to the word embeddings, MRC-KL against
 the detector's class distribution, ITM on the fused vector. Losses are separate functions
-(``switchbert.losses``); these modules only produce logits.
+(``switchbert.heads.losses``); these modules only produce logits.
 
 Dimension legend
     B  batch size, T text tokens, R region tokens (IMG + regions), N = R - 1 real regions

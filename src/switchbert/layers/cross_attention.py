@@ -107,7 +107,7 @@ class StreamLayer(nn.Module):
 
 # -- key maps -------------------------------------------------------------------------------------
 # Our parameter name -> another checkpoint's, for one sub-layer. ``theirs`` names the sub-layer's
-# modules in the other layout; BERT's are given here, VOLTA's and HF's in switchbert.convert.
+# modules in the other layout; BERT's are given here, VOLTA's and HF's in switchbert.weights.
 
 BERT_ATTENTION = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
                   "output": "attention.output.dense", "norm": "attention.output.LayerNorm"}

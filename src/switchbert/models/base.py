@@ -75,7 +75,7 @@ class VLModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def bert_key_map(self, num_bert_layers: int) -> dict[str, str]:
-        """Our parameter name -> BERT parameter name for BERT initialisation (see bert_init.py)."""
+        """Our parameter name -> BERT parameter name for BERT initialisation (see weights/bert.py)."""
         raise NotImplementedError(f"{type(self).__name__} does not define a BERT key map")
 
     def save_pretrained(self, directory: str | Path, training: Optional[TrainingInfo] = None) -> Path:

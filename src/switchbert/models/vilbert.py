@@ -17,7 +17,7 @@ it (step 2) and the whole vision stream start random.
 Weight grouping: VOLTA stores per sub-layer one Q/K/V per *stream* (``query``... for text,
 ``v_query``... for vision); text->region attention then uses text Q with vision K/V. Here each
 *direction* is one ``AttentionBlock`` (``text_cross`` = text Q + vision K/V + text output/LN);
-the same tensors, regrouped (see ``switchbert.convert.volta``).
+the same tensors, regrouped (see ``switchbert.weights.volta``).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from switchbert.io import atomic_write
-from switchbert.pretrained import CONFIG_NAME, WEIGHTS_NAME, TrainingInfo, save_pretrained
+from switchbert.weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, TrainingInfo, save_pretrained
 
 HEADS_NAME = "heads.safetensors"
 STATE_NAME = "trainer_state.pt"

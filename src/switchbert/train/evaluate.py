@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from switchbert.io import atomic_write_json, atomic_write_text, read_jsonl
-from switchbert.pretrained import load_pretrained
+from switchbert.weights.pretrained import load_pretrained
 from switchbert.train.checkpoint import load_heads, resolve_checkpoint
 from switchbert.train.config import ExperimentConfig
 from switchbert.train.distributed import barrier, init_distributed

@@ -33,7 +33,7 @@ from switchbert.data import (AnswerVocab, CaptionPairsDataset, RefCOCODataset, R
                              make_dataloader, open_feature_store)
 from switchbert.data.vqa_answers import load_annotations
 from switchbert.heads import build_head, pretrain_heads_for
-from switchbert.losses import (ignore_mismatched, pretrain_loss, refexp_bce_loss, retrieval_4way_loss,
+from switchbert.heads.losses import (ignore_mismatched, pretrain_loss, refexp_bce_loss, retrieval_4way_loss,
                                vqa_bce_loss)
 from switchbert.metrics import (refexp_correct, retrieval_recall, vqa_accuracy,
                                 write_vqa_results)

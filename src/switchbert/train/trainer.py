@@ -49,7 +49,7 @@ from switchbert.batch import Batch
 from switchbert.data import make_dataloader
 from switchbert.models.base import VLModel
 from switchbert.presets import create_model
-from switchbert.pretrained import check_state_dict, load_pretrained
+from switchbert.weights.pretrained import check_state_dict, load_pretrained
 from switchbert.temperature import TemperatureSchedule
 from switchbert.train.checkpoint import (HEADS_NAME, TrainerState, load_heads, load_trainer_state, recover_dir,
                                          resolve_checkpoint, rng_states, save_checkpoint, set_rng_states)

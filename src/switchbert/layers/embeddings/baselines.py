@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from switchbert.batch import Batch
 from switchbert.config import ModelConfig
-from switchbert.layers.embeddings import TextEmbeddings, add_img_token, region_token_mask
+from switchbert.layers.embeddings.common import TextEmbeddings, add_img_token, region_token_mask
 
 
 def _box_input(boxes: Tensor, box_dim: int) -> Tensor:

@@ -34,7 +34,7 @@ from typing import Optional
 from torch import Tensor, nn
 
 from switchbert.config import ModelConfig
-from switchbert.convert.common import ImportReport, KeyMap, Src, apply_key_map, read_state_dict
+from switchbert.weights.state_dict import ImportReport, KeyMap, Src, apply_key_map, read_state_dict
 from switchbert.heads.pretrain import NUM_DETECTOR_CLASSES, PretrainHeads, pretrain_heads_for
 from switchbert.layers.cross_attention import sublayer_key_map
 from switchbert.models import build_model

@@ -1,6 +1,6 @@
 """Checkpoint import: VOLTA controlled-setting state dicts and HF transformers VisualBERT / LXMERT.
 
-    from switchbert.convert import load_hf, load_volta
+    from switchbert.weights import load_hf, load_volta
     model, heads, report = load_volta("volta/lxmert.bin", switchbert.get_config("lxmert-base"))
     print(report.summary())
 
@@ -8,9 +8,9 @@ Every importer works from an explicit key map (ours -> theirs), checks every sha
 ``ImportReport`` listing unused checkpoint keys and parameters left random.
 """
 
-from switchbert.convert.common import ImportReport, read_state_dict
-from switchbert.convert.hf import config_from_hf, import_hf, load_hf
-from switchbert.convert.volta import import_volta, load_volta, volta_config
+from switchbert.weights.state_dict import ImportReport, read_state_dict
+from switchbert.weights.hf import config_from_hf, import_hf, load_hf
+from switchbert.weights.volta import import_volta, load_volta, volta_config
 
 __all__ = ["ImportReport", "config_from_hf", "import_hf", "import_volta", "load_hf", "load_volta", "read_state_dict",
            "volta_config"]

@@ -109,24 +109,3 @@ class UniterEmbeddings(nn.Module):
         """Returns text (B, T, D), regions (B, R, D) with IMG first, region mask (B, R)."""
         feats, boxes = add_img_token(batch.region_feats, batch.region_boxes, batch.region_mask)
         return self.text(batch.text_ids), self.region(feats, boxes), region_token_mask(batch)
-
-
-EMBEDDINGS: dict[str, type[nn.Module]] = {"uniter": UniterEmbeddings}
-"""Embedding variants by ``config.embedding``; the baselines' variants are added at the end of this file."""
-
-
-def build_embeddings(config: ModelConfig) -> nn.Module:
-    try:
-        cls = EMBEDDINGS[config.embedding]
-    except KeyError:
-        raise ValueError(
-            f"ModelConfig.embedding={config.embedding!r} has no implementation; available: {sorted(EMBEDDINGS)}"
-        ) from None
-    return cls(config)
-
-
-# The baselines' variants build on the classes above, so they are imported once those exist
-# (embeddings_baselines imports TextEmbeddings from here).
-from switchbert.layers.embeddings_baselines import BASELINE_EMBEDDINGS  # noqa: E402
-
-EMBEDDINGS.update(BASELINE_EMBEDDINGS)

@@ -343,7 +343,7 @@ def analyse_routes(out_dir: Path, switch_runs: Path, size: DemoSize, data_dir: P
     from switchbert.analysis.flops import flops_over_run
     from switchbert.analysis.report import routes_section_markdown, write_report as write_route_report
     from switchbert.analysis.routes import collect_routes
-    from switchbert.pretrained import load_pretrained
+    from switchbert.weights.pretrained import load_pretrained
     from switchbert.train.checkpoint import resolve_checkpoint
 
     stats, config = {}, None

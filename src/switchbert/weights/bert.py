@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from switchbert.convert.common import read_config_json, read_state_dict
+from switchbert.weights.state_dict import read_config_json, read_state_dict
 from switchbert.models.base import VLModel
 
 log = logging.getLogger(__name__)

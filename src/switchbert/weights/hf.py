@@ -23,7 +23,7 @@ from typing import Any
 from torch import Tensor
 
 from switchbert.config import ModelConfig
-from switchbert.convert.common import ImportReport, KeyMap, apply_key_map, read_config_json, read_state_dict
+from switchbert.weights.state_dict import ImportReport, KeyMap, apply_key_map, read_config_json, read_state_dict
 from switchbert.layers.cross_attention import BERT_ATTENTION, BERT_FFN, sublayer_key_map
 from switchbert.models import build_model
 from switchbert.models.base import VLModel

@@ -15,16 +15,16 @@ from switchbert.presets import PRESETS, get_config
 
 def run(args: argparse.Namespace) -> int:
     from switchbert.models import build_model
-    from switchbert.pretrained import save_pretrained
+    from switchbert.weights.pretrained import save_pretrained
 
     base = get_config(args.preset)
     heads = None
     if args.source_format == "volta":
-        from switchbert.convert.volta import load_volta
+        from switchbert.weights.volta import load_volta
 
         model, heads, report = load_volta(args.src, base, with_heads=not args.no_heads)
     else:
-        from switchbert.convert.hf import load_hf
+        from switchbert.weights.hf import load_hf
 
         model, report = load_hf(args.src, base)
     print(report.summary())

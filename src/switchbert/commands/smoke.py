@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from switchbert.presets import PRESETS, create_model
-from switchbert.synthetic import random_batch
+from switchbert.data.random_batch import random_batch
 from switchbert.temperature import TemperatureSchedule
 
 

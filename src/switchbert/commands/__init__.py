@@ -1,0 +1,1 @@
+"""Commands that are not a subsystem's own: models, configs, smoke, demo."""
