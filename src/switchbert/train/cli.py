@@ -175,7 +175,7 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def _main(prog: str, add_args: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int],
           argv: Optional[Sequence[str]]) -> int:
-    from switchbert.cli import ArgumentParser, add_verbose, run_command
+    from switchbert.commands.parsing import ArgumentParser, add_verbose, run_command
 
     parser = ArgumentParser(prog=f"switchbert {prog}")
     add_verbose(parser, top=True)
