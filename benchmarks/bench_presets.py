@@ -1,7 +1,7 @@
 """Training-step time of every base-size preset at the controlled shape, against uniter-base.
 
 One step = forward + a loss on the hidden states and fused vector + backward + AdamW, on a random
-batch of 38 text tokens and 36 regions (+ the IMG token) (SPEC §6). Switching presets train with soft
+batch of 38 text tokens and 36 regions (+ the IMG token) (docs/method.md §6). Switching presets train with soft
 routes (the paper's training mode), so their cost is the cost the paper pays.
 
     python benchmarks/bench_presets.py --batch-size 8 --steps 3 --device cpu

@@ -11,7 +11,7 @@ Each step is split into
     data wait   blocked on the DataLoader + host-to-device copy (0 when workers keep up)
     compute     forward, backward, clip, optimizer step (device synchronised at the end)
 and the samples/s of the whole step gives the projection of the paper's pretraining, 2.7M pairs x 10
-epochs (SPEC §6), onto one device of the kind measured.
+epochs (docs/method.md §6), onto one device of the kind measured.
 
 Rows (same run, interleaved rounds): Switch-BERT (4 modes, soft, SIB), our UNITER architecture, and
 UNITER with MLM logits at every text position (what masked-only logits save).
@@ -43,7 +43,7 @@ from switchbert.train.optim import build_optimizer
 
 from bench_hf import DTYPES, add_common_args, autocast_for, env_line, model_config, sync
 
-PAPER_PAIRS, PAPER_EPOCHS = 2_700_000, 10  # Conceptual Captions subset, SPEC §6
+PAPER_PAIRS, PAPER_EPOCHS = 2_700_000, 10  # Conceptual Captions subset, docs/method.md §6
 VARIANTS: dict[str, tuple[str, bool]] = {  # row -> (family, MLM logits at masked positions only)
     "switchbert (4 modes, soft, SIB)": ("switchbert", True),
     "uniter arch": ("uniter", True),
@@ -77,7 +77,7 @@ class PretrainStep:
         c = self.model.config
         self.heads = PretrainHeads(self.model.get_word_embeddings(), c.region_hidden_size_, c.pooler_size,
                                    num_region_classes=num_classes).to(args.device).train()
-        # SPEC §6 optimiser: AdamW lr 1e-4, betas (.9, .999), eps 1e-6, decay 0.01 except bias/LayerNorm.
+        # docs/method.md §6 optimiser: AdamW lr 1e-4, betas (.9, .999), eps 1e-6, decay 0.01 except bias/LayerNorm.
         self.opt = build_optimizer([self.model, self.heads], 1e-4, 0.01, (0.9, 0.999), 1e-6)
         self.params = [p for group in self.opt.param_groups for p in group["params"]]
         self.encoder: Callable = torch.compile(self.model) if args.compile else self.model

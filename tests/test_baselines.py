@@ -1,4 +1,4 @@
-"""The baselines and ablations: a sweep over every preset, then one check per architecture (SPEC §5)."""
+"""The baselines and ablations: a sweep over every preset, then one check per architecture (docs/method.md §5)."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_ablation_presets_are_the_paper_variants():
     assert g("switchbert-base-sab-only").sib is None and len(g("switchbert-base-sab-only").sab_modes) == 4
     assert g("switchbert-base-sib-only").sab_modes == ("J",) and g("switchbert-base-sib-only").sib == "out_mid_in"
     assert g("switchbert-base-neither").sab_modes == ("J",) and g("switchbert-base-neither").sib is None
-    # Table 4 with SS kept (SPEC §3.1): {SC, CS}, {J}, {SC, CS, J}; each name says the modes it holds.
+    # Table 4 with SS kept (docs/method.md §3.1): {SC, CS}, {J}, {SC, CS, J}; each name says the modes it holds.
     assert g("switchbert-base-modes-ss-sc-cs").sab_modes == ("SS", "SC", "CS")
     assert g("switchbert-base-modes-ss-j").sab_modes == ("SS", "J")
     assert [g(f"switchbert-base-top{k}").top_k for k in (2, 1)] == [2, 1]

@@ -1,4 +1,4 @@
-"""The experiment config: every shipped file loads with the SPEC recipe; bad input stops with a message
+"""The experiment config: every shipped file loads with docs/method.md recipe; bad input stops with a message
 naming the file and the key, before any work."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tests.test_train_support import CONFIGS, make_synth, synth_config
 
 ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml"))
 MODELS = ("switchbert", "uniter", "visualbert", "vlbert", "lxmert", "vilbert")
-TASK_RECIPES = {  # SPEC §7: lr, global batch, text length
+TASK_RECIPES = {  # docs/method.md §7: lr, global batch, text length
     "vqa": (1e-4, 256, 23),
     "retrieval": (2e-5, 64, 30),
     "refexp": (1e-4, 256, 20),
@@ -42,11 +42,11 @@ def test_every_config_loads(path):
     assert config.model.preset == f"{name}-base"
     t, d = config.train, config.data
     assert (t.eps, t.warmup, t.betas, t.tau_max, t.tau_min) == (1e-6, 0.1, (0.9, 0.999), 5.0, 0.1)
-    if stage == "pretrain":  # SPEC §6
+    if stage == "pretrain":  # docs/method.md §6
         assert config.task == "pretrain"
         assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.clip, d.max_text_len) == (10, 256, 1e-4, 0.01, 5.0, 38)
         assert config.model.bert_dir is not None and config.model.init_from is None
-    else:  # SPEC §7
+    else:  # docs/method.md §7
         assert config.task == stage
         assert (t.epochs, t.weight_decay, t.clip) == (20, 1e-4, 1.0)
         assert (t.lr, t.batch_size, d.max_text_len) == TASK_RECIPES[stage]

@@ -6,7 +6,7 @@ Dimension legend
     N  detected regions (padded; the model prepends the IMG token itself, so R = N + 1)
     F  region feature size (2048 for BUTD features)
 
-Masks are boolean with True = a real position (SPEC §2). Every check raises a ``ValueError`` that
+Masks are boolean with True = a real position (docs/method.md §2). Every check raises a ``ValueError`` that
 names the field and the expected and actual shape, so a bad batch fails at the door rather than as a
 broadcasting error deep inside attention.
 """
@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-BOX_DIM = 5  # (x1/W, y1/H, x2/W, y2/H, area/(W*H)), SPEC §2
+BOX_DIM = 5  # (x1/W, y1/H, x2/W, y2/H, area/(W*H)), docs/method.md §2
 
 
 @dataclass

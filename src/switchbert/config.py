@@ -2,14 +2,14 @@
 
 A model is described by data: which attention modes a layer may switch among (``sab_modes``), which
 inputs the Switch-Input Block offers (``sib``), how many options run (``top_k``). The paper's variants
-are values of these fields, not combinations of booleans (SPEC §3.4):
+are values of these fields, not combinations of booleans (docs/method.md §3.4):
 
     Switch-BERT     sab_modes=("SS", "SC", "CS", "J"), sib="out_mid_in"
     SAB-only        sab_modes=("SS", "SC", "CS", "J"), sib=None
     SIB-only        sab_modes=("J",),                  sib="out_mid_in"
     neither         sab_modes=("J",),                  sib=None          (= the UNITER architecture)
 
-Fields tagged [ours] fill a gap in the paper; SPEC.md gives the reasoning.
+Fields tagged [ours] fill a gap in the paper; docs/method.md gives the reasoning.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SIB_CANDIDATE_SETS: dict[str, tuple[str, ...]] = {
 ALIGNMENTS: tuple[str, ...] = ("hadamard", "concat", "rich")
 ARCHS: tuple[str, ...] = ("switchbert", "lxmert", "vilbert")
 EMBEDDINGS: tuple[str, ...] = ("uniter", "visualbert", "vlbert", "lxmert", "vilbert")
-"""Region (and text) embedding variants of SPEC §2/§5; layers/embeddings*.py implement them."""
+"""Region (and text) embedding variants of docs/method.md §2/§5; layers/embeddings*.py implement them."""
 
 VLBERT_TEXT_VISUAL: tuple[str, ...] = ("img", "last")
 """``ModelConfig.vlbert_text_visual``: the IMG token's visual vector (ours) or the last slot's (VOLTA)."""
@@ -94,10 +94,10 @@ class ModelConfig:
     region_intermediate_size: int = 0  # 0 = intermediate_size
     # How many BERT layers initialise the text-stream slots of a dual-stream model, in order
     # (0 = one per slot). VOLTA's LXMERT has 9 + 5 = 14 text slots but BERT-base gives 12, so the
-    # last two cross layers' text sub-layers start random (SPEC §5, VOLTA ctrl_lxmert.json).
+    # last two cross layers' text sub-layers start random (docs/method.md §5, VOLTA ctrl_lxmert.json).
     bert_layers: int = 0
     # Box numbers the region embedding reads: 5 = (x1, y1, x2, y2, area) as in the controlled setting
-    # (SPEC §2); 4 = (x1, y1, x2, y2), HF LXMERT's ``visual_pos_dim`` (lxmert/vilbert embeddings only).
+    # (docs/method.md §2); 4 = (x1, y1, x2, y2), HF LXMERT's ``visual_pos_dim`` (lxmert/vilbert embeddings only).
     region_box_dim: int = 5
     # VL-BERT's sinusoidal box embedding: 4 coordinates x (sin, cos) x this many frequencies
     # (VOLTA ``v_coordinate_embeddings_dim``: 256, so 2048 + 2048 features -> 4096 -> D).
@@ -179,7 +179,7 @@ class ModelConfig:
         self._validate_baselines(bad)
 
     def _validate_baselines(self, bad: Any) -> None:
-        """Checks of the dual-stream and embedding fields (SPEC §5)."""
+        """Checks of the dual-stream and embedding fields (docs/method.md §5)."""
         for name in ("text_layers", "region_layers", "cross_layers", "region_hidden_size", "region_num_heads",
                      "region_intermediate_size", "bert_layers"):
             value = getattr(self, name)

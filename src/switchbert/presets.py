@@ -1,6 +1,6 @@
 """Named model configurations: small plain functions in a plain dict.
 
-Ablations are data (SPEC §3.4): each is a base preset plus field overrides.
+Ablations are data (docs/method.md §3.4): each is a base preset plus field overrides.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _variant(base: Callable[[], ModelConfig], name: str, **overrides: Any) -> Ca
     return make
 
 
-# -- the controlled-setting baselines (SPEC §5, VOLTA config/ctrl_*.json) -----------------------------
+# -- the controlled-setting baselines (docs/method.md §5, VOLTA config/ctrl_*.json) -----------------------------
 # Single-stream baselines are the fixed-joint special case of the Switch-BERT model: one mode (J), no
 # SIB, so no switcher; they differ only in their embeddings.
 FIXED_JOINT: dict[str, Any] = dict(sab_modes=("J",), sib=None, top_k=None, sib_top_k=None)
@@ -112,11 +112,11 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "switchbert-small": switchbert_small,
     "switchbert-mini": switchbert_mini,
     "switchbert-tiny": switchbert_tiny,
-    # The paper's ablations (§3.4, Tables 4-7), BERT-base sized. SPEC §3.4.
+    # The paper's ablations (§3.4, Tables 4-7), BERT-base sized. docs/method.md §3.4.
     "switchbert-base-sab-only": _variant(switchbert_base, "switchbert-base-sab-only", sib=None),
     "switchbert-base-sib-only": _variant(switchbert_base, "switchbert-base-sib-only", sab_modes=("J",)),
     "switchbert-base-neither": _variant(switchbert_base, "switchbert-base-neither", sab_modes=("J",), sib=None),
-    # Table 4 ablates the mode space {SC, CS}, {J}, {SC, CS, J}; SPEC §3.1 (docs/method.md §3.1) reads SS
+    # Table 4 ablates the mode space {SC, CS}, {J}, {SC, CS, J}; docs/method.md §3.1 (docs/method.md §3.1) reads SS
     # as kept in each, so the rows are {SS, SC, CS}, {SS, J} and {SS, SC, CS, J}. Each preset is named by
     # the modes it holds. The last row is the full Switch-BERT (``switchbert-base``): no separate preset.
     # The literal reading without SS is the override ``sab_modes=("SC", "CS")`` / ``("J",)``.
@@ -130,7 +130,7 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     # candidates: ``sib_top_k``). K = 4 keeps every mode, i.e. ``switchbert-base``: no separate preset.
     "switchbert-base-top2": _variant(switchbert_base, "switchbert-base-top2", top_k=2),
     "switchbert-base-top1": _variant(switchbert_base, "switchbert-base-top1", top_k=1),
-    # The baselines, BERT-base sized (SPEC §5).
+    # The baselines, BERT-base sized (docs/method.md §5).
     "uniter-base": _variant(switchbert_base, "uniter-base", embedding="uniter", **FIXED_JOINT),
     "uniter-base-6l": _variant(switchbert_base, "uniter-base-6l", embedding="uniter", num_layers=6, **FIXED_JOINT),
     "visualbert-base": _variant(switchbert_base, "visualbert-base", embedding="visualbert", **FIXED_JOINT),

@@ -1,4 +1,4 @@
-"""Gumbel-softmax temperature schedules: pure functions of the optimizer step (SPEC §3.2 step 7).
+"""Gumbel-softmax temperature schedules: pure functions of the optimizer step (docs/method.md §3.2 step 7).
 
 The paper anneals tau "from high to low, non-zero" without numbers; our default [ours] decays
 exponentially from 5 to 0.1 over a stage and restarts at each stage (pretraining, fine-tuning).

@@ -30,7 +30,7 @@ import torch
 log = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
-# Text lengths of the controlled setting (SPEC §7).
+# Text lengths of the controlled setting (docs/method.md §7).
 MAX_TEXT = {"vqa": 23, "retrieval": 30, "refexp": 20}
 
 

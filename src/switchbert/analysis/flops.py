@@ -29,13 +29,13 @@ Two notions of what a switching layer costs (both reported, never mixed):
     is one-hot (one mode). Q/K/V/O run once: the modes share them (paper §2.2).
     A Switch-Input Block that selects one candidate is free; a soft mixture of k > 1 candidates costs the
     mixing.
-``fused`` -- "ours: fused" (SPEC §3.1 cost note, layers/attention.py): any mixture of modes is computed
+``fused`` -- "ours: fused" (docs/method.md §3.1, "How the modes are computed", layers/attention.py): any mixture of modes is computed
     from ONE joint-size score matrix and one P V, so every layer costs a joint attention whatever it
     chose (hard routes run a masked SDPA, also joint-size). SIB always mixes all C candidates.
 The notions agree for a fixed all-J model (UNITER). For a hard route the paper notion is cheaper (a
 masked-out block is skipped); for soft training with every mode active it is dearer (up to four attentions).
 
-Fixed baselines: single-stream = every layer J; dual-stream LXMERT / ViLBERT per SPEC §5 and
+Fixed baselines: single-stream = every layer J; dual-stream LXMERT / ViLBERT per docs/method.md §5 and
 ``models/lxmert.py`` / ``models/vilbert.py`` (no routes, so one number).
 """
 
@@ -258,7 +258,7 @@ def _stream_layer(T: Count, D: int, Fi: int) -> tuple[Count, Count, Count]:
 
 
 def lxmert_flops(config: ModelConfig, T: Count, R: Count) -> FlopsBreakdown:
-    """LXMERT (SPEC §5, models/lxmert.py): text_layers + region_layers single-modality layers, then
+    """LXMERT (docs/method.md §5, models/lxmert.py): text_layers + region_layers single-modality layers, then
     cross layers of [shared cross-attention in both directions, self-attention per modality, FFN per
     modality]."""
     D, Dr, Fi, Fr = config.hidden_size, config.region_hidden_size_, config.intermediate_size, config.region_intermediate_size_
@@ -275,7 +275,7 @@ def lxmert_flops(config: ModelConfig, T: Count, R: Count) -> FlopsBreakdown:
 
 
 def vilbert_flops(config: ModelConfig, T: Count, R: Count) -> FlopsBreakdown:
-    """ViLBERT (SPEC §5, models/vilbert.py): text_layers (+ region_layers) stream layers, then co-attention
+    """ViLBERT (docs/method.md §5, models/vilbert.py): text_layers (+ region_layers) stream layers, then co-attention
     blocks of [text->regions and regions->text cross attention, FFN, self-attention, FFN] per modality."""
     D, Dr, Fi, Fr = config.hidden_size, config.region_hidden_size_, config.intermediate_size, config.region_intermediate_size_
     out = FlopsBreakdown(embeddings=embedding_flops(config, T, R), pooler=pooler_flops(config))
@@ -669,7 +669,7 @@ def flops_from_training_log(records: Sequence[Mapping[str, Any]], global_batch: 
 
 
 def default_baselines(config: ModelConfig) -> dict[str, ModelConfig]:
-    """The fixed architectures Table 7 compares with, at ``config``'s sizes (SPEC §5 layer counts).
+    """The fixed architectures Table 7 compares with, at ``config``'s sizes (docs/method.md §5 layer counts).
 
     UNITER = this model with every layer J and no SIB; LXMERT = 9 text + 5 region + 5 cross layers;
     ViLBERT = 6 text layers + 6 co-attention blocks.

@@ -14,7 +14,7 @@ UNITER beyond the spread, and warns where a model stayed at the text prior or at
 prints each stage with the overall progress and an estimate of the time left.
 
 The UNITER baseline is the same encoder with one attention mode (J) and no Switch-Input Block, so the
-two models differ in switching alone (SPEC §3.4). The numbers are from synthetic data, few seeds and
+two models differ in switching alone (docs/method.md §3.4). The numbers are from synthetic data, few seeds and
 a small model: they show the system working, not the paper's results.
 """
 
@@ -50,7 +50,7 @@ class DemoSize:
     batch_size: int
     use_bert: bool  # start from MiniLM when installed (only the small preset has its shape)
     route_samples: int = 512
-    # One learning rate for every stage; None = the recipe's (SPEC §6-§7), right for BERT-initialised
+    # One learning rate for every stage; None = the recipe's (docs/method.md §6-§7), right for BERT-initialised
     # models. A small model from random weights collapses to the text-only prior at 1e-3 (measured,
     # docs/training.md "Learning rates for small models"); 3e-4 learns.
     lr: Optional[float] = 3e-4
@@ -104,8 +104,8 @@ TASK_DATA = {
     "retrieval": ("flickr_train", "flickr_val", "flickr_test"),
     "refexp": ("refcoco_refs", "refcoco_instances"),
 }
-TEXT_LEN = {"pretrain": 38, "vqa": 23, "retrieval": 30, "refexp": 20}  # SPEC §6-§7
-LR = {"pretrain": 1e-4, "vqa": 1e-4, "retrieval": 5e-5, "refexp": 1e-4}  # SPEC §7, retrieval a bit higher
+TEXT_LEN = {"pretrain": 38, "vqa": 23, "retrieval": 30, "refexp": 20}  # docs/method.md §6-§7
+LR = {"pretrain": 1e-4, "vqa": 1e-4, "retrieval": 5e-5, "refexp": 1e-4}  # docs/method.md §7, retrieval a bit higher
 EVAL_SPLITS = {"vqa": ["val"], "retrieval": ["test"], "refexp": ["val", "testA", "testB"]}
 HEADLINE = {  # (column title, split, metric) per task for the results table
     "vqa": [("VQA acc (val)", "val", "accuracy")],

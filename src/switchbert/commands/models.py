@@ -1,7 +1,7 @@
-"""``switchbert models``: every preset with its size, beside the paper's figure (SPEC §5).
+"""``switchbert models``: every preset with its size, beside the paper's figure (docs/method.md §5).
 
 Counts are exact and cheap: models are built on the meta device (no memory, no initialisation).
-"with heads" adds SPEC §6's pretraining heads (tied MLM decoder, MRC over 1601 detector classes, ITM),
+"with heads" adds docs/method.md §6's pretraining heads (tied MLM decoder, MRC over 1601 detector classes, ITM),
 the way the paper counts (Table 3); docs/baselines.md explains differences above 2%.
 """
 

@@ -3,9 +3,9 @@
 Modules, one concept each:
     errors       DataError (names file and item) and the --skip-bad policy
     features     feature stores (VOLTA LMDB raw/base64, bottom-up H5, our fast store), convert, inspect
-    regions      region processing (SPEC §2): <= 36 regions, 5-d boxes, IoU
+    regions      region processing (docs/method.md §2): <= 36 regions, 5-d boxes, IoU
     tokenizer    bert-base-uncased WordPiece from the shipped vocab
-    masking      MLM / region / ITM corruption as pure, seeded functions (SPEC §6)
+    masking      MLM / region / ITM corruption as pure, seeded functions (docs/method.md §6)
     pretrain     Conceptual Captions pairs -> (Batch, PretrainLabels)
     vqa_answers  official VQA answer normalisation, soft score, answer vocabulary
     vqa          VQAv2 -> (Batch, VQALabels)

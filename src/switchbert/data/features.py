@@ -1,4 +1,4 @@
-"""Region-feature stores: one reader interface over the formats users have (SPEC §8), plus our own.
+"""Region-feature stores: one reader interface over the formats users have (docs/method.md §8), plus our own.
 
 Formats
     ``volta``      VOLTA/ViLBERT LMDB (a directory with ``data.mdb``): key ``keys`` -> pickled list of
@@ -710,7 +710,7 @@ def inspect_store(path: PathLike, sample_size: int = 1000, sample_id: Optional[s
 
 
 def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, require_regions: bool = False):
-    """Reads and processes one image's regions (SPEC §2): at most ``max_regions``, 5-d boxes.
+    """Reads and processes one image's regions (docs/method.md §2): at most ``max_regions``, 5-d boxes.
 
     Raises:
         DataError: missing id, corrupt record, wrong dimensions, or (``require_regions``) zero regions.

@@ -1,4 +1,4 @@
-"""Pretraining corruption as pure functions of (input, generator): MLM, region masking, ITM (SPEC §6).
+"""Pretraining corruption as pure functions of (input, generator): MLM, region masking, ITM (docs/method.md §6).
 
 Determinism: a sample's corruption depends only on (seed, epoch, index) through
 :func:`sample_rng`, never on worker count, batch order or previous samples, so a run can be replayed

@@ -1,4 +1,4 @@
-"""Pretraining pairs: Conceptual Captions captions + region features, with MLM, MRC and ITM (SPEC §6).
+"""Pretraining pairs: Conceptual Captions captions + region features, with MLM, MRC and ITM (docs/method.md §6).
 
 Dimension legend: B batch, T text tokens (<= 38), N regions (<= 36, the IMG token NOT included),
 F feature size, C detector classes (1601 for BUTD).
@@ -94,7 +94,7 @@ class CaptionPairsDataset(Dataset):
         tokenizer: from :func:`~switchbert.data.tokenizer.load_tokenizer`.
         max_text_len: text length cap including [CLS] and [SEP] (38 in the controlled setting).
         seed: masking seed; call :meth:`set_epoch` each epoch for fresh masks.
-        mlm_prob, region_mask_prob, region_zero_prob, itm_mismatch_prob: SPEC §6 rates.
+        mlm_prob, region_mask_prob, region_zero_prob, itm_mismatch_prob: docs/method.md §6 rates.
         mrc: produce MRC targets (needs a store with ``cls_prob``).
         skip_bad: skip bad items (counted, warned) instead of raising.
     """

@@ -1,4 +1,4 @@
-"""RefCOCO+ referring expressions (UNC splits) with per-region IoU targets (SPEC §7).
+"""RefCOCO+ referring expressions (UNC splits) with per-region IoU targets (docs/method.md §7).
 
 Inputs: the REFER files ``refs(unc).p`` (pickled list of refs: ref_id, ann_id, image_id, split,
 sentences [{sent, sent_id}]) and ``instances.json`` (COCO: annotations with id and bbox [x, y, w, h]).
@@ -128,7 +128,7 @@ class RefLabels(TensorFields):
         region_boxes_px: (B, N, 4) float the detected boxes in pixels.
         ref_ids, sent_ids: (B,) long.
 
-    Accuracy (SPEC §7): the sample is correct when ``iou[b, argmax of scores over real regions] > 0.5``.
+    Accuracy (docs/method.md §7): the sample is correct when ``iou[b, argmax of scores over real regions] > 0.5``.
     """
 
     iou: Tensor

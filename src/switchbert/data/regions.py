@@ -1,4 +1,4 @@
-"""Region processing (SPEC §2): cap the detector's regions, normalise boxes, compute IoU targets.
+"""Region processing (docs/method.md §2): cap the detector's regions, normalise boxes, compute IoU targets.
 
 Dimension legend
     n  regions of one image as stored (any number)
@@ -47,7 +47,7 @@ class Regions:
 
 
 def normalize_boxes(boxes_px: np.ndarray, image_w: float, image_h: float) -> np.ndarray:
-    """Pixel x1y1x2y2 boxes to the 5-d normalised boxes of SPEC §2.
+    """Pixel x1y1x2y2 boxes to the 5-d normalised boxes of docs/method.md §2.
 
     Args:
         boxes_px: (n, 4) pixel boxes.
@@ -79,7 +79,7 @@ def process_regions(
         features: (n, F) float (float16 stores are widened to float32 here).
         boxes_px: (n, 4) pixel x1y1x2y2.
         image_w, image_h: image size in pixels.
-        cls_prob: optional (n, C) class distribution, kept for MRC-KL (SPEC §6).
+        cls_prob: optional (n, C) class distribution, kept for MRC-KL (docs/method.md §6).
         max_regions: cap N (36 in the controlled setting).
     """
     keep = min(int(features.shape[0]), max_regions)

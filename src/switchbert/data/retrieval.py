@@ -1,4 +1,4 @@
-"""Flickr30k image-text retrieval (SPEC §7): 4-way training tuples and all-pairs evaluation.
+"""Flickr30k image-text retrieval (docs/method.md §7): 4-way training tuples and all-pairs evaluation.
 
 Input: JSON lines, one image a line: ``{"id", "sentences": [5 captions], "img_path"}``.
 
@@ -113,7 +113,7 @@ def nearest_neighbours(vectors: np.ndarray, k: int, chunk: int = 2048) -> np.nda
 
 def hard_negative_pool(store: FeatureStore, image_ids: list[str], k: int = 20,
                        cache_path: Optional[PathLike] = None) -> np.ndarray:
-    """Each image's k nearest neighbours by mean-pooled region features (SPEC §7), cached on disk.
+    """Each image's k nearest neighbours by mean-pooled region features (docs/method.md §7), cached on disk.
 
     The pool is fixed before training: the cosine similarity of the images' mean region features
     (detector output), not the model's scores, so it does not change as the model learns. [ours]
@@ -198,7 +198,7 @@ class _FlickrSplit(Dataset):
 
 
 class RetrievalTrainDataset(_FlickrSplit):
-    """One sample per training caption, with its 4 candidates (SPEC §7):
+    """One sample per training caption, with its 4 candidates (docs/method.md §7):
     positive, random caption (of another image), random image, hard-negative caption (from one of the
     image's nearest neighbours by mean region features).
 
@@ -284,7 +284,7 @@ class RetrievalEvalDataset(_FlickrSplit):
     consecutive pairs share an image and its regions are read once per run of captions.
 
     ``caption_image[c]`` is the ground-truth image of caption c; with the score matrix S (captions x
-    images), image retrieval ranks S[c] and text retrieval ranks S[:, i] (SPEC §7).
+    images), image retrieval ranks S[c] and text retrieval ranks S[:, i] (docs/method.md §7).
     """
 
     def __init__(self, jsonl_path: PathLike, store: FeatureStore, tokenizer, max_text_len: int = 30,

@@ -1,4 +1,4 @@
-"""bert-base-uncased WordPiece (SPEC §2) from the vocabulary shipped with the package.
+"""bert-base-uncased WordPiece (docs/method.md §2) from the vocabulary shipped with the package.
 
 The vocabulary file ``vocab.txt`` (30,522 entries, Apache-2.0, from Google's BERT release) lives next
 to this module, so nothing is downloaded. Special ids: [PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102

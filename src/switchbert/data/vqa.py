@@ -1,4 +1,4 @@
-"""VQAv2 from the official question and annotation JSONs, with soft-score targets (SPEC §7).
+"""VQAv2 from the official question and annotation JSONs, with soft-score targets (docs/method.md §7).
 
 Dimension legend: B batch, T text tokens (<= 23), N regions (<= 36), A answers (3,129 by default).
 """
@@ -50,7 +50,7 @@ class VQALabels(TensorFields):
 
     Attributes:
         scores: (B, A) float official VQA accuracy of each vocabulary answer (0 for unlisted ones);
-            use with BCE (times A, SPEC §7). All zeros on a split without annotations.
+            use with BCE (times A, docs/method.md §7). All zeros on a split without annotations.
         question_ids: (B,) long, for the evaluation-server results file.
     """
 

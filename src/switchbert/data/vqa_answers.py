@@ -1,4 +1,4 @@
-"""VQA answers: the official evaluation rule, the training targets, and the answer vocabulary (SPEC §7).
+"""VQA answers: the official evaluation rule, the training targets, and the answer vocabulary (docs/method.md §7).
 
 Two uses, two rules; keep them apart:
 

@@ -1,4 +1,4 @@
-"""Losses of pretraining (SPEC §6) and fine-tuning (SPEC §7), as plain functions of logits and labels.
+"""Losses of pretraining (docs/method.md §6) and fine-tuning (docs/method.md §7), as plain functions of logits and labels.
 
 Every loss is computed in at least float32 (the logits are upcast), so bf16/fp16 training does not
 lose the loss's precision. A loss with nothing to average over (no MLM target, no MRC target, no
@@ -26,7 +26,7 @@ ITM_MATCHED = 1
 """ITM label of a matching (image, caption) pair; 0 = the caption was replaced by another one."""
 
 RETRIEVAL_NUM_OPTIONS = 4
-"""4-way retrieval: positive, random caption, random image, hard-negative caption (SPEC §7)."""
+"""4-way retrieval: positive, random caption, random image, hard-negative caption (docs/method.md §7)."""
 
 
 def _upcast(x: Tensor) -> Tensor:
@@ -137,7 +137,7 @@ def ignore_mismatched(
     mlm_labels: Optional[Tensor] = None,
     mrc_target_mask: Optional[Tensor] = None,
 ) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """Drops the MLM and MRC targets of mismatched pairs (SPEC §6: their labels are ignored).
+    """Drops the MLM and MRC targets of mismatched pairs (docs/method.md §6: their labels are ignored).
 
     Call it before ``PretrainHeads`` so gathered logits skip those samples. Idempotent: labels the
     data layer already blanked stay blank.
@@ -190,7 +190,7 @@ def pretrain_loss(
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
     count_denominator: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> PretrainLoss:
-    """MLM + MRC-KL + ITM (weights 1 by default, SPEC §6).
+    """MLM + MRC-KL + ITM (weights 1 by default, docs/method.md §6).
 
     Args:
         logits: from ``PretrainHeads``; gathered or full, as it was called.
@@ -264,7 +264,7 @@ def retrieval_4way_loss(scores: Tensor, num_options: int = RETRIEVAL_NUM_OPTIONS
     Args:
         scores: (G, num_options) or flat (G * num_options,) with each group's scores consecutive
             (positive, random caption, random image, hard-negative caption).
-        num_options: group size (4 in SPEC §7).
+        num_options: group size (4 in docs/method.md §7).
     """
     if scores.dim() == 1:
         if scores.numel() % num_options:

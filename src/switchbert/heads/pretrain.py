@@ -1,6 +1,6 @@
 """Pretraining heads: masked language modelling, masked region classification, image-text matching.
 
-SPEC §6 (VOLTA's controlled setting): MLM with a decoder tied to the word embeddings, MRC-KL against
+docs/method.md §6 (VOLTA's controlled setting): MLM with a decoder tied to the word embeddings, MRC-KL against
 the detector's class distribution, ITM on the fused vector. Losses are separate functions
 (``switchbert.heads.losses``); these modules only produce logits.
 
@@ -86,7 +86,7 @@ class PredictionTransform(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """Masked language modelling head whose decoder is the word embedding matrix (SPEC §6).
+    """Masked language modelling head whose decoder is the word embedding matrix (docs/method.md §6).
 
     The head does NOT own the embedding: it keeps an unregistered reference, so its ``state_dict``
     holds only the transform and the output bias, while the (shared) matrix is saved once, with the
@@ -290,7 +290,7 @@ class PretrainLogits:
 
 
 class PretrainHeads(nn.Module):
-    """The three pretraining heads of SPEC §6 applied to one ``EncoderOutput``.
+    """The three pretraining heads of docs/method.md §6 applied to one ``EncoderOutput``.
 
     Args:
         word_embeddings: the model's word ``nn.Embedding`` (V, D); the MLM decoder is tied to it.

@@ -1,4 +1,4 @@
-"""Downstream task heads (SPEC §7): VQA classifier, retrieval pair scorer, referring-expression scorer.
+"""Downstream task heads (docs/method.md §7): VQA classifier, retrieval pair scorer, referring-expression scorer.
 
 Every model, single- or dual-stream, gets the same heads on the same inputs (VOLTA's controlled
 setting): VQA and retrieval read the fused vector ``pooled``; RefExp reads each real region's state.

@@ -9,7 +9,7 @@ query may see. Joint attention is a convex mix of attention over each block:
 with s and c the log-sum-exp of a query's scores over text and region keys,
     O_joint = sigma(s - c) * O_text_keys + sigma(c - s) * O_region_keys.
 So any per-sample mixture of the four modes is, per query, a mix of the two block-wise softmaxes with
-weights alpha_text, alpha_region (SPEC §3.1 cost note). ``fused`` computes one score matrix and one
+weights alpha_text, alpha_region (docs/method.md §3.1, "How the modes are computed"). ``fused`` computes one score matrix and one
 P @ V with a hand-written backward (``block_attention.py``); ``sdpa`` mixes three SDPA calls (joint and
 one per key block) and never forms the score matrix; ``flex`` runs one attention per key block that
 returns its log-sum-exp and merges them (``lse_attention.py``: FlexAttention on CUDA under

@@ -15,12 +15,12 @@ for a key k in block b, so P = E * C_b with one scalar C_b = c_b / Z_b + w_joint
 block. The forward pass is one exp over S and two row sums.
 
 The backward pass is the softmax Jacobian of each of the three terms, written out so that autograd does
-not replay the ~15 elementwise ops of the forward (that replay was most of the switching overhead: SPEC
-§3.1 cost note, docs/performance.md). With dP the gradient of P and r_b = sum_{k in b} E_k dP_k,
+not replay the ~15 elementwise ops of the forward (that replay was most of the switching overhead: docs/method.md
+§3.1, "How the modes are computed", docs/performance.md). With dP the gradient of P and r_b = sum_{k in b} E_k dP_k,
     dS_k        = E_k * (C_b * dP_k - g_b),   g_b = c_b r_b / Z_b^2 + w_joint u_b delta_J
     d c_b       = delta_b = r_b / Z_b         (= <P_b, dP>)
     d w_joint   = delta_J = sum_b u_b r_b      (= <P_joint, dP>)
-It is the same math as the flash-style "attention per key block, merged by log-sum-exp" in the SPEC,
+It is the same math as the flash-style "attention per key block, merged by log-sum-exp" in docs/method.md,
 with the (B, H, N, N) scores kept in memory: at the paper's 75 tokens a score row (N = 75) is about as
 large as an output row (hd = 64), so tiling would save little memory traffic.
 

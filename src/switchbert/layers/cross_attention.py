@@ -1,4 +1,4 @@
-"""Post-LN attention and FFN sub-layers for the dual-stream baselines (LXMERT, ViLBERT; SPEC §5).
+"""Post-LN attention and FFN sub-layers for the dual-stream baselines (LXMERT, ViLBERT; docs/method.md §5).
 
 Dimension legend
     B batch size, L query tokens, S context (key/value) tokens

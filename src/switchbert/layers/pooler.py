@@ -1,4 +1,4 @@
-"""VOLTA-style poolers and product fusion (SPEC §4).
+"""VOLTA-style poolers and product fusion (docs/method.md §4).
 
 Every model in the library, single- or dual-stream, ends with these, so heads see the same vectors.
 """
@@ -26,7 +26,7 @@ class Pooler(nn.Module):
 
 
 class ProductFusion(nn.Module):
-    """fused = dropout(pooled_text * pooled_region) (SPEC §4)."""
+    """fused = dropout(pooled_text * pooled_region) (docs/method.md §4)."""
 
     def __init__(self, dropout: float) -> None:
         super().__init__()

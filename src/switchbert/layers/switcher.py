@@ -6,7 +6,7 @@ Dimension legend
 
 Per sample: pool each modality, form an alignment degree ``a``, p = softmax(MLP(a)). Training mixes
 the options with Gumbel-softmax weights at temperature tau; evaluation takes the hard argmax of p.
-The MLP's last layer starts near zero so routing starts near uniform [ours, SPEC §3.2].
+The MLP's last layer starts near zero so routing starts near uniform [ours, docs/method.md §3.2].
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class SwitchDecision:
 
 
 def pooling_weights(valid: Tensor, num_text: int, dtype: torch.dtype = torch.float32) -> Tensor:
-    """Masked-mean weights of the two modalities (SPEC §3.2 step 1), built once per forward pass.
+    """Masked-mean weights of the two modalities (docs/method.md §3.2 step 1), built once per forward pass.
 
     Args:
         valid: (B, N) bool over the text-then-region sequence.
@@ -67,7 +67,7 @@ def pool_modalities(h: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def alignment_degree(g_t: Tensor, g_r: Tensor, kind: str) -> Tensor:
-    """The switcher's view of how the two modalities relate (SPEC §3.2 step 2).
+    """The switcher's view of how the two modalities relate (docs/method.md §3.2 step 2).
 
     Args:
         g_t, g_r: (B, D) pooled text and region features.
@@ -95,7 +95,7 @@ def gumbel_softmax_weights(
     straight_through: bool,
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
-    """Training-time mixture weights (SPEC §3.2 steps 4 and 6).
+    """Training-time mixture weights (docs/method.md §3.2 steps 4 and 6).
 
     Args:
         log_probs: (..., K) float32 log p.
@@ -159,7 +159,7 @@ class Switcher(nn.Module):
         self.register_buffer("tau", torch.tensor(1.0), persistent=False)
 
     def reset_output_layer(self, std: float = 1e-3) -> None:
-        """Near-zero last layer: routing starts near uniform [ours, SPEC §3.2 step 3]."""
+        """Near-zero last layer: routing starts near uniform [ours, docs/method.md §3.2 step 3]."""
         nn.init.normal_(self.mlp[-1].weight, std=std)
         nn.init.zeros_(self.mlp[-1].bias)
 

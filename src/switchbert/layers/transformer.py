@@ -1,4 +1,4 @@
-"""The post-LN BERT layer with multi-mode attention (paper §2.3, SPEC §3).
+"""The post-LN BERT layer with multi-mode attention (paper §2.3, docs/method.md §3).
 
 Dimension legend
     B batch size, N = T + R tokens, D hidden size, F FFN size

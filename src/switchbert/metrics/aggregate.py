@@ -3,7 +3,7 @@
 A run's result is a record ``{"model", "task", "metric", "seed", "value"}`` (value in percent).
 ``aggregate_runs`` turns records into mean ± std per (model, task, metric); ``format_table3`` lays
 them out like Table 3 of the paper (VQAv2 test-dev, Flickr30k IR R@1, TR R@1, RefCOCO+), optionally
-with the paper's own numbers (SPEC §10, ± from the paper's Table 3) on a row beside each model.
+with the paper's own numbers (docs/method.md §10, ± from the paper's Table 3) on a row beside each model.
 
 The std is the SAMPLE standard deviation (ddof=1) over seeds; with a single seed it is undefined
 and reported as NaN (printed as the mean alone).

@@ -1,4 +1,4 @@
-"""Referring-expression accuracy (SPEC §7): the top-scoring valid region's IoU with the target box > 0.5.
+"""Referring-expression accuracy (docs/method.md §7): the top-scoring valid region's IoU with the target box > 0.5.
 
 Evaluate batch by batch with ``refexp_correct`` (it needs only scores, IoUs and the region mask),
 concatenate the per-sample flags, then report ``refexp_accuracy_per_split`` (UNC splits of RefCOCO+:

@@ -1,6 +1,6 @@
 """Cross-modal retrieval recall (R@1/5/10, image and text retrieval) over every pair of a split.
 
-SPEC §7: score every (caption, image) pair of the test split (Flickr30k: 5,000 × 1,000). Image
+docs/method.md §7: score every (caption, image) pair of the test split (Flickr30k: 5,000 × 1,000). Image
 retrieval (IR) ranks all images for each caption; text retrieval (TR) ranks all captions for each
 image and takes the best-ranked of its ground-truth captions.
 

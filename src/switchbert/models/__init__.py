@@ -11,7 +11,7 @@ from switchbert.models.vilbert import ViLBertModel
 MODEL_CLASSES: dict[str, type[VLModel]] = {
     # Single stream: Switch-BERT, and with one mode and no SIB, UNITER / VisualBERT / VL-BERT.
     "switchbert": SwitchBertModel,
-    # Dual stream baselines (SPEC §5).
+    # Dual stream baselines (docs/method.md §5).
     "lxmert": LxmertModel,
     "vilbert": ViLBertModel,
 }

@@ -59,7 +59,7 @@ class VLModel(nn.Module):
             s.tau.fill_(float(tau))
 
     def get_word_embeddings(self) -> nn.Embedding:
-        """The (V, D) word embedding the MLM decoder ties to (SPEC §6).
+        """The (V, D) word embedding the MLM decoder ties to (docs/method.md §6).
 
         Every model in the library keeps it at ``embeddings.text.word_embeddings``; a model that
         stores it elsewhere overrides this method.

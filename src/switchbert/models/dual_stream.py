@@ -1,4 +1,4 @@
-"""What LXMERT and ViLBERT share: two streams, modality-only layers, then cross layers (SPEC §5).
+"""What LXMERT and ViLBERT share: two streams, modality-only layers, then cross layers (docs/method.md §5).
 
 Dimension legend
     B batch size, T text tokens, R region tokens (IMG + regions)
@@ -6,7 +6,7 @@ Dimension legend
 
     embeddings -> text-only layers (text_layers) | region-only layers (region_layers)
                -> cross layers (cross_layers; the subclass says what one does)
-               -> VOLTA poolers on [CLS] and IMG, product fusion (SPEC §4)
+               -> VOLTA poolers on [CLS] and IMG, product fusion (docs/method.md §4)
 
 BERT initialisation (controlled setting, VOLTA ``bert_layer2*_sublayer``): BERT's text embeddings, and
 BERT layer i for the i-th "text slot" in order (the text-only layers, then each cross layer's text

@@ -1,4 +1,4 @@
-"""LXMERT in the controlled setting (Tan & Bansal 2019; SPEC §5; VOLTA ``config/ctrl_lxmert.json``).
+"""LXMERT in the controlled setting (Tan & Bansal 2019; docs/method.md §5; VOLTA ``config/ctrl_lxmert.json``).
 
 Dimension legend
     B batch size, T text tokens, R region tokens (IMG + regions), D hidden size (both streams)
@@ -9,14 +9,14 @@ Dimension legend
            region queries over text), both computed from the layer's inputs;
         2. self-attention per modality (separate weights);
         3. FFN per modality (separate weights).
-    then VOLTA's ReLU poolers on [CLS] and IMG and product fusion (SPEC §4).
+    then VOLTA's ReLU poolers on [CLS] and IMG and product fusion (docs/method.md §4).
 
 BERT init (VOLTA ``bert_layer2attn_sublayer``): BERT layers 0-8 -> the text-only layers, 9-11 -> the
 text self-attention + FFN of cross layers 0-2; cross layers 3-4's text sub-layers, the whole region
 stream and the cross-attention start random (``config.bert_layers=12`` of 14 slots).
 
 Departures: the IMG token (mean feature, whole-image box) is prepended to the regions as for every
-model here (SPEC §2); the original LXMERT and HF have none. Boxes are 5-d in the controlled setting;
+model here (docs/method.md §2); the original LXMERT and HF have none. Boxes are 5-d in the controlled setting;
 ``region_box_dim=4`` reads HF's (x1, y1, x2, y2).
 """
 

@@ -1,7 +1,7 @@
 """Switch-BERT: a single-stream encoder whose layers switch attention mode and input per sample.
 
 Paper: Guo, Yao, Chu, "Switch-BERT: Learning to Model Multimodal Interactions by Switching Attention
-and Input", ECCV 2022, §2.3. SPEC.md §3 reconstructs what the extracted text lost.
+and Input", ECCV 2022, §2.3. docs/method.md §3 reconstructs what the extracted text lost.
 
 Dimension legend
     B batch size, T text tokens, R region tokens (IMG + regions), N = T + R, D hidden size
@@ -190,7 +190,7 @@ class SwitchBertModel(VLModel):
         """Our parameter name -> HF BERT name (without ``bert.``), for every BERT-initialised tensor.
 
         Text embeddings and layer i <- BERT layer i; region embeddings, switchers and the VOLTA
-        poolers start random (SPEC §5, controlled setting).
+        poolers start random (docs/method.md §5, controlled setting).
         """
         m = {
             "embeddings.text.word_embeddings.weight": "embeddings.word_embeddings.weight",

@@ -1,4 +1,4 @@
-"""ViLBERT in the controlled setting (Lu et al. 2019; SPEC §5; VOLTA ``config/ctrl_vilbert_base.json``).
+"""ViLBERT in the controlled setting (Lu et al. 2019; docs/method.md §5; VOLTA ``config/ctrl_vilbert_base.json``).
 
 Dimension legend
     B batch size, T text tokens, R region tokens (IMG + regions), D text width, D_r region width
@@ -8,7 +8,7 @@ Dimension legend
         1. co-attention: text queries over region keys/values AND region queries over text
            keys/values, with SEPARATE weights per direction, both from the block's inputs;
         2. FFN per modality;  3. self-attention per modality;  4. FFN per modality.
-    then VOLTA's ReLU poolers on [CLS] and IMG and product fusion (SPEC §4).
+    then VOLTA's ReLU poolers on [CLS] and IMG and product fusion (docs/method.md §4).
 
 BERT init (VOLTA ``bert_layer2*_sublayer``): BERT layers 0-5 -> the text-only layers; BERT layer 6+j ->
 block j's text self-attention (step 3) and the FFN after it (step 4). The co-attention, the FFN after

@@ -42,7 +42,7 @@ class ModelSection:
     Attributes:
         preset: a name in ``switchbert.PRESETS`` (ignored for the architecture when ``init_from`` is a
             model directory, whose config.json fixes it).
-        bert_dir: local HF BERT directory; initialises text embeddings and layers (SPEC §5). A
+        bert_dir: local HF BERT directory; initialises text embeddings and layers (docs/method.md §5). A
             fine-tuning run with ``bert_dir`` and no ``init_from`` is the paper's "no pretraining".
         init_from: a pretraining run directory (its ``best/``, else ``last/``), a checkpoint
             directory (``.../best``), a model directory (``config.json`` + ``model.safetensors``), or
@@ -122,7 +122,7 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    """The optimisation recipe (SPEC §6-§7). ``batch_size`` is the GLOBAL batch per optimizer step
+    """The optimisation recipe (docs/method.md §6-§7). ``batch_size`` is the GLOBAL batch per optimizer step
     (over all processes and accumulation steps), so a recipe means the same on 1 or 8 GPUs."""
 
     epochs: int = 10

@@ -1,4 +1,4 @@
-"""AdamW with BERT's parameter groups, and the warm-up then linear-decay learning-rate schedule (SPEC §6-§7)."""
+"""AdamW with BERT's parameter groups, and the warm-up then linear-decay learning-rate schedule (docs/method.md §6-§7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One small class per objective: its datasets, its heads, its loss, and its evaluation (SPEC §6-§7).
+"""One small class per objective: its datasets, its heads, its loss, and its evaluation (docs/method.md §6-§7).
 
     pretrain   Conceptual Captions pairs; MLM + MRC-KL + ITM; validation loss
     vqa        VQAv2; BCE on soft scores; official VQA accuracy + the evaluation server's result file
@@ -179,7 +179,7 @@ class Task:
 
 # ------------------------------------------------------------------------------------------ pretrain
 class PretrainTask(Task):
-    """MLM + MRC-KL + ITM on image-caption pairs (SPEC §6). Validation: the same losses on cc_valid with
+    """MLM + MRC-KL + ITM on image-caption pairs (docs/method.md §6). Validation: the same losses on cc_valid with
     the masks of epoch 0, so every epoch is scored on identical corruptions."""
 
     name = "pretrain"
@@ -247,7 +247,7 @@ VQA_TEST_SPLITS = {"test": "vqa_test_questions", "test-dev": "vqa_test_questions
 
 
 class VQATask(Task):
-    """VQAv2 (SPEC §7). The answer vocabulary is built from train + val annotations (or read from
+    """VQAv2 (docs/method.md §7). The answer vocabulary is built from train + val annotations (or read from
     ``data.vqa_answer_vocab``) and saved beside every checkpoint, so evaluation uses the same one.
 
     Protocols (``data.vqa_protocol``):
@@ -421,7 +421,7 @@ class VQATask(Task):
 
 # ----------------------------------------------------------------------------------------- retrieval
 class RetrievalTask(Task):
-    """Flickr30k (SPEC §7): 4-way training; evaluation scores every (caption, image) pair of a split."""
+    """Flickr30k (docs/method.md §7): 4-way training; evaluation scores every (caption, image) pair of a split."""
 
     name = "retrieval"
     metric_names = ("ir_r1", "ir_r5", "ir_r10", "tr_r1", "tr_r5", "tr_r10", "r_mean")
@@ -504,7 +504,7 @@ class RetrievalTask(Task):
 
 # -------------------------------------------------------------------------------------------- refexp
 class RefExpTask(Task):
-    """RefCOCO+ (SPEC §7): a region is right when its IoU with the referred box is > 0.5.
+    """RefCOCO+ (docs/method.md §7): a region is right when its IoU with the referred box is > 0.5.
 
     Recipe (``data.refexp_*``; the controlled configs follow VOLTA's ``ctrl_trainval_tasks.yml``):
     raw IoU targets (``refexp_target: iou``), VOLTA's +1-pixel IoU (``refexp_iou: volta``) for targets

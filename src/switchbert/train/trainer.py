@@ -1,4 +1,4 @@
-"""The training loop shared by pretraining and fine-tuning (SPEC §6-§7).
+"""The training loop shared by pretraining and fine-tuning (docs/method.md §6-§7).
 
 Per optimizer step: set the switch temperature tau(step) (restarted each stage), run ``grad_accum``
 micro-batches (each validated on the host before its copy to the device; DDP syncs gradients on the

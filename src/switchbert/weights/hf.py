@@ -4,8 +4,8 @@ Parity: with imported weights our ``visualbert`` and ``lxmert`` models reproduce
 states on the same inputs (tests/test_convert_hf.py, within 1e-5). What differs, and how it is mapped:
 
 - Poolers: HF has a tanh pooler (D -> D) on [CLS]; every model here uses VOLTA's ReLU poolers
-  (D -> P) on [CLS] and IMG (SPEC §4). HF's ``pooler.*`` is reported unused; ours start random.
-- IMG token: our models prepend it to the regions (mean feature, whole-image box; SPEC §2). HF has
+  (D -> P) on [CLS] and IMG (docs/method.md §4). HF's ``pooler.*`` is reported unused; ours start random.
+- IMG token: our models prepend it to the regions (mean feature, whole-image box; docs/method.md §2). HF has
   none; "the same inputs" means HF is given our region sequence, IMG included.
 - LXMERT boxes: HF reads ``visual_pos_dim`` numbers (4 in released checkpoints: x1, y1, x2, y2); the
   imported config sets ``region_box_dim`` to it, and our 5-d boxes are cut to their first four.

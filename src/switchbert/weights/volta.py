@@ -1,4 +1,4 @@
-"""Import VOLTA controlled-setting checkpoints (plain PyTorch state dicts; SPEC §9).
+"""Import VOLTA controlled-setting checkpoints (plain PyTorch state dicts; docs/method.md §9).
 
 VOLTA numbers *sub-layers*: ``bert.encoder.layer.{k}`` is either an attention sub-layer
 (``attention_self.{query,key,value}``, ``attention_output.{dense,LayerNorm}``) or an FFN sub-layer

@@ -1,4 +1,4 @@
-"""The baselines' embedding variants (SPEC §5, VOLTA ``volta/embeddings.py``).
+"""The baselines' embedding variants (docs/method.md §5, VOLTA ``volta/embeddings.py``).
 
 Dimension legend
     B batch size, T text tokens, N detected regions, R = N + 1 region tokens (IMG first)

@@ -1,4 +1,4 @@
-"""Text and region embeddings, and the IMG token (SPEC §2).
+"""Text and region embeddings, and the IMG token (docs/method.md §2).
 
 Dimension legend
     B batch size, T text tokens, N detected regions, R = N + 1 region tokens (IMG first)
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from switchbert.batch import BOX_DIM, Batch
 from switchbert.config import ModelConfig
 
-IMG_BOX = (0.0, 0.0, 1.0, 1.0, 1.0)  # the whole image, SPEC §2
+IMG_BOX = (0.0, 0.0, 1.0, 1.0, 1.0)  # the whole image, docs/method.md §2
 
 
 class TextEmbeddings(nn.Module):
@@ -52,7 +52,7 @@ def add_img_token(feats: Tensor, boxes: Tensor, mask: Tensor) -> tuple[Tensor, T
 
     Returns:
         feats (B, R, F) and boxes (B, R, 5) with R = N + 1; an image without regions gets a zero
-        IMG feature (SPEC §2).
+        IMG feature (docs/method.md §2).
     """
     m = mask.to(feats.dtype).unsqueeze(-1)
     img_feat = (feats * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp(min=1.0)
