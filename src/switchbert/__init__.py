@@ -12,9 +12,10 @@ Public API::
 from switchbert.batch import Batch
 from switchbert.config import MODES, ModelConfig
 from switchbert.outputs import EncoderOutput, LayerRoute
+from switchbert.models import LxmertModel, SwitchBertModel, ViLBertModel, VLModel
 from switchbert.presets import PRESETS, create_model, get_config
-from switchbert.weights.pretrained import load_pretrained, save_pretrained
 from switchbert.temperature import TemperatureSchedule, temperature_at
+from switchbert.weights.pretrained import load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 
@@ -24,8 +25,12 @@ __all__ = [
     "Batch",
     "EncoderOutput",
     "LayerRoute",
+    "LxmertModel",
     "ModelConfig",
+    "SwitchBertModel",
     "TemperatureSchedule",
+    "VLModel",
+    "ViLBertModel",
     "create_model",
     "get_config",
     "load_pretrained",
