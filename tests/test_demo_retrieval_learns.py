@@ -50,8 +50,9 @@ def _train_retrieval(tmp_path, size, steps: int) -> float:
 
 
 def test_demo_recipe_makes_retrieval_leave_ln4(tmp_path):
-    tiny = SIZES["tiny"]
-    assert tiny.dropout == 0.0 and SIZES["default"].dropout == 0.0
-    size = dataclasses.replace(tiny, images=60)
+    # The default size's recipe (dropout 0) on the tiny model: the CI demo's 4 steps cannot show
+    # learning, 200 steps of this one can (6 CPU s).
+    assert SIZES["default"].dropout == 0.0
+    size = dataclasses.replace(SIZES["tiny"], images=60, dropout=SIZES["default"].dropout)
     final = _train_retrieval(tmp_path, size, steps=200)
     assert final < math.log(4) - 0.15, f"4-way retrieval loss {final:.4f} stayed near ln 4 = {math.log(4):.4f}"

@@ -82,7 +82,7 @@ SIZES: dict[str, DemoSize] = {
     # CI: seconds. A 3-layer, 32-wide model, word-level features on uncluttered scenes.
     "tiny": DemoSize(images=60, preset="switchbert-tiny", feat_dim=64, num_classes=40, pretrain_epochs=1,
                      finetune_epochs=1, batch_size=16, use_bert=False, route_samples=64, max_steps=4,
-                     abstraction=0.0, clutter=0.0, initializer_range=0.08, dropout=0.0),
+                     abstraction=0.0, clutter=0.0, initializer_range=0.08),
     # The README's main job: about 8 minutes on 2 CPU cores for 2 seeds. A 4-layer, 128-wide model
     # from random weights (MiniLM's 384-wide layers cost 6x more per step), on word-level region
     # features without clutter: with the entangled default features a model this small and this
