@@ -67,8 +67,9 @@ def test_overrides_are_parsed_as_yaml_and_typed():
     assert config.train.lr == 2e-5 and isinstance(config.train.lr, float)  # "2e-5": YAML 1.1 reads a string
     assert config.train.betas == (0.8, 0.99)
     assert config.train.clip is None
-    # configs/synth/pretrain.yaml sets initializer_range for its small model
-    assert config.model.overrides == {"initializer_range": 0.08, "sab_modes": ["J"], "sib": None}
+    # configs/synth/pretrain.yaml sets initializer_range and dropout 0 for its small model
+    assert config.model.overrides == {"initializer_range": 0.08, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+                                      "fusion_dropout": 0.0, "sab_modes": ["J"], "sib": None}
     assert config.eval.splits == ["val"] and config.name == "my-model" and config.train.max_steps == 7
     assert config.train.compile is True and load_config(synth_config("pretrain")).train.compile is False
     assert parse_override("a.b=1") == ("a.b", 1)

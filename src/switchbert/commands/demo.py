@@ -66,9 +66,16 @@ class DemoSize:
     clutter: float = 1.0
     questions_per_image: int = 5
     # Weight-init std; None = BERT's 0.02. At width 32-128 that makes the retrieval scores of the four
-    # candidates differ by ~0.005 or less; 0.08 gives ~0.07 (measured, docs/training.md). The default
-    # size keeps 0.02: with 0.08 its VQA learned less in 300 steps (44 vs 53, one seed each).
+    # candidates differ by ~0.005 or less; 0.08 gives ~0.07 (measured, docs/training.md). With dropout
+    # 0 the default size uses 0.08 too: retrieval left ln 4 by step 100 with it, barely by step 150
+    # without it.
     initializer_range: Optional[float] = None
+    # Dropout of every layer and head (hidden, attention, fusion, task heads); None = the preset's 0.1.
+    # At width 128 from random weights the fused vector's pair-dependent part is ~0.03 per unit while
+    # 0.1 dropout on it (fusion, then the head) adds noise of ~0.2 x 0.33: the 4-way retrieval loss
+    # stayed at ln 4 for 300 steps at 0.1 and fell to 0.81 in 150 steps at 0 (measured,
+    # docs/training.md "Learning rates for small models").
+    dropout: Optional[float] = None
 
 
 SIZES: dict[str, DemoSize] = {
@@ -82,10 +89,11 @@ SIZES: dict[str, DemoSize] = {
     # short-trained never uses the image (measured in BENCHMARKS.md).
     "default": DemoSize(images=1000, preset="switchbert-mini", feat_dim=256, num_classes=100, pretrain_epochs=1,
                         finetune_epochs=3, batch_size=32, use_bert=False, route_samples=500, max_steps=100,
-                        seeds=2, abstraction=0.0, clutter=0.0, retrieval_val_images=20,
+                        seeds=2, abstraction=0.0, clutter=0.0, retrieval_val_images=20, dropout=0.0,
+                        initializer_range=0.08,
                         # VQA learns most per step; a retrieval step scores 4 pairs per sample and its
-                        # evaluation all 50,000 test pairs, and it stays at chance in 300 steps anyway.
-                        task_steps=(("vqa", 300), ("retrieval", 100), ("refexp", 150))),
+                        # evaluation all 50,000 test pairs, with dropout 0 it learns in 150.
+                        task_steps=(("vqa", 300), ("retrieval", 150), ("refexp", 150))),
     # Bigger: the MiniLM-shaped model from the offline MiniLM weights, more data and epochs (about
     # two hours per seed on a 2-core CPU; minutes on a GPU), entangled features.
     "large": DemoSize(images=10000, preset="switchbert-small", feat_dim=2048, num_classes=1601, pretrain_epochs=2,
@@ -176,7 +184,9 @@ def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_
         "model": {"preset": size.preset, "bert_dir": None if init_from else (str(bert_dir) if bert_dir else None),
                   "init_from": str(init_from) if init_from else None,
                   "overrides": {**model_overrides, "region_feat_dim": size.feat_dim,
-                                **({"initializer_range": size.initializer_range} if size.initializer_range else {})}},
+                                **({"initializer_range": size.initializer_range} if size.initializer_range else {}),
+                                **({"hidden_dropout": size.dropout, "attention_dropout": size.dropout,
+                                    "fusion_dropout": size.dropout} if size.dropout is not None else {})}},
         "data": data,
         "train": {"epochs": epochs, "max_steps": stage_steps(task, size), "batch_size": size.batch_size,
                   "lr": size.lr or LR[task], "seed": seed,
