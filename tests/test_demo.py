@@ -31,9 +31,11 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
     for seed in (0, 1):
         assert (tmp_path / "runs" / "uniter" / f"seed{seed}" / "vqa").is_dir()
     # The collapse of issue 12: the fused vector dead and the four retrieval candidates tied (loss at
-    # ln 4 to four digits). With the small-model init the test pairs' scores must differ.
+    # ln 4 to four digits). With the small-model init the test pairs' scores must differ: tied scores
+    # measured 2.5e-4 (BERT's init at this width), the recipe gives 6e-3. That the recipe *learns*
+    # retrieval is tests/test_demo_retrieval_learns.py.
     scores = torch.load(tmp_path / "runs" / "switchbert" / "seed0" / "retrieval" / "eval" / "retrieval_scores_test.pt")
-    assert float(scores.std()) > 1e-2, float(scores.std())
+    assert float(scores.std()) > 2e-3, float(scores.std())
     chance = next(line for line in report.splitlines() if line.startswith("| *chance"))
     assert chance.count("|") == 7
     # route figures exist and are linked
