@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from switchbert.demo import SIZES, experiment
-from switchbert.losses import retrieval_4way_loss
+from switchbert.commands.demo import SIZES, experiment
+from switchbert.heads.losses import retrieval_4way_loss
 from switchbert.train.config import from_dict
 from switchbert.train.distributed import DistContext
 from switchbert.train.tasks import build_task
@@ -19,7 +19,7 @@ from switchbert.train.trainer import build_model, seed_everything
 
 
 def _train_retrieval(tmp_path, size, steps: int) -> float:
-    from switchbert.demo import ensure_data
+    from switchbert.commands.demo import ensure_data
 
     manifest = ensure_data(tmp_path / "data", size, 0)
     cfg = from_dict(experiment("retrieval", {"sab_modes": ["J"], "sib": None}, size, tmp_path / "data", manifest,
