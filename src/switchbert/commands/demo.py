@@ -39,7 +39,7 @@ TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big a demo runs. ``default`` fits in about 8 minutes on 2 CPU cores (2 seeds)."""
+    """How big a demo runs. ``default`` takes about 9 minutes on 2 CPU cores (2 seeds)."""
 
     images: int
     preset: str
@@ -83,7 +83,7 @@ SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(images=60, preset="switchbert-tiny", feat_dim=64, num_classes=40, pretrain_epochs=1,
                      finetune_epochs=1, batch_size=16, use_bert=False, route_samples=64, max_steps=4,
                      abstraction=0.0, clutter=0.0, initializer_range=0.08),
-    # The README's main job: about 8 minutes on 2 CPU cores for 2 seeds. A 4-layer, 128-wide model
+    # The README's main job: about 9 minutes on 2 CPU cores for 2 seeds (measured 9m16s). A 4-layer, 128-wide model
     # from random weights (MiniLM's 384-wide layers cost 6x more per step), on word-level region
     # features without clutter: with the entangled default features a model this small and this
     # short-trained never uses the image (measured in BENCHMARKS.md).
@@ -577,7 +577,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "analyse routes, write report.md")
     p.add_argument("--out", default="runs/demo", help="output directory (data are cached here)")
     p.add_argument("--size", choices=sorted(SIZES), default="default",
-                   help="tiny: seconds (CI); default: ~8 minutes on 2 CPU cores (2 seeds); large: more data and "
+                   help="tiny: seconds (CI); default: ~9 minutes on 2 CPU cores (2 seeds); large: more data and "
                         "epochs, MiniLM-initialised (3 seeds)")
     p.add_argument("--seed", type=int, default=0, help="first seed (and the data's)")
     p.add_argument("--seeds", type=int, default=None,
