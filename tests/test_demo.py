@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 import torch
 
 from switchbert.cli import main
@@ -55,3 +57,26 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
     before = manifest.stat().st_mtime_ns
     ensure_data(tmp_path / "data", SIZES["tiny"], seed=0)
     assert manifest.stat().st_mtime_ns == before
+
+
+def test_a_second_demo_into_the_same_directory_is_refused(tmp_path):
+    # The demo clears runs/<model> before training it and caches data/ under --out: a second demo
+    # into the same directory would delete the first one's runs mid-stage.
+    from switchbert.commands.demo import run_demo
+    from switchbert.train.rundir import RunLock, RunLockedError
+
+    with RunLock(tmp_path):
+        with pytest.raises(RunLockedError, match="in use by another run"):
+            run_demo(tmp_path, "tiny", progress=False)
+    assert not (tmp_path / "data").exists()
+
+
+def test_cached_data_of_another_question_mix_are_regenerated(tmp_path):
+    import dataclasses
+    import json
+
+    ensure_data(tmp_path / "data", SIZES["tiny"], seed=0)
+    family = dataclasses.replace(SIZES["tiny"], question_types=("color_of_shape", "exist"))
+    ensure_data(tmp_path / "data", family, seed=0)
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert set(manifest["stats"]["question_types"]) == {"color_of_shape", "exist"}

@@ -36,6 +36,12 @@ class Batch:
         image_mask: optional (B,) bool; False = the sample has no image at all (a text-only input):
             the IMG token is then masked too, so the model sees the text alone. None = every sample
             has an image.
+        noise_group: optional (B,) long, ids in [0, B): samples with the same id share one draw of
+            the switchers' Gumbel noise in training. Retrieval's 4-way loss sets it so a caption's
+            four candidate pairs are routed by the same noise and compete on their content, not on
+            four independent random mixtures of modes [ours, docs/method.md §3.2]. None = every
+            sample draws its own (the paper's default). Ignored by models without switchers and
+            at inference, which is deterministic.
     """
 
     text_ids: Tensor
@@ -44,6 +50,7 @@ class Batch:
     region_boxes: Tensor
     region_mask: Tensor
     image_mask: Optional[Tensor] = None
+    noise_group: Optional[Tensor] = None
 
     @property
     def batch_size(self) -> int:
@@ -69,9 +76,12 @@ class Batch:
 
     def select(self, index: Tensor) -> "Batch":
         """The sub-batch of the samples in ``index`` (a (k,) long or (B,) bool tensor)."""
-        return replace(
+        out = replace(
             self, **{f.name: getattr(self, f.name)[index] for f in fields(self) if getattr(self, f.name) is not None}
         )
+        if out.noise_group is not None:  # renumber the groups kept, so the ids stay in [0, k)
+            out.noise_group = torch.unique(out.noise_group, return_inverse=True)[1]
+        return out
 
     def validate(self, region_feat_dim: Optional[int] = None) -> None:
         """Checks dtypes and shapes; raises ``ValueError`` naming the field on the first problem.
@@ -115,6 +125,14 @@ class Batch:
         _expect_mask("region_mask", self.region_mask, (B, N))
         if self.image_mask is not None:
             _expect_mask("image_mask", self.image_mask, (B,))
+        if self.noise_group is not None:
+            g = self.noise_group
+            if not isinstance(g, Tensor) or tuple(g.shape) != (B,) or g.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"Batch.noise_group must be a ({B},) integer tensor, got "
+                                 f"{tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__}"
+                                 f"{' ' + str(g.dtype) if isinstance(g, Tensor) else ''}")
+            if bool((g < 0).any()) or bool((g >= B).any()):
+                raise ValueError(f"Batch.noise_group: ids must lie in [0, {B}), got {int(g.min())}..{int(g.max())}")
         if not bool(self.text_mask.any(dim=1).all()):
             bad = (~self.text_mask.any(dim=1)).nonzero().flatten().tolist()
             raise ValueError(f"Batch.text_mask: samples {bad} have no real text token (need at least [CLS])")

@@ -32,6 +32,8 @@ from typing import Any, Optional
 
 import torch
 
+from switchbert.train.rundir import RunLock
+
 log = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
@@ -39,7 +41,7 @@ TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big a demo runs. ``default`` takes about 9 minutes on 2 CPU cores (2 seeds)."""
+    """How big a demo runs. ``default`` takes about 6 minutes on 2 CPU cores (1 seed)."""
 
     images: int
     preset: str
@@ -51,13 +53,16 @@ class DemoSize:
     use_bert: bool  # start from MiniLM when installed (only the small preset has its shape)
     route_samples: int = 512
     # One learning rate for every stage; None = the recipe's (docs/method.md §6-§7), right for BERT-initialised
-    # models. A small model from random weights collapses to the text-only prior at 1e-3 (measured,
-    # docs/training.md "Learning rates for small models"); 3e-4 learns.
+    # models. A small model from random weights with dropout 0.1 collapses to the text-only prior at
+    # 1e-3 and learns at 3e-4; with the demo's dropout 0 and init 0.08, 6e-4 learns faster still
+    # (measured, docs/training.md "Learning rates for small models").
     lr: Optional[float] = 3e-4
     # Steps per stage cap, so the time stays bounded whatever the data size (None = full epochs).
     max_steps: Optional[int] = None
     # Per-task step caps when they differ from max_steps, as ((task, steps), ...).
     task_steps: tuple[tuple[str, int], ...] = ()
+    # Per-task batch sizes when they differ from batch_size, as ((task, size), ...).
+    task_batch: tuple[tuple[str, int], ...] = ()
     retrieval_val_images: int = 50  # images whose pairs are scored at each epoch's validation
     seeds: int = 1  # how many times each model is trained when --seeds is not given
     # The synthetic benchmark's knobs (docs/data.md): region features from word-level (0) to
@@ -65,6 +70,8 @@ class DemoSize:
     abstraction: float = 1.0
     clutter: float = 1.0
     questions_per_image: int = 5
+    # VQA question types (None = the generator's default mix; synth.QUESTION_FAMILIES names families).
+    question_types: Optional[tuple[str, ...]] = None
     # Weight-init std; None = BERT's 0.02. At width 32-128 that makes the retrieval scores of the four
     # candidates differ by ~0.005 or less; 0.08 gives ~0.07 (measured, docs/training.md). With dropout
     # 0 the default size uses 0.08 too: retrieval left ln 4 by step 100 with it, barely by step 150
@@ -83,17 +90,24 @@ SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(images=60, preset="switchbert-tiny", feat_dim=64, num_classes=40, pretrain_epochs=1,
                      finetune_epochs=1, batch_size=16, use_bert=False, route_samples=64, max_steps=4,
                      abstraction=0.0, clutter=0.0, initializer_range=0.08),
-    # The README's main job: about 9 minutes on 2 CPU cores for 2 seeds (measured 9m16s). A 4-layer, 128-wide model
-    # from random weights (MiniLM's 384-wide layers cost 6x more per step), on word-level region
-    # features without clutter: with the entangled default features a model this small and this
-    # short-trained never uses the image (measured in BENCHMARKS.md).
+    # The README's main job: about 6 minutes on 2 CPU cores for one seed (BENCHMARKS.md, "The demo").
+    # A 4-layer, 128-wide model from random weights (MiniLM's 384-wide layers cost 6x more per step),
+    # on word-level region features without clutter: with the entangled default features a model
+    # this small and this short-trained never uses the image. VQA asks the cross-modal family (one
+    # word-region match, then an attribute): its text-only prior is 34%, against 42% for the full
+    # mix, whose counting questions stay at their prior in this budget (measured, BENCHMARKS.md).
+    # One seed: two would take 12 minutes; `--seeds 2` gives the spread.
     "default": DemoSize(images=1000, preset="switchbert-mini", feat_dim=256, num_classes=100, pretrain_epochs=1,
                         finetune_epochs=3, batch_size=32, use_bert=False, route_samples=500, max_steps=100,
-                        seeds=2, abstraction=0.0, clutter=0.0, retrieval_val_images=20, dropout=0.0,
-                        initializer_range=0.08,
-                        # VQA learns most per step; a retrieval step scores 4 pairs per sample and its
-                        # evaluation all 50,000 test pairs, with dropout 0 it learns in 150.
-                        task_steps=(("vqa", 300), ("retrieval", 150), ("refexp", 150))),
+                        seeds=1, abstraction=0.0, clutter=0.0, retrieval_val_images=20, dropout=0.0,
+                        initializer_range=0.08, question_types=("color_of_shape", "shape_of_color", "exist"),
+                        lr=6e-4,
+                        # Retrieval needs updates more than pairs: Switch-BERT's 4-way loss leaves
+                        # ln 4 only after ~250 updates (its attention modes are drawn at random while
+                        # tau is low), so batch 16 for 450 steps (a batch-16 step costs 0.6 of a
+                        # batch-32 one).
+                        task_steps=(("vqa", 300), ("retrieval", 450), ("refexp", 150)),
+                        task_batch=(("retrieval", 16),)),
     # Bigger: the MiniLM-shaped model from the offline MiniLM weights, more data and epochs (about
     # two hours per seed on a 2-core CPU; minutes on a GPU), entangled features.
     "large": DemoSize(images=10000, preset="switchbert-small", feat_dim=2048, num_classes=1601, pretrain_epochs=2,
@@ -151,11 +165,12 @@ def minilm_dir() -> Optional[Path]:
 
 def ensure_data(data_dir: Path, size: DemoSize, seed: int) -> dict[str, Any]:
     """Generates the synthetic benchmark unless an identical one is cached in ``data_dir``."""
-    from switchbert.data.synth import generate
+    from switchbert.data.synth import QUESTION_TYPES, generate
 
     manifest_path = data_dir / "manifest.json"
     want = {"num_images": size.images, "seed": seed, "feat_dim": size.feat_dim, "num_classes": size.num_classes,
             "abstraction": size.abstraction, "clutter": size.clutter}
+    want["question_types"] = list(size.question_types or QUESTION_TYPES)
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if all(manifest.get(k) == v for k, v in want.items()):
@@ -163,7 +178,8 @@ def ensure_data(data_dir: Path, size: DemoSize, seed: int) -> dict[str, Any]:
             return manifest
     log.info("synthetic data: generating %d images into %s", size.images, data_dir)
     return generate(data_dir, num_images=size.images, seed=seed, feat_dim=size.feat_dim, num_classes=size.num_classes,
-                    questions_per_image=size.questions_per_image, abstraction=size.abstraction, clutter=size.clutter)
+                    questions_per_image=size.questions_per_image, abstraction=size.abstraction, clutter=size.clutter,
+                    question_types=size.question_types)
 
 
 def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_dir: Path, manifest: dict[str, Any],
@@ -188,7 +204,7 @@ def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_
                                 **({"hidden_dropout": size.dropout, "attention_dropout": size.dropout,
                                     "fusion_dropout": size.dropout} if size.dropout is not None else {})}},
         "data": data,
-        "train": {"epochs": epochs, "max_steps": stage_steps(task, size), "batch_size": size.batch_size,
+        "train": {"epochs": epochs, "max_steps": stage_steps(task, size), "batch_size": stage_batch(task, size),
                   "lr": size.lr or LR[task], "seed": seed,
                   "log_every": 1 if size.max_steps is not None and size.max_steps < 20 else 5, "progress": progress,
                   "weight_decay": 0.01 if task == "pretrain" else 1e-4, "clip": 5.0 if task == "pretrain" else 1.0,
@@ -204,6 +220,11 @@ def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_
 def stage_steps(task: str, size: DemoSize) -> Optional[int]:
     """The step cap of one stage (None = full epochs)."""
     return dict(size.task_steps).get(task, size.max_steps)
+
+
+def stage_batch(task: str, size: DemoSize) -> int:
+    """The batch size of one stage."""
+    return dict(size.task_batch).get(task, size.batch_size)
 
 
 class Progress:
@@ -250,15 +271,16 @@ def _stage_weight(task: str, size: DemoSize, manifest: dict[str, Any]) -> float:
     items = {"pretrain": train_images, "vqa": train_images * size.questions_per_image,
              "retrieval": train_images * 5, "refexp": train_images * 2}[task]
     epochs = size.pretrain_epochs if task == "pretrain" else size.finetune_epochs
-    steps = max(1, items // size.batch_size) * epochs
+    batch = stage_batch(task, size)
+    steps = max(1, items // batch) * epochs
     cap = stage_steps(task, size)
     steps = min(steps, cap) if cap is not None else steps
     # Measured on one core, in VQA steps (batch 32) with their validation: a pretraining step costs
-    # ~1.7, a retrieval step (4 pairs per sample) ~3.3, and scoring every retrieval test pair ~1 per
-    # 150 pairs; every stage pays ~20 for start-up, checkpoints and evaluation.
+    # ~1.7, a retrieval step (4 pairs per sample) ~3.3 at batch 32 and ~2.0 at 16, and scoring every
+    # retrieval test pair ~1 per 150 pairs; every stage pays ~20 for start-up, checkpoints and evaluation.
     if task == "retrieval":
         test_images = manifest.get("stats", {}).get("splits", {}).get("test", 0)
-        return 20.0 + steps * 3.3 + 5 * test_images * test_images / 150
+        return 20.0 + steps * (0.7 + 0.081 * batch) + 5 * test_images * test_images / 150
     return 20.0 + steps * (1.7 if task == "pretrain" else 1.25)
 
 
@@ -271,10 +293,6 @@ def run_demo(out_dir: Path, size_name: str = "default", seed: int = 0, bert_dir:
     ``seeds``) on the same data; the report gives mean ± std over them. ``echo`` receives the
     progress lines.
     """
-    from switchbert.train.config import from_dict
-    from switchbert.train.evaluate import evaluate
-    from switchbert.train.trainer import Trainer
-
     size = SIZES[size_name]
     n_seeds = size.seeds if seeds is None else seeds
     if n_seeds < 1:
@@ -282,6 +300,19 @@ def run_demo(out_dir: Path, size_name: str = "default", seed: int = 0, bert_dir:
     seed_list = [seed + k for k in range(n_seeds)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # One demo per output directory: a second one would regenerate the data and delete the runs
+    # under the first one's feet (runs/<model> is cleared before each model trains).
+    with RunLock(out_dir):
+        return _run_demo_locked(out_dir, size_name, size, seed_list, bert_dir, use_bert, progress, echo)
+
+
+def _run_demo_locked(out_dir: Path, size_name: str, size: "DemoSize", seed_list: list[int], bert_dir: Optional[Path],
+                     use_bert: Optional[bool], progress: bool, echo) -> DemoResult:
+    from switchbert.train.config import from_dict
+    from switchbert.train.evaluate import evaluate
+    from switchbert.train.trainer import Trainer
+
+    seed = seed_list[0]
     result = DemoResult(out_dir=out_dir, report=out_dir / "report.md", seeds=seed_list)
     t_all = time.perf_counter()
 
@@ -513,7 +544,8 @@ Both models are `{size.preset}` encoders ({'initialised from the offline all-Min
 pretrained with MLM + MRC-KL + ITM and fine-tuned with the same recipe; **UNITER** is the same encoder with
 joint attention only and no Switch-Input Block. Each model trained {len(result.seeds)} time(s) (seeds
 {", ".join(str(x) for x in result.seeds)}), demo size `{size_name}`; region features at abstraction
-{manifest.get("abstraction", 1.0)} and clutter {manifest.get("clutter", 1.0)} (docs/data.md).
+{manifest.get("abstraction", 1.0)} and clutter {manifest.get("clutter", 1.0)}; VQA question types
+{", ".join(manifest.get("question_types", []))} (docs/data.md).
 
 **What they are not.** Not the paper's numbers, and not evidence for or against its claims: the data
 are synthetic, the models small, training short, and the seeds few. For the paper's setting see

@@ -94,14 +94,17 @@ def gumbel_softmax_weights(
     top_k: Optional[int],
     straight_through: bool,
     generator: Optional[torch.Generator] = None,
+    noise_group: Optional[Tensor] = None,
 ) -> Tensor:
     """Training-time mixture weights (docs/method.md §3.2 steps 4 and 6).
 
     Args:
-        log_probs: (..., K) float32 log p.
+        log_probs: (B, ..., K) float32 log p.
         tau: temperature > 0.
         top_k: keep the K largest weights and renormalise; None keeps all.
         straight_through: forward a one-hot argmax, backward through the soft weights.
+        noise_group: optional (B,) long ids in [0, B); rows with the same id get the same Gumbel
+            noise (``Batch.noise_group``). None = independent noise per row.
 
     Returns:
         (..., K) float32 weights.
@@ -109,6 +112,8 @@ def gumbel_softmax_weights(
     # g = -log(-log u) = -log(E) with E = -log u ~ Exp(1): drawn directly, clamped to the E of
     # u in [_U_EPS, 1 - _U_EPS] (the same truncation), 3 ops instead of 5; log p + g as one subtraction.
     e = torch.empty(log_probs.shape, dtype=torch.float32, device=log_probs.device).exponential_(generator=generator)
+    if noise_group is not None:
+        e = e[noise_group]  # row i takes the draw of row noise_group[i]: one draw per group
     neg_gumbel = e.clamp_(-math.log1p(-_U_EPS), -math.log(_U_EPS)).log_()
     soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
     K = soft.shape[-1]
@@ -163,10 +168,11 @@ class Switcher(nn.Module):
         nn.init.normal_(self.mlp[-1].weight, std=std)
         nn.init.zeros_(self.mlp[-1].bias)
 
-    def forward(self, g_t: Tensor, g_r: Tensor, hard: bool) -> SwitchDecision:
+    def forward(self, g_t: Tensor, g_r: Tensor, hard: bool, noise_group: Optional[Tensor] = None) -> SwitchDecision:
         """Args:
             g_t, g_r: (B, D) pooled text and region features.
             hard: deterministic one-hot argmax of p (inference) instead of Gumbel-softmax.
+            noise_group: optional (B,) long; samples with the same id share their Gumbel noise.
         """
         B = g_t.shape[0]
         logits = self.mlp(alignment_degree(g_t, g_r, self.alignment))
@@ -175,6 +181,7 @@ class Switcher(nn.Module):
             choice = log_probs.argmax(dim=-1)
             weights = F.one_hot(choice, self.num_options).to(torch.float32)
         else:
-            weights = gumbel_softmax_weights(log_probs, self.tau, self.top_k, self.straight_through)
+            weights = gumbel_softmax_weights(log_probs, self.tau, self.top_k, self.straight_through,
+                                             noise_group=noise_group)
             choice = weights.detach().argmax(dim=-1)
         return SwitchDecision(probs=log_probs.exp(), weights=weights, choice=choice)

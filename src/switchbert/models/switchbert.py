@@ -118,12 +118,12 @@ class SwitchBertModel(VLModel):
             if self.sib_switchers is not None and i > 0:
                 candidates = self._sib_candidates(outputs, prev_mid, prev_in)
                 g_t, g_r = pool_modalities(h, pool_w)  # h = layer i-1's output
-                sib = self.sib_switchers[i - 1](g_t, g_r, hard)
+                sib = self.sib_switchers[i - 1](g_t, g_r, hard, batch.noise_group)
                 h = _mix_inputs(candidates, sib.weights, modality)
 
             if self.sab_switchers is not None:
                 g_t, g_r = pool_modalities(h, pool_w)
-                sab = self.sab_switchers[i](g_t, g_r, hard)
+                sab = self.sab_switchers[i](g_t, g_r, hard, batch.noise_group)
                 mode_weights = sab.weights.squeeze(1)  # (B, 4); a view, where [:, 0]'s backward fills a zero gradient
                 if not self._all_modes:
                     mode_weights = expand_mode_weights(mode_weights, self._mode_index)

@@ -146,6 +146,10 @@ class TrainSection:
     # FLOPs along the run (paper Table 7), logged on log steps: a path counts as active (it runs) when its
     # mixture weight is above this (analysis.flops.ACTIVE_WEIGHT_THRESHOLD; docs/analysis.md).
     route_active_threshold: float = 0.01
+    # Retrieval: a caption's 4 candidate pairs share one draw of the switchers' Gumbel noise, so the
+    # 4-way softmax compares their content rather than four random mode mixtures [ours,
+    # docs/method.md §3.2; measured in docs/training.md]. false = independent noise per pair.
+    retrieval_shared_noise: bool = True
     checkpoint_every: int = 0  # also write last/ every N steps (0 = at each epoch end only)
     progress: bool = True
     tensorboard: bool = True

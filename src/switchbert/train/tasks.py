@@ -15,7 +15,7 @@ Dimension legend: B batch, T text tokens, N real regions, A answers, K = 4 retri
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -444,6 +444,10 @@ class RetrievalTask(Task):
                           dropout=c.hidden_dropout)
 
     def step(self, model, heads, batch, labels) -> StepOutput:
+        if self.config.train.retrieval_shared_noise:
+            # Rows are consecutive groups of num_candidates pairs (one caption's candidates).
+            k = labels.num_candidates
+            batch = replace(batch, noise_group=torch.arange(batch.batch_size, device=batch.text_ids.device) // k * k)
         output = model(batch, validate=False)
         loss = retrieval_4way_loss(heads(output), labels.num_candidates)
         return StepOutput(loss, {}, output.routes)

@@ -1,0 +1,35 @@
+"""The default demo's VQA recipe uses the image, at the tiny size CI can afford (issue 12).
+
+The demo's own CI run is 4 steps, too few to learn anything; this trains the tiny model with the
+default size's recipe (dropout 0, init 0.08, lr 6e-4, the cross-modal question family) for 300 steps
+on 200 images, through the Trainer, and asks for a margin over the text-only prior. Measured here:
+UNITER 52.3, Switch-BERT 44.2, prior 27.6 (val: 100 questions), about 10 s each. A recipe that
+collapses to the text prior (docs/training.md, "Learning rates for small models") fails it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from switchbert.commands.demo import MODELS, SIZES, ensure_data, experiment
+from switchbert.train.config import from_dict
+from switchbert.train.evaluate import evaluate
+from switchbert.train.trainer import Trainer
+
+
+@pytest.mark.parametrize("model", ["UNITER", "Switch-BERT"])
+def test_demo_recipe_makes_vqa_leave_the_text_prior(tmp_path, model):
+    default = SIZES["default"]
+    size = dataclasses.replace(SIZES["tiny"], images=200, dropout=default.dropout, lr=default.lr,
+                               question_types=default.question_types, max_steps=300)
+    manifest = ensure_data(tmp_path / "data", size, 0)
+    raw = experiment("vqa", MODELS[model], size, tmp_path / "data", manifest, tmp_path / "run", None, None, 0,
+                     False, model)
+    raw["train"].update(epochs=100, log_every=1000)  # 300 steps, whatever the epoch length
+    cfg = from_dict(raw)
+    Trainer(cfg, resume=False, source="test").fit()
+    accuracy = evaluate(cfg, progress=False)["val"]["accuracy"]
+    prior = 100 * manifest["stats"]["text_only_vqa_accuracy"]
+    assert accuracy > prior + 10, f"{model}: VQA {accuracy:.1f} against a text-only prior of {prior:.1f}"
