@@ -8,7 +8,7 @@
 5. analyses the routes Switch-BERT learned for each task, and the FLOPs along them;
 6. writes OUT/report.md.
 
-Each model is trained ``--seeds`` times (2 at the default size, 3 at ``large``); the report gives
+Each model is trained ``--seeds`` times (1 at the default size, 3 at ``large``); the report gives
 mean ± std per task in the layout of the paper's Table 3 and says in words whether Switch-BERT beats
 UNITER beyond the spread, and warns where a model stayed at the text prior or at chance. The demo
 prints each stage with the overall progress and an estimate of the time left.
@@ -609,12 +609,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "analyse routes, write report.md")
     p.add_argument("--out", default="runs/demo", help="output directory (data are cached here)")
     p.add_argument("--size", choices=sorted(SIZES), default="default",
-                   help="tiny: seconds (CI); default: ~9 minutes on 2 CPU cores (2 seeds); large: more data and "
+                   help="tiny: seconds (CI); default: ~6 minutes on 2 CPU cores (1 seed); large: more data and "
                         "epochs, MiniLM-initialised (3 seeds)")
     p.add_argument("--seed", type=int, default=0, help="first seed (and the data's)")
     p.add_argument("--seeds", type=int, default=None,
                    help="train each model this many times (seeds SEED, SEED+1, ...) and report mean ± std "
-                        "(default: 1 tiny, 2 default, 3 large)")
+                        "(default: 1 tiny, 1 default, 3 large)")
     p.add_argument("--bert-dir", default=None, help="BERT directory to start from (default: MiniLM when installed)")
     p.add_argument("--no-bert", action="store_true", help="start from random weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
