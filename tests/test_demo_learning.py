@@ -28,7 +28,8 @@ def test_verdict_beyond_within_and_one_seed():
     within = compare_models(_result([60.0, 70.0], [64.0, 66.0]), chance)
     assert "within the spread" in within and "neither beats the other" in within
     one = compare_models(_result([60.0], [64.0]), chance)
-    assert "one seed" in one
+    assert "one seed" in one and "**One seed per model**" in one and "--seeds 2" in one
+    assert "**One seed per model**" not in beyond
     at_prior = compare_models(_result([40.5, 41.5], [40.0, 42.0]), chance)
     assert "neither model clearly above it" in at_prior
 

@@ -102,10 +102,11 @@ SIZES: dict[str, DemoSize] = {
                         seeds=1, abstraction=0.0, clutter=0.0, retrieval_val_images=20, dropout=0.0,
                         initializer_range=0.08, question_types=("color_of_shape", "shape_of_color", "exist"),
                         lr=6e-4,
-                        # Retrieval needs updates more than pairs: Switch-BERT's 4-way loss leaves
-                        # ln 4 only after ~250 updates (its attention modes are drawn at random while
-                        # tau is low), so batch 16 for 450 steps (a batch-16 step costs 0.6 of a
-                        # batch-32 one).
+                        # Retrieval at batch 16 learns more per second than at 32 (a batch-16 step
+                        # costs 0.6 of a batch-32 one). Switch-BERT's 4-way loss leaves ln 4 late
+                        # and seed-dependently (~250 updates or more: its routes are drawn at random
+                        # while tau is low), so 450 steps; on seed 1 even that is not enough
+                        # (BENCHMARKS.md, "The demo").
                         task_steps=(("vqa", 300), ("retrieval", 450), ("refexp", 150)),
                         task_batch=(("retrieval", 16),)),
     # Bigger: the MiniLM-shaped model from the offline MiniLM weights, more data and epochs (about
@@ -494,6 +495,12 @@ def compare_models(result: "DemoResult", chance: dict[str, dict[str, dict[str, f
                                                         else "neither model clearly above it"))
             lines.append(f"- **{title}**: {verdict}.")
     lines += collapse_warnings(result, chance)
+    if n < 2:
+        # Measured: at the default size a second seed moved Switch-BERT's retrieval R@1 from 23.4 to
+        # 2.4 (BENCHMARKS.md, "The demo"); one seed's table says nothing about that.
+        lines.append("- **One seed per model**: these numbers carry no spread. Short runs from random weights "
+                     "can land far apart on another seed (retrieval most of all); run `--seeds 2` or more "
+                     "before reading a difference between the models.")
     return "\n".join(lines)
 
 
