@@ -107,7 +107,7 @@ SIZES: dict[str, DemoSize] = {
                         # and seed-dependently (step ~300-350: its routes are drawn at random while
                         # tau is low). With 450 steps the decaying rate was already too low by then
                         # on seed 1 (IR R@1 2.4); 600 steps gave 40.6 and 35.6 on seeds 1 and 0
-                        # (BENCHMARKS.md, "The demo"), 700 a little more but the demo 8 minutes.
+                        # (BENCHMARKS.md, "The demo"); 700 gave a little more but took the demo to 8 minutes.
                         task_steps=(("vqa", 300), ("retrieval", 600), ("refexp", 150)),
                         task_batch=(("retrieval", 16),)),
     # Bigger: the MiniLM-shaped model from the offline MiniLM weights, more data and epochs (about
@@ -171,8 +171,8 @@ def ensure_data(data_dir: Path, size: DemoSize, seed: int) -> dict[str, Any]:
 
     manifest_path = data_dir / "manifest.json"
     want = {"num_images": size.images, "seed": seed, "feat_dim": size.feat_dim, "num_classes": size.num_classes,
-            "abstraction": size.abstraction, "clutter": size.clutter}
-    want["question_types"] = list(size.question_types or QUESTION_TYPES)
+            "abstraction": size.abstraction, "clutter": size.clutter,
+            "question_types": list(size.question_types or QUESTION_TYPES)}
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if all(manifest.get(k) == v for k, v in want.items()):
@@ -305,16 +305,16 @@ def run_demo(out_dir: Path, size_name: str = "default", seed: int = 0, bert_dir:
     # One demo per output directory: a second one would regenerate the data and delete the runs
     # under the first one's feet (runs/<model> is cleared before each model trains).
     with RunLock(out_dir):
-        return _run_demo_locked(out_dir, size_name, size, seed_list, bert_dir, use_bert, progress, echo)
+        return _run_demo_locked(out_dir, size_name, seed_list, bert_dir, use_bert, progress, echo)
 
 
-def _run_demo_locked(out_dir: Path, size_name: str, size: "DemoSize", seed_list: list[int], bert_dir: Optional[Path],
+def _run_demo_locked(out_dir: Path, size_name: str, seed_list: list[int], bert_dir: Optional[Path],
                      use_bert: Optional[bool], progress: bool, echo) -> DemoResult:
     from switchbert.train.config import from_dict
     from switchbert.train.evaluate import evaluate
     from switchbert.train.trainer import Trainer
 
-    seed = seed_list[0]
+    size, seed = SIZES[size_name], seed_list[0]
     result = DemoResult(out_dir=out_dir, report=out_dir / "report.md", seeds=seed_list)
     t_all = time.perf_counter()
 
