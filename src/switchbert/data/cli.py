@@ -104,6 +104,7 @@ def _synth(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from switchbert.data.synth import generate
+    from switchbert.dirlock import DirectoryLockedError
 
     if Path(args.dir).exists() and not Path(args.dir).is_dir():
         return _fail(DataError(args.dir, None, "exists and is not a directory; synth writes a directory"))
@@ -111,7 +112,7 @@ def _synth(args: argparse.Namespace) -> int:
         manifest = generate(args.dir, args.images, args.seed, feat_dim=args.feat_dim, num_classes=args.num_classes,
                             questions_per_image=args.questions_per_image, abstraction=args.abstraction,
                             clutter=args.clutter, noise=args.noise, question_types=_question_types(args.question_types))
-    except ValueError as err:
+    except (ValueError, DirectoryLockedError) as err:  # bad knobs; another process writing this directory
         return _fail(err)
     st = manifest["stats"]
     print(f"wrote {args.images} synthetic images to {args.dir} in {st['seconds']} s "

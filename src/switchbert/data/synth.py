@@ -58,6 +58,8 @@ import numpy as np
 import torch
 
 from switchbert.data.errors import PathLike
+from switchbert.dirlock import DirectoryLock
+from switchbert.io import atomic_write_json
 from switchbert.data.features import RegionRecord, write_store
 from switchbert.data.vqa_answers import majority_answer, soft_score
 
@@ -418,6 +420,11 @@ def generate(
 ) -> dict:
     """Writes the synthetic benchmark into ``out_dir`` (layout in the module docstring).
 
+    One writer at a time: ``out_dir`` is locked while it is written (``switchbert.dirlock``), so a
+    second ``generate`` into it, from any process, raises ``DirectoryLockedError`` naming the first
+    instead of interleaving their files. ``manifest.json`` is removed first and written last
+    (atomically): a directory without one is incomplete, whatever else it holds.
+
     Returns:
         The manifest (also written to ``out_dir/manifest.json``): paths relative to ``out_dir`` and
         statistics, including ``text_only_vqa_accuracy``.
@@ -428,8 +435,21 @@ def generate(
         raise ValueError(f"unknown question types {unknown}; choose from {QUESTION_TYPES + EXTRA_QUESTION_TYPES}")
     if num_images < 10:
         raise ValueError(f"num_images must be at least 10 (to fill every split), got {num_images}")
-    t0 = time.perf_counter()
     out = Path(out_dir)
+    with DirectoryLock(out, message=LOCKED_MESSAGE):
+        (out / "manifest.json").unlink(missing_ok=True)
+        return _write(out, num_images, seed, feat_dim, num_classes, questions_per_image, detector_seed, abstraction,
+                      noise, clutter, qtypes)
+
+
+LOCKED_MESSAGE = ("synthetic data directory {directory} is being written by another process ({holder}); wait for "
+                  "it to finish or write to another directory")
+
+
+def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: int, questions_per_image: int,
+           detector_seed: int, abstraction: float, noise: float, clutter: float, qtypes: tuple[str, ...]) -> dict:
+    """``generate``'s body, run under the directory's lock."""
+    t0 = time.perf_counter()
     for sub in ("cc", "vqa", "flickr30k", "refcoco+"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
@@ -538,7 +558,7 @@ def generate(
             "seconds": round(time.perf_counter() - t0, 2),
         },
     }
-    _dump(out / "manifest.json", manifest, indent=2)
+    atomic_write_json(out / "manifest.json", manifest)  # last: its presence says the directory is complete
     return manifest
 
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from switchbert.dirlock import DirectoryLock
 from switchbert.io import atomic_write_json, atomic_write_text, read_jsonl
 from switchbert.weights.pretrained import load_pretrained
 from switchbert.train.checkpoint import load_heads, resolve_checkpoint
@@ -30,6 +31,7 @@ from switchbert.train.tasks import EvalContext, build_task
 from switchbert.train.trainer import model_overrides
 
 RESULTS_NAME = "results.jsonl"
+MERGE_LOCK_NAME = ".merge.lock"
 
 
 def record_metric(task: str, metric: str, split: str) -> str:
@@ -77,16 +79,29 @@ def evaluate(
     for split in splits:
         results[split] = task.evaluate(model, heads, split, ectx)
     if ctx.is_main:
-        merge_metrics(out / "metrics.json", results, str(ckpt))
         records = [
             {"model": config.report_name, "task": config.task, "metric": record_metric(config.task, m, split),
              "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt),
              "recipe": config.recipe_hash}
             for split, metrics in results.items() for m, v in metrics.items()
         ]
-        merge_records(Path(config.output_dir) / RESULTS_NAME, records)
+        save_results(Path(config.output_dir), out, results, str(ckpt), records)
     barrier(ctx)
     return results
+
+
+def save_results(output_dir: Path, eval_dir: Path, results: dict[str, dict[str, float]], checkpoint: str,
+                 records: list[dict[str, Any]]) -> None:
+    """Merges one evaluation into ``eval_dir/metrics.json`` and ``output_dir/results.jsonl``.
+
+    Two evaluations of one run (other splits, other checkpoints) may finish together, and each merge
+    reads, adds and rewrites: so the merges wait for each other on ``output_dir/.merge.lock``, or one
+    would silently drop the other's entries. It is not the run's lock, so evaluating a run while it
+    trains stays allowed.
+    """
+    with DirectoryLock(output_dir, name=MERGE_LOCK_NAME, wait=True):
+        merge_metrics(eval_dir / "metrics.json", results, checkpoint)
+        merge_records(output_dir / RESULTS_NAME, records)
 
 
 # Config fields that change how a loaded model runs, not its weights.

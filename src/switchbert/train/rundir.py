@@ -1,10 +1,8 @@
 """The run directory's guards: one run at a time (``RunLock``), and what ``--resume`` may change.
 
-``RunLock`` holds ``fcntl.flock`` on ``OUTPUT_DIR/.lock`` for the whole run and writes the holder's
-pid, host and start time into it, so a second run into the same directory stops with a message naming
-the first. The kernel drops the lock when the process dies (kill -9 included), so a stale lock file
-never blocks a later run. flock is advisory and per host: on a network file system shared by several
-hosts it may not exclude a run on another host (NFS maps it to POSIX locks; some file systems ignore it).
+``RunLock`` holds a ``dirlock.DirectoryLock`` on ``OUTPUT_DIR/.lock`` for the whole run, so a second
+run into the same directory stops with a message naming the first (its pid, host and start time); a
+stale lock file never blocks a later run, and the lock is advisory and per host (``switchbert.dirlock``).
 
 ``resume_differences`` compares the experiment a checkpoint was trained with and the one given now:
 ``RESUME_MUTABLE`` lists what may change (docs/training.md, "Guarantees"); anything else is refused.
@@ -12,14 +10,11 @@ hosts it may not exclude a run on another host (NFS maps it to POSIX locks; some
 
 from __future__ import annotations
 
-import fcntl
-import os
-import socket
-import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-LOCK_NAME = ".lock"
+from switchbert.dirlock import LOCK_NAME, DirectoryLock, DirectoryLockedError
+
+__all__ = ["LOCK_NAME", "RESUME_MUTABLE", "RunLock", "RunLockedError", "resume_differences"]
 
 RESUME_MUTABLE: tuple[str, ...] = (
     "output_dir", "name",
@@ -37,49 +32,20 @@ RESUME_MUTABLE: tuple[str, ...] = (
 """Dotted config keys a resumed run may change; they take effect from the resumed step on."""
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(DirectoryLockedError):
     """Another process holds the run directory."""
 
 
-class RunLock:
+class RunLock(DirectoryLock):
     """An exclusive lock on a run directory (see the module docstring).
 
     Args:
         directory: the run directory (created if missing).
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / LOCK_NAME
-        self._fd: Optional[int] = None
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown process"
-            os.close(fd)
-            raise RunLockedError(f"output_dir {self.path.parent} is in use by another run ({holder}); wait for it "
-                                 f"to finish or choose another output_dir") from None
-        os.ftruncate(fd, 0)
-        info = f"pid {os.getpid()} on host {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        os.pwrite(fd, (info + "\n").encode(), 0)
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+    MESSAGE = ("output_dir {directory} is in use by another run ({holder}); wait for it to finish or choose "
+               "another output_dir")
+    ERROR = RunLockedError
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
