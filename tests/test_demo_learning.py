@@ -100,3 +100,21 @@ def test_intra_modal_family_asks_image_only_questions(tmp_path):
         if text[a["question_id"]].startswith("how many"):
             n = len(store.get(str(a["image_id"])).features)
             assert a["multiple_choice_answer"] in (str(n), NUMBER_WORDS[n])
+
+
+def test_the_question_mix_changes_the_questions_alone(tmp_path):
+    """Questions draw from their own random stream: two mixes over the same scenes share every caption,
+    referring expression and region, so comparing question families compares the questions only."""
+    from switchbert.data.synth import QUESTION_FAMILIES, generate
+
+    a = generate(tmp_path / "a", 20, seed=0, feat_dim=16, num_classes=30, question_types=QUESTION_FAMILIES["cross_modal"])
+    b = generate(tmp_path / "b", 20, seed=0, feat_dim=16, num_classes=30, questions_per_image=2,
+                 question_types=("count_all",))
+    for key in ("cc_train", "flickr_train", "flickr_test", "refcoco_refs", "refcoco_instances"):
+        assert (tmp_path / "a" / a[key]).read_bytes() == (tmp_path / "b" / b[key]).read_bytes(), key
+    from switchbert.data import open_feature_store
+
+    fa, fb = open_feature_store(tmp_path / "a" / a["features"]), open_feature_store(tmp_path / "b" / b["features"])
+    for image_id in ("1", "7", "20"):
+        assert np.array_equal(fa.get(image_id).features, fb.get(image_id).features)
+    assert (tmp_path / "a" / a["vqa_train_questions"]).read_bytes() != (tmp_path / "b" / b["vqa_train_questions"]).read_bytes()

@@ -1,10 +1,11 @@
 """The default demo's VQA recipe uses the image, at the tiny size CI can afford (issue 12).
 
 The demo's own CI run is 4 steps, too few to learn anything; this trains the tiny model with the
-default size's recipe (dropout 0, init 0.08, lr 6e-4, the cross-modal question family) for 300 steps
-on 200 images, through the Trainer, and asks for a margin over the text-only prior. Measured here:
-UNITER 52.3, Switch-BERT 44.2, prior 27.6 (val: 100 questions), about 10 s each. A recipe that
-collapses to the text prior (docs/training.md, "Learning rates for small models") fails it.
+default size's recipe (dropout 0, init 0.08, lr 6e-4, the demo's colour-of-a-shape and
+shape-of-a-colour questions) for 300 steps on 200 images, through the Trainer, and asks for 20 points
+over the text-only prior, the default size's target. Measured here: UNITER 51.5, Switch-BERT 48.5,
+prior 11.5 (val: 195 questions), about 10 s each. A recipe that collapses to the text prior
+(docs/training.md, "Learning rates for small models") fails it.
 """
 
 from __future__ import annotations
@@ -32,4 +33,4 @@ def test_demo_recipe_makes_vqa_leave_the_text_prior(tmp_path, model):
     Trainer(cfg, resume=False, source="test").fit()
     accuracy = evaluate(cfg, progress=False)["val"]["accuracy"]
     prior = 100 * manifest["stats"]["text_only_vqa_accuracy"]
-    assert accuracy > prior + 10, f"{model}: VQA {accuracy:.1f} against a text-only prior of {prior:.1f}"
+    assert accuracy > prior + 20, f"{model}: VQA {accuracy:.1f} against a text-only prior of {prior:.1f}"

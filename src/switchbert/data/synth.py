@@ -468,7 +468,10 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
 
     write_store(out / "features.lmdb", records(), "fast")
 
-    lang = np.random.default_rng([seed, 3])
+    lang = np.random.default_rng([seed, 3])  # captions and referring expressions
+    # Questions draw from a stream of their own, so the question mix (``question_types``,
+    # ``questions_per_image``) changes the questions alone: the same scenes keep the same captions and refs.
+    ask = np.random.default_rng([seed, 4])
     captions = {"train": {}, "valid": {}}
     flickr = defaultdict(list)
     questions = {"train2014": [], "val2014": []}
@@ -484,8 +487,8 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
         vqa_split = "train2014" if sp == "train" else "val2014"
         for q in range(questions_per_image):
             made = None
-            for qtype in lang.permutation(qtypes):  # fall back when a scene cannot pose one
-                made = make_question(s, str(qtype), lang)
+            for qtype in ask.permutation(qtypes):  # fall back when a scene cannot pose one
+                made = make_question(s, str(qtype), ask)
                 if made:
                     break
             if made is None:  # no type of the chosen set fits this scene (only with a narrow set)
@@ -494,7 +497,7 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
             qid = s.image_id * 100 + q
             qtype_counts[str(qtype)] += 1
             questions[vqa_split].append({"image_id": s.image_id, "question": text, "question_id": qid})
-            answers = annotate(answer, atype, lang)
+            answers = annotate(answer, atype, ask)
             if vqa_split == "val2014":
                 oracle.append(soft_score(answer, answers))
             annotations[vqa_split].append({
