@@ -80,3 +80,25 @@ def test_cached_data_of_another_question_mix_are_regenerated(tmp_path):
     ensure_data(tmp_path / "data", family, seed=0)
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert set(manifest["stats"]["question_types"]) == {"color_of_shape", "exist"}
+
+
+def test_parallel_pipelines_give_the_numbers_of_one_process(tmp_path):
+    """``--jobs 2`` runs each (model, seed) in a spawned process; with one thread everywhere the
+    metrics are those of running them one after another in this process, to the last digit."""
+    from switchbert.commands import demo
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers get their share of it: one thread each
+    try:
+        lines: list[str] = []
+        parallel = demo.run_demo(tmp_path / "par", "tiny", progress=False, jobs=2, echo=lines.append)
+        serial = demo.run_demo(tmp_path / "one", "tiny", progress=False, jobs=1, echo=lambda line: None)
+    finally:
+        torch.set_num_threads(previous)
+    assert (parallel.jobs, serial.jobs) == (2, 1)
+    assert any("2 (model, seed) pipelines, 2 at a time in parallel processes" in line for line in lines)
+    # every stage announced once, numbered in the order they started
+    stages = [line for line in lines if re.match(r"\[demo \d+/9 ", line)]
+    assert [int(re.match(r"\[demo (\d+)/", line).group(1)) for line in stages] == list(range(1, 10))
+    assert len({line.split("] ", 1)[1].split(" (elapsed")[0] for line in stages}) == 9
+    assert parallel.per_seed == serial.per_seed

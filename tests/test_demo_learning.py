@@ -35,16 +35,38 @@ def test_verdict_beyond_within_and_one_seed():
 
 
 def test_progress_reports_share_and_time_left(monkeypatch):
-    clock = iter([0.0, 0.0, 10.0, 30.0])
+    clock = iter([0.0, 0.0, 30.0, 30.0, 330.0, 330.0])
     monkeypatch.setattr("switchbert.commands.demo.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
-    p = Progress([("a", 1.0), ("b", 3.0)], echo=lines.append)
+    # weights are reference seconds; this machine runs 1.5x slower, and its first stage 3x (start-up)
+    p = Progress([("a", 10.0), ("b", 200.0), ("c", 290.0)], echo=lines.append)
     p.start()
     p.finish()
     p.start()
-    assert lines[0].startswith("[demo 1/2   0%] a") and "estimating" in lines[0]
-    # 10 s for weight 1 of 4: 30 s to go
-    assert lines[1].startswith("[demo 2/2  25%] b") and "about 30s left" in lines[1]
+    p.finish()
+    p.start()
+    assert lines[0].startswith("[demo 1/3   0%] a") and "estimating the time left" in lines[0]
+    # after the short first stage: (30 + 60) / (10 + 60) x 490 = 630 s, not the 1,470 s that its
+    # 3x alone would give
+    assert lines[1].startswith("[demo 2/3   2%] b") and "about 10m30s left" in lines[1]
+    # after 210 of 500: (330 + 60) / (210 + 60) x 290 = 419 s, near the true 435 s
+    assert lines[2].startswith("[demo 3/3  42%] c") and "about 6m59s left" in lines[2]
+
+
+def test_progress_with_parallel_pipelines_replays_the_schedule(monkeypatch):
+    clock = iter([0.0, 0.0, 0.0, 60.0, 60.0])
+    monkeypatch.setattr("switchbert.commands.demo.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    # three one-stage pipelines of 60 reference seconds on two workers, then a 5 s serial stage
+    p = Progress([("a", 60.0), ("b", 60.0), ("c", 60.0), ("report", 5.0)], echo=lines.append, workers=2,
+                 pipelines=[[0], [1], [2]])
+    p.event("start", 0)
+    p.event("start", 1)
+    p.event("finish", 0)  # at 60 s
+    p.event("start", 2)
+    # rate (60 + 60 x 1.2) / (60 + 60) = 1.1 s per unit: b has 66 - 60 = 6 s to go on its worker, c takes
+    # 66 s on the freed one, then the report 5 s alone: 71 s, not the (6 + 66 + 5.5) of one worker
+    assert lines[2].startswith("[demo 3/4  32%] c") and "about 1m11s left" in lines[2], lines[2]
 
 
 def test_abstraction_zero_gives_word_level_features():

@@ -8,7 +8,8 @@
 5. analyses the routes Switch-BERT learned for each task, and the FLOPs along them;
 6. writes OUT/report.md.
 
-Each model is trained ``--seeds`` times (1 at the default size, 3 at ``large``); the report gives
+Each model is trained ``--seeds`` times (2 at the default size, 3 at ``large``), the (model, seed)
+pipelines ``--jobs`` at a time in parallel processes (default: one per CPU core); the report gives
 mean ± std per task in the layout of the paper's Table 3 and says in words whether Switch-BERT beats
 UNITER beyond the spread, and warns where a model stayed at the text prior or at chance. The demo
 prints each stage with the overall progress and an estimate of the time left.
@@ -21,8 +22,10 @@ a small model: they show the system working, not the paper's results.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -41,7 +44,7 @@ TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big a demo runs. ``default`` takes about 7 minutes on 2 CPU cores (1 seed)."""
+    """How big a demo runs. ``default`` takes about 7 minutes on 2 CPU cores (2 seeds, 2 jobs)."""
 
     images: int
     preset: str
@@ -90,7 +93,8 @@ SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(images=60, preset="switchbert-tiny", feat_dim=64, num_classes=40, pretrain_epochs=1,
                      finetune_epochs=1, batch_size=16, use_bert=False, route_samples=64, max_steps=4,
                      abstraction=0.0, clutter=0.0, initializer_range=0.08),
-    # The README's main job: about 7 minutes on 2 CPU cores for one seed (7m13s, BENCHMARKS.md "The demo").
+    # The README's main job: about 7 minutes on 2 CPU cores for two seeds, two pipelines at a time
+    # (BENCHMARKS.md "The demo").
     # A 4-layer, 128-wide model from random weights (MiniLM's 384-wide layers cost 6x more per step),
     # on word-level region features without clutter: with the entangled default features a model
     # this small and this short-trained never uses the image. VQA asks the attribute questions of the
@@ -98,10 +102,11 @@ SIZES: dict[str, DemoSize] = {
     # text-only prior is 18%. The family's existence questions (yes/no, prior ~50%) and the full mix's
     # counting questions stay at their prior in this budget: both models answered "no" to every
     # existence question after 300 and 450 steps (measured, BENCHMARKS.md "The demo").
-    # One seed: two would take about 15 minutes; `--seeds 2` gives the spread.
+    # Two seeds, so the report has a spread: a (model, seed) pipeline takes ~3 minutes on one core,
+    # and the four run two at a time.
     "default": DemoSize(images=1000, preset="switchbert-mini", feat_dim=256, num_classes=100, pretrain_epochs=1,
                         finetune_epochs=3, batch_size=32, use_bert=False, route_samples=500, max_steps=100,
-                        seeds=1, abstraction=0.0, clutter=0.0, retrieval_val_images=20, dropout=0.0,
+                        seeds=2, abstraction=0.0, clutter=0.0, retrieval_val_images=20, dropout=0.0,
                         initializer_range=0.08, question_types=("color_of_shape", "shape_of_color"),
                         lr=6e-4,
                         # Retrieval at batch 16 learns more per second than at 32 (a batch-16 step
@@ -150,6 +155,7 @@ class DemoResult:
     seeds: list[int] = field(default_factory=list)
     # model -> one task/split/metric dict per seed, in the order of ``seeds``
     per_seed: dict[str, list[dict[str, dict[str, dict[str, float]]]]] = field(default_factory=dict)
+    jobs: int = 1  # (model, seed) pipelines that ran at a time
 
     def values(self, model: str, task: str, split: str, metric: str) -> list[float]:
         """The metric over the seeds (those that have it)."""
@@ -234,34 +240,97 @@ def stage_batch(task: str, size: DemoSize) -> int:
 class Progress:
     """Prints each stage with the overall progress and an estimate of the time left.
 
-    Every stage has a weight (its training steps, or an evaluation's equivalent); the estimate is the
-    time so far per unit of finished weight times the weight still to come, so it is only as good as
-    the weights' proportions, and it improves as stages finish.
+    Every stage has a weight: the seconds it is expected to take on the machine the weights were
+    measured on (one thread of a 2-core CPU VM, one pipeline at a time; ``_stage_weight``). This run's
+    seconds per unit of weight are measured on the stages that finished, as (their seconds + K x
+    prior) / (their weight + K) with K = ``PRIOR_SECONDS``: until about K seconds' worth of stages have
+    finished the rate stays near its prior (1 for one job, ``PARALLEL_COST`` for several), so a short
+    first stage, whose one-off start-up costs are most of it, cannot swing the estimate (it once read
+    10 minutes at 9 s for a 7-minute run). The time left then replays the schedule: each running
+    pipeline finishes its stages (minus what the running one has done), the pipelines not started
+    yet go to whichever of the ``workers`` frees first, and the stages outside every pipeline (the
+    analysis) run last, alone. The estimate is only as good as the weights' proportions, and it
+    improves as stages finish. With parallel jobs the stages start and finish out of order; they are
+    numbered in the order they start.
+
+    Args:
+        stages: (name, weight) per stage.
+        workers: pipelines that run at once.
+        pipelines: each pipeline's stage indices, in order; default: every stage its own pipeline.
     """
 
-    def __init__(self, stages: list[tuple[str, float]], echo=print) -> None:
-        self.stages, self.echo = stages, echo
+    PRIOR_SECONDS = 60.0
+    # Two single-thread pipelines on the 2-core VM each ran 1.1-1.3x slower than one alone
+    # (BENCHMARKS.md, "The demo").
+    PARALLEL_COST = 1.2
+
+    def __init__(self, stages: list[tuple[str, float]], echo=print, workers: int = 1,
+                 pipelines: Optional[list[list[int]]] = None) -> None:
+        self.stages, self.echo, self.workers = stages, echo, workers
+        self.pipelines = pipelines if pipelines is not None else [[i] for i in range(len(stages))]
+        in_pipeline = {i for p in self.pipelines for i in p}
+        self.serial = [i for i in range(len(stages)) if i not in in_pipeline]
         self.total = sum(w for _, w in stages) or 1.0
-        self.done_weight, self.index = 0.0, 0
+        self.prior = 1.0 if workers == 1 else self.PARALLEL_COST
+        self.began: dict[int, float] = {}
+        self.ended: dict[int, float] = {}
+        self.started, self.next = 0, 0
         self.t0 = time.perf_counter()
 
-    def start(self) -> str:
-        """Announces the next stage; returns the printed line."""
-        name, _ = self.stages[self.index]
+    @property
+    def done_weight(self) -> float:
+        return sum(self.stages[i][1] for i in self.ended)
+
+    def rate(self) -> float:
+        """Seconds per unit of weight, from the finished stages, shrunk towards the prior."""
+        seconds = sum(self.ended[i] - self.began[i] for i in self.ended)
+        return (seconds + self.PRIOR_SECONDS * self.prior) / (self.done_weight + self.PRIOR_SECONDS)
+
+    def seconds_left(self, now: float) -> float:
+        """The estimate of the time left at ``now`` (seconds since the start)."""
+        r = self.rate()
+
+        def left(i: int) -> float:
+            if i in self.ended:
+                return 0.0
+            return max(0.0, self.stages[i][1] * r - (now - self.began[i] if i in self.began else 0.0))
+
+        free: list[float] = []  # when each busy worker frees, from now
+        waiting: list[float] = []
+        for stages in self.pipelines:
+            if all(i in self.ended for i in stages):
+                continue
+            (free if any(i in self.began for i in stages) else waiting).append(sum(left(i) for i in stages))
+        free += [0.0] * max(0, self.workers - len(free))
+        heapq.heapify(free)
+        for t in waiting:
+            heapq.heappush(free, heapq.heappop(free) + t)
+        return max(free, default=0.0) + sum(left(i) / self.prior for i in self.serial)
+
+    def event(self, event: str, stage: int) -> None:
+        """``start`` or ``finish`` of stage ``stage`` (an index into the stages)."""
+        (self.start if event == "start" else self.finish)(stage)
+
+    def start(self, stage: Optional[int] = None) -> str:
+        """Announces a stage (default: the next one in order); returns the printed line."""
+        stage = self.next if stage is None else stage
+        self.next = stage + 1
+        name, _ = self.stages[stage]
         elapsed = time.perf_counter() - self.t0
         pct = 100.0 * self.done_weight / self.total
-        if self.done_weight > 0:
-            left = elapsed / self.done_weight * (self.total - self.done_weight)
-            eta = f"about {_duration(left)} left"
+        if self.ended:
+            eta = f"about {_duration(self.seconds_left(elapsed))} left"
         else:
             eta = "estimating the time left"
-        line = f"[demo {self.index + 1}/{len(self.stages)} {pct:3.0f}%] {name} (elapsed {_duration(elapsed)}, {eta})"
+        self.began[stage] = elapsed
+        self.started += 1
+        line = f"[demo {self.started}/{len(self.stages)} {pct:3.0f}%] {name} (elapsed {_duration(elapsed)}, {eta})"
         self.echo(line)
         return line
 
-    def finish(self) -> None:
-        self.done_weight += self.stages[self.index][1]
-        self.index += 1
+    def finish(self, stage: Optional[int] = None) -> None:
+        stage = self.next - 1 if stage is None else stage
+        self.ended[stage] = time.perf_counter() - self.t0
 
 
 def _duration(seconds: float) -> str:
@@ -269,53 +338,139 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+# What a stage costs, measured on one thread of the 2-core CPU VM with switchbert-mini at the default
+# size (BENCHMARKS.md, "The demo"): a training sequence (one text and its regions, forward and
+# backward) ~2.5 ms whatever the task, an evaluated one ~0.6 ms, and ~2.5 s per stage for start-up
+# and checkpoints. Stage by stage this predicted 4.6 / 29 / 132 / 15 s for pretraining, VQA,
+# retrieval and RefExp against 4 / 30 / 131 / 13 s measured. Other presets cost more per sequence,
+# in about the same proportions, which is all the progress estimate needs.
+TRAIN_SEQUENCE_SECONDS, EVAL_SEQUENCE_SECONDS, STAGE_SECONDS = 0.0025, 0.0006, 2.5
+
+
 def _stage_weight(task: str, size: DemoSize, manifest: dict[str, Any]) -> float:
-    """Expected training steps of a stage (the progress estimate's unit), plus its evaluation."""
-    train_images = manifest.get("stats", {}).get("splits", {}).get("train", size.images)
-    items = {"pretrain": train_images, "vqa": train_images * size.questions_per_image,
-             "retrieval": train_images * 5, "refexp": train_images * 2}[task]
-    epochs = size.pretrain_epochs if task == "pretrain" else size.finetune_epochs
+    """Expected seconds of a stage on the reference machine (the progress estimate's weights):
+    training, a validation per epoch, and the final evaluation."""
+    splits = manifest.get("stats", {}).get("splits", {})
+    train = splits.get("train", int(0.8 * size.images))
+    val, test = splits.get("val", size.images // 10), splits.get("test", size.images // 10)
+    per_image = {"pretrain": 1, "vqa": size.questions_per_image, "retrieval": 5, "refexp": 2}[task]
     batch = stage_batch(task, size)
-    steps = max(1, items // batch) * epochs
+    steps_per_epoch = max(1, train * per_image // batch)
+    epochs = size.pretrain_epochs if task == "pretrain" else size.finetune_epochs
     cap = stage_steps(task, size)
-    steps = min(steps, cap) if cap is not None else steps
-    # Measured on one core, in VQA steps (batch 32) with their validation: a pretraining step costs
-    # ~1.7, a retrieval step (4 pairs per sample) ~3.3 at batch 32 and ~2.0 at 16, and scoring every
-    # retrieval test pair ~1 per 150 pairs; every stage pays ~20 for start-up, checkpoints and evaluation.
-    if task == "retrieval":
-        test_images = manifest.get("stats", {}).get("splits", {}).get("test", 0)
-        return 20.0 + steps * (0.7 + 0.081 * batch) + 5 * test_images * test_images / 150
-    return 20.0 + steps * (1.7 if task == "pretrain" else 1.25)
+    steps = min(steps_per_epoch * epochs, cap) if cap is not None else steps_per_epoch * epochs
+    epochs_run = -(-steps // steps_per_epoch)
+    pairs_per_sample = 4 if task == "retrieval" else 1  # a caption with its image and three negatives
+    # sequences scored by one validation, and by the final evaluation (VQA val = val + test images;
+    # retrieval scores every caption against every image of the split)
+    q = size.questions_per_image
+    validation = {"pretrain": val, "vqa": (val + test) * q, "retrieval": 5 * size.retrieval_val_images ** 2,
+                  "refexp": 2 * val}[task]
+    final = {"pretrain": 0, "vqa": (val + test) * q, "retrieval": 5 * test * test, "refexp": 2 * (val + test)}[task]
+    return (STAGE_SECONDS + steps * batch * pairs_per_sample * TRAIN_SEQUENCE_SECONDS
+            + (epochs_run * validation + final) * EVAL_SEQUENCE_SECONDS)
 
 
 def run_demo(out_dir: Path, size_name: str = "default", seed: int = 0, bert_dir: Optional[Path] = None,
              use_bert: Optional[bool] = None, progress: bool = True, seeds: Optional[int] = None,
-             echo=print) -> DemoResult:
+             echo=print, jobs: Optional[int] = None) -> DemoResult:
     """Runs the demo; returns where the report is and every metric.
 
     Each model is trained ``seeds`` times (seeds ``seed``, ``seed + 1``, ...; default: the size's
     ``seeds``) on the same data; the report gives mean ± std over them. ``echo`` receives the
-    progress lines.
+    progress lines. ``jobs`` (default: ``default_jobs``) trains that many (model, seed) pipelines at
+    once, each in its own process with an equal share of this process's threads.
     """
     size = SIZES[size_name]
     n_seeds = size.seeds if seeds is None else seeds
     if n_seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {n_seeds}")
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
     seed_list = [seed + k for k in range(n_seeds)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # One demo per output directory: a second one would regenerate the data and delete the runs
-    # under the first one's feet (runs/<model> is cleared before each model trains).
+    # under the first one's feet (runs/<model> is cleared before the models train).
     with RunLock(out_dir):
-        return _run_demo_locked(out_dir, size_name, seed_list, bert_dir, use_bert, progress, echo)
+        return _run_demo_locked(out_dir, size_name, seed_list, bert_dir, use_bert, progress, echo,
+                                jobs or default_jobs(len(MODELS) * n_seeds))
 
 
-def _run_demo_locked(out_dir: Path, size_name: str, seed_list: list[int], bert_dir: Optional[Path],
-                     use_bert: Optional[bool], progress: bool, echo) -> DemoResult:
+def default_jobs(pipelines: int) -> int:
+    """Parallel (model, seed) pipelines when ``--jobs`` is not given: one per available CPU core, at
+    most one per pipeline. Each pipeline runs one thread per core it gets; on 2 cores two pipelines
+    at once take ~1.1x the time of one alone (measured, BENCHMARKS.md "The demo")."""
+    return max(1, min(pipelines, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else (os.cpu_count() or 1)))
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One model trained with one seed: pretraining, then each task's fine-tuning and evaluation.
+
+    ``first_stage`` is the index of its pretraining stage in the demo's stage list; its tasks follow
+    in ``TASKS`` order.
+    """
+
+    model: str
+    seed: int
+    first_stage: int
+    out_dir: Path
+    size_name: str
+    bert_dir: Optional[Path]
+    progress: bool
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out_dir / "runs" / self.model.lower().replace("-", "") / f"seed{self.seed}"
+
+
+def run_pipeline(job: Pipeline, manifest: dict[str, Any], report) -> tuple[dict[str, dict[str, dict[str, float]]], float]:
+    """Trains and evaluates one (model, seed); returns ({task: {split: {metric: value}}}, seconds).
+
+    ``report(event, stage)`` is called with ``"start"`` / ``"finish"`` and the stage's index.
+    """
     from switchbert.train.config import from_dict
     from switchbert.train.evaluate import evaluate
     from switchbert.train.trainer import Trainer
 
+    size, data, overrides = SIZES[job.size_name], job.out_dir / "data", MODELS[job.model]
+    slug = job.model.lower().replace("-", "")
+    t0 = time.perf_counter()
+    report("start", job.first_stage)
+    pre_dir = job.run_dir / "pretrain"
+    cfg = from_dict(experiment("pretrain", overrides, size, data, manifest, pre_dir, None, job.bert_dir, job.seed,
+                               job.progress, job.model), source=f"demo:{slug}/seed{job.seed}/pretrain")
+    Trainer(cfg, resume=False, source="demo").fit()
+    report("finish", job.first_stage)
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    for k, task in enumerate(TASKS, start=1):
+        report("start", job.first_stage + k)
+        cfg = from_dict(experiment(task, overrides, size, data, manifest, job.run_dir / task, pre_dir, None, job.seed,
+                                   job.progress, job.model), source=f"demo:{slug}/seed{job.seed}/{task}")
+        Trainer(cfg, resume=False, source="demo").fit()
+        metrics[task] = evaluate(cfg, progress=job.progress)
+        report("finish", job.first_stage + k)
+    return metrics, time.perf_counter() - t0
+
+
+# A worker process's channel back to the demo (set by _worker_init).
+_EVENTS: Any = None
+
+
+def _worker_init(events, threads: int) -> None:
+    global _EVENTS
+    _EVENTS = events
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(job: Pipeline, manifest: dict[str, Any]):
+    return run_pipeline(job, manifest, lambda event, stage: _EVENTS.put((event, stage)))
+
+
+def _run_demo_locked(out_dir: Path, size_name: str, seed_list: list[int], bert_dir: Optional[Path],
+                     use_bert: Optional[bool], progress: bool, echo, jobs: int) -> DemoResult:
     size, seed = SIZES[size_name], seed_list[0]
     result = DemoResult(out_dir=out_dir, report=out_dir / "report.md", seeds=seed_list)
     t_all = time.perf_counter()
@@ -334,52 +489,90 @@ def _run_demo_locked(out_dir: Path, size_name: str, seed_list: list[int], bert_d
     log.info("initialisation: %s", f"BERT weights from {bert_dir}" if bert_dir else "random (no BERT weights)")
 
     stages: list[tuple[str, float]] = []
+    pipelines: list[Pipeline] = []
     for model_name in MODELS:
         for s in seed_list:
+            pipelines.append(Pipeline(model_name, s, len(stages), out_dir, size_name, bert_dir,
+                                      progress and jobs == 1))  # parallel jobs: the stage lines only
             stages.append((f"{model_name} seed {s}: pretraining (MLM + MRC-KL + ITM)",
                            _stage_weight("pretrain", size, manifest)))
             stages += [(f"{model_name} seed {s}: fine-tuning and evaluating {task}", _stage_weight(task, size, manifest))
                        for task in TASKS]
-    stages.append(("analysing Switch-BERT's routes, writing the report", 60.0))
-    prog = Progress(stages, echo)
+    stages.append(("analysing Switch-BERT's routes, writing the report", ANALYSIS_SECONDS))
+    jobs = min(jobs, len(pipelines))
+    if jobs > 1:
+        echo(f"[demo] {len(pipelines)} (model, seed) pipelines, {jobs} at a time in parallel processes")
+    prog = Progress(stages, echo, workers=jobs,
+                    pipelines=[list(range(p.first_stage, p.first_stage + 1 + len(TASKS))) for p in pipelines])
 
-    runs = out_dir / "runs"
-    for model_name, overrides in MODELS.items():
-        slug = model_name.lower().replace("-", "")
-        result.metrics[model_name] = {}
-        result.per_seed[model_name] = []
-        if (runs / slug).exists():  # the demo's own earlier runs: retrain rather than mix old and new
-            shutil.rmtree(runs / slug)
-        t0 = time.perf_counter()
-        for s in seed_list:
-            prog.start()
-            pre_dir = runs / slug / f"seed{s}" / "pretrain"
-            cfg = from_dict(experiment("pretrain", overrides, size, out_dir / "data", manifest, pre_dir, None, bert_dir,
-                                       s, progress, model_name), source=f"demo:{slug}/seed{s}/pretrain")
-            Trainer(cfg, resume=False, source="demo").fit()
-            prog.finish()
-            metrics: dict[str, dict[str, dict[str, float]]] = {}
-            for task in TASKS:
-                prog.start()
-                task_dir = runs / slug / f"seed{s}" / task
-                cfg = from_dict(experiment(task, overrides, size, out_dir / "data", manifest, task_dir, pre_dir, None,
-                                           s, progress, model_name), source=f"demo:{slug}/seed{s}/{task}")
-                Trainer(cfg, resume=False, source="demo").fit()
-                metrics[task] = evaluate(cfg, progress=progress)
-                prog.finish()
-            result.per_seed[model_name].append(metrics)
+    for model_name in MODELS:  # the demo's own earlier runs: retrain rather than mix old and new
+        old = out_dir / "runs" / model_name.lower().replace("-", "")
+        if old.exists():
+            shutil.rmtree(old)
+    done: dict[Pipeline, tuple[dict, float]] = {}
+    if jobs == 1:
+        for job in pipelines:
+            done[job] = run_pipeline(job, manifest, prog.event)
+    else:
+        done = _run_parallel(pipelines, manifest, prog, jobs)
+    for model_name in MODELS:
+        runs = [done[job] for job in pipelines if job.model == model_name]
+        result.per_seed[model_name] = [metrics for metrics, _ in runs]
         result.metrics[model_name] = result.per_seed[model_name][0]
-        result.seconds[model_name] = time.perf_counter() - t0
+        result.seconds[model_name] = sum(seconds for _, seconds in runs)
+    result.jobs = jobs
 
-    prog.start()
+    prog.start(len(stages) - 1)  # by index: parallel stages may have started in any order
     t0 = time.perf_counter()
-    route_md, flops_md = analyse_routes(out_dir, runs / "switchbert" / f"seed{seed_list[0]}", size, out_dir / "data")
+    route_md, flops_md = analyse_routes(out_dir, pipelines[0].run_dir, size, out_dir / "data")
     result.seconds["analysis"] = time.perf_counter() - t0
     result.seconds["total"] = time.perf_counter() - t_all
     write_report(result, size_name, size, seed, bert_dir, manifest, route_md, flops_md)
-    prog.finish()
+    prog.finish(len(stages) - 1)
     echo(f"[demo 100%] done in {_duration(result.seconds['total'])}")
     return result
+
+
+# The route analysis and the report at the default size: ~5 s (measured, BENCHMARKS.md "The demo").
+ANALYSIS_SECONDS = 5.0
+
+
+def _run_parallel(pipelines: list[Pipeline], manifest: dict[str, Any], prog: "Progress",
+                  jobs: int) -> dict[Pipeline, tuple[dict, float]]:
+    """Runs the pipelines ``jobs`` at a time in fresh (spawned) processes, printing their stages as
+    they start and finish; the first failure stops the rest and is raised here."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    ctx = multiprocessing.get_context("spawn")  # not fork: this process's OpenMP threads and locks
+    events = ctx.Queue()
+    threads = max(1, torch.get_num_threads() // jobs)
+    done: dict[Pipeline, tuple[dict, float]] = {}
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(events, threads)) as pool:
+        futures = {pool.submit(_run_in_worker, job, manifest): job for job in pipelines}
+        pending = set(futures)
+        try:
+            while pending:
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+                _drain(events, prog)
+                for f in finished:
+                    done[futures[f]] = f.result()  # raises the worker's error
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        _drain(events, prog)
+    return done
+
+
+def _drain(events, prog: "Progress") -> None:
+    import queue
+
+    while True:
+        try:
+            event, stage = events.get_nowait()
+        except queue.Empty:
+            return
+        prog.event(event, stage)
 
 
 def analyse_routes(out_dir: Path, switch_runs: Path, size: DemoSize, data_dir: Path) -> tuple[str, str]:
@@ -600,7 +793,8 @@ per-task tables are in `routes/routes.md`.
 ## Run
 
 - Wall time: data {secs.get('data', 0):.0f}s, Switch-BERT {secs.get('Switch-BERT', 0):.0f}s, UNITER
-  {secs.get('UNITER', 0):.0f}s, analysis {secs.get('analysis', 0):.0f}s, total {secs.get('total', 0):.0f}s.
+  {secs.get('UNITER', 0):.0f}s (each summed over its seeds), analysis {secs.get('analysis', 0):.0f}s, total
+  {secs.get('total', 0):.0f}s, with {result.jobs} (model, seed) pipeline(s) running at a time (`--jobs`).
 - Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.
 - Runs (checkpoints, metrics.jsonl, results.jsonl): `runs/`; data: `data/`; route report: `routes/`.
 """
@@ -609,7 +803,8 @@ per-task tables are in `routes/routes.md`.
 
 def run(args: argparse.Namespace) -> int:
     result = run_demo(Path(args.out), args.size, args.seed, Path(args.bert_dir) if args.bert_dir else None,
-                      use_bert=False if args.no_bert else None, progress=not args.no_progress, seeds=args.seeds)
+                      use_bert=False if args.no_bert else None, progress=not args.no_progress, seeds=args.seeds,
+                      jobs=args.jobs)
     print(f"report: {result.report}")
     return 0
 
@@ -619,12 +814,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "analyse routes, write report.md")
     p.add_argument("--out", default="runs/demo", help="output directory (data are cached here)")
     p.add_argument("--size", choices=sorted(SIZES), default="default",
-                   help="tiny: seconds (CI); default: ~7 minutes on 2 CPU cores (1 seed); large: more data and "
+                   help="tiny: seconds (CI); default: ~7 minutes on 2 CPU cores (2 seeds); large: more data and "
                         "epochs, MiniLM-initialised (3 seeds)")
     p.add_argument("--seed", type=int, default=0, help="first seed (and the data's)")
     p.add_argument("--seeds", type=int, default=None,
                    help="train each model this many times (seeds SEED, SEED+1, ...) and report mean ± std "
-                        "(default: 1 tiny, 1 default, 3 large)")
+                        "(default: 1 tiny, 2 default, 3 large)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="(model, seed) pipelines trained at once, each in its own process with an equal share of "
+                        "the threads (default: one per CPU core, at most one per pipeline; 1 = all in this process)")
     p.add_argument("--bert-dir", default=None, help="BERT directory to start from (default: MiniLM when installed)")
     p.add_argument("--no-bert", action="store_true", help="start from random weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
