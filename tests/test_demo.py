@@ -40,6 +40,10 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
     assert float(scores.std()) > 2e-3, float(scores.std())
     chance = next(line for line in report.splitlines() if line.startswith("| *chance"))
     assert chance.count("|") == 7
+    # VQA per question type, beside each type's text-only prior
+    assert "VQA by question type" in report and "| *text-only prior* |" in report
+    header = next(line for line in report.splitlines() if line.startswith("| model | color_of_shape"))
+    assert "exist" in header
     # route figures exist and are linked
     for task in ("vqa", "retrieval", "refexp"):
         assert f"### {task}" in report

@@ -348,3 +348,12 @@ def test_load_records_jsonl_and_json(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{oops\n")
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         load_records(tmp_path / "bad.jsonl")
+
+
+def test_vqa_accuracy_by_group_hand_computed():
+    from switchbert.metrics import vqa_accuracy_by_group
+
+    got = vqa_accuracy_by_group([1.0, 0.0, 0.3, 0.6], ["yes/no", "yes/no", "number", "number"])
+    assert list(got) == ["number", "yes/no"] and got == pytest.approx({"number": 45.0, "yes/no": 50.0})
+    with pytest.raises(ValueError, match="2 scores but 1 groups"):
+        vqa_accuracy_by_group([1.0, 0.0], ["other"])

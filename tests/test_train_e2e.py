@@ -197,3 +197,23 @@ def test_evaluate_from_the_yaml_with_explicit_checkpoint(vqa_run, synth, tmp_pat
                "--checkpoint", str(vqa_run / "last"), "--splits", "val", "--out", str(out), "--no-progress"])
     assert rc == 0
     assert json.loads((out / "metrics.json").read_text())["checkpoint"] == str(vqa_run / "last")
+
+
+def test_vqa_evaluation_writes_the_official_breakdown(vqa_run, synth):
+    """``eval/vqa_accuracy_<split>.json`` has the official evaluator's keys; its overall is the metric,
+    and the per-type figures are the per-question scores' means over each type's questions."""
+    from switchbert.data.vqa_answers import soft_score
+
+    assert main(["evaluate", str(vqa_run), "--no-progress", "--splits", "val"]) == 0
+    accuracy = json.loads((vqa_run / "eval" / "metrics.json").read_text())["val"]["accuracy"]
+    breakdown = json.loads((vqa_run / "eval" / "vqa_accuracy_val.json").read_text())
+    assert breakdown["overall"] == pytest.approx(accuracy, abs=1e-9)
+    anns = {a["question_id"]: a for a in
+            json.loads((synth / "vqa" / "v2_mscoco_val2014_annotations.json").read_text())["annotations"]}
+    predicted = {r["question_id"]: r["answer"] for r in json.loads((vqa_run / "eval" / "vqa_results_val.json").read_text())}
+    for key, field in (("perAnswerType", "answer_type"), ("perQuestionType", "question_type")):
+        groups: dict = {}
+        for q, answer in predicted.items():
+            groups.setdefault(anns[q][field], []).append(soft_score(answer, [x["answer"] for x in anns[q]["answers"]]))
+        assert len(groups) > 1, key
+        assert breakdown[key] == pytest.approx({g: 100 * sum(v) / len(v) for g, v in groups.items()}, abs=1e-9)

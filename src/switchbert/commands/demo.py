@@ -156,6 +156,8 @@ class DemoResult:
     # model -> one task/split/metric dict per seed, in the order of ``seeds``
     per_seed: dict[str, list[dict[str, dict[str, dict[str, float]]]]] = field(default_factory=dict)
     jobs: int = 1  # (model, seed) pipelines that ran at a time
+    # model -> per seed, VQA val accuracy per question type (the evaluator's perQuestionType)
+    vqa_by_type: dict[str, list[dict[str, float]]] = field(default_factory=dict)
 
     def values(self, model: str, task: str, split: str, metric: str) -> list[float]:
         """The metric over the seeds (those that have it)."""
@@ -520,6 +522,10 @@ def _run_demo_locked(out_dir: Path, size_name: str, seed_list: list[int], bert_d
         result.per_seed[model_name] = [metrics for metrics, _ in runs]
         result.metrics[model_name] = result.per_seed[model_name][0]
         result.seconds[model_name] = sum(seconds for _, seconds in runs)
+        result.vqa_by_type[model_name] = [
+            json.loads(path.read_text()).get("perQuestionType", {}) if path.is_file() else {}
+            for path in (job.run_dir / "vqa" / "eval" / "vqa_accuracy_val.json" for job in pipelines
+                         if job.model == model_name)]
     result.jobs = jobs
 
     prog.start(len(stages) - 1)  # by index: parallel stages may have started in any order
@@ -701,12 +707,12 @@ def compare_models(result: "DemoResult", chance: dict[str, dict[str, dict[str, f
 
 
 def collapse_warnings(result: "DemoResult", chance: dict[str, dict[str, dict[str, float]]]) -> list[str]:
-    """Report lines for models that did not learn to use the image: VQA within 3 points of the
+    """Report lines for models that did not learn to use the image: VQA less than 3 points above the
     text-only prior, retrieval R@1 below twice chance (docs/training.md, "collapse to the text prior")."""
     out = []
     for model in result.per_seed:
-        for task, split, metric, what in (("vqa", "val", "accuracy", "within 3 points of the text-only prior: it "
-                                           "answers from the question alone (collapse to the text prior)"),
+        for task, split, metric, what in (("vqa", "val", "accuracy", "less than 3 points above the text-only prior: "
+                                           "it answers from the question alone (collapse to the text prior)"),
                                           ("retrieval", "test", "ir_r1", "below twice chance: its scores barely "
                                            "tell the pairs apart (a loss near ln 4 means tied scores)")):
             values, prior = result.values(model, task, split, metric), chance.get(task, {}).get(split, {}).get(metric)
@@ -718,6 +724,28 @@ def collapse_warnings(result: "DemoResult", chance: dict[str, dict[str, dict[str
                 out.append(f"- **Warning**: {model}'s {task} score ({mean:.1f}) is {what}; see docs/training.md, "
                            f"\"Learning rates for small models\".")
     return out
+
+
+def vqa_type_table(result: DemoResult, manifest: dict[str, Any]) -> str:
+    """Markdown: VQA val accuracy per question type and model (mean ± std over seeds), beside each
+    type's text-only prior; a model less than 3 points above a type's prior is marked "not above its prior"."""
+    priors = manifest.get("stats", {}).get("text_only_vqa_accuracy_by_type", {})
+    types = sorted({t for runs in result.vqa_by_type.values() for run in runs for t in run})
+    if not types:
+        return ""
+    rows = ["| model | " + " | ".join(types) + " |", "|---" * (len(types) + 1) + "|"]
+    for model, runs in result.vqa_by_type.items():
+        cells = []
+        for t in types:
+            values = [run[t] for run in runs if t in run]
+            cell = _mean_std(values)
+            if values and t in priors and sum(values) / len(values) <= 100.0 * priors[t] + 3.0:
+                cell += " (not above its prior)"
+            cells.append(cell)
+        rows.append(f"| {model} | " + " | ".join(cells) + " |")
+    rows.append("| *text-only prior* | " + " | ".join(_fmt(100.0 * priors[t]) if t in priors else "-"
+                                                     for t in types) + " |")
+    return "\n".join(rows)
 
 
 def write_report(result: DemoResult, size_name: str, size: DemoSize, seed: int, bert_dir: Optional[Path],
@@ -762,7 +790,11 @@ Mean ± sample standard deviation over the seeds, in the layout of the paper's T
 
 {verdict}
 
-The last row is what guessing gets: for VQA the best text-only rule (the most common training answer
+VQA by question type (val accuracy; the evaluator's `eval/vqa_accuracy_val.json`):
+
+{vqa_type_table(result, manifest)}
+
+The last row of each table is what guessing gets: for VQA the best text-only rule (the most common training answer
 for each question text), for retrieval a random ranking, for RefExp a random region of the image. A
 model only shows that it uses the image where it beats that row.
 

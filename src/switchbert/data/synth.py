@@ -557,6 +557,8 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
             "question_types": dict(qtype_counts),
             "refs_per_split": dict(Counter(r["split"] for r in refs)),
             "text_only_vqa_accuracy": text_only_accuracy(annotations["train2014"], annotations["val2014"], questions),
+            "text_only_vqa_accuracy_by_type": text_only_accuracy_by_type(annotations["train2014"],
+                                                                         annotations["val2014"], questions),
             "scene_oracle_vqa_accuracy": round(float(np.mean(oracle)), 4) if oracle else 0.0,
             "seconds": round(time.perf_counter() - t0, 2),
         },
@@ -568,6 +570,20 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
 def text_only_accuracy(train_anns: list[dict], val_anns: list[dict], questions: dict) -> float:
     """VQA accuracy on val of the best text-only rule we can state: answer with the most frequent
     training answer of the exact question string, falling back to the most frequent of its type."""
+    scores = text_only_scores(train_anns, val_anns, questions)
+    return round(sum(s for _, s in scores) / len(scores), 4) if scores else 0.0
+
+
+def text_only_accuracy_by_type(train_anns: list[dict], val_anns: list[dict], questions: dict) -> dict[str, float]:
+    """``text_only_accuracy`` per question type."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for qtype, score in text_only_scores(train_anns, val_anns, questions):
+        by[qtype].append(score)
+    return {t: round(sum(v) / len(v), 4) for t, v in sorted(by.items())}
+
+
+def text_only_scores(train_anns: list[dict], val_anns: list[dict], questions: dict) -> list[tuple[str, float]]:
+    """(question type, VQA score) of the text-only rule on each val question."""
     qtext = {q["question_id"]: q["question"] for sp in questions.values() for q in sp}
     by_text: dict[str, Counter] = defaultdict(Counter)
     by_type: dict[str, Counter] = defaultdict(Counter)
@@ -575,13 +591,11 @@ def text_only_accuracy(train_anns: list[dict], val_anns: list[dict], questions: 
         ans = a["multiple_choice_answer"]
         by_text[qtext[a["question_id"]]][ans] += 1
         by_type[a["question_type"]][ans] += 1
-    if not val_anns:
-        return 0.0
-    total = 0.0
+    out = []
     for a in val_anns:
         c = by_text.get(qtext[a["question_id"]]) or by_type.get(a["question_type"]) or Counter({"yes": 1})
-        total += soft_score(c.most_common(1)[0][0], [x["answer"] for x in a["answers"]])
-    return round(total / len(val_anns), 4)
+        out.append((a["question_type"], soft_score(c.most_common(1)[0][0], [x["answer"] for x in a["answers"]])))
+    return out
 
 
 def _dump(path: Path, obj, indent: Optional[int] = None) -> None:

@@ -19,6 +19,7 @@ from switchbert.metrics.retrieval import retrieval_ranks, retrieval_recall, scor
 from switchbert.metrics.vqa import (
     predict_answers,
     vqa_accuracy,
+    vqa_accuracy_by_group,
     vqa_question_scores,
     vqa_target_score,
     write_vqa_results,
@@ -42,6 +43,7 @@ __all__ = [
     "score_all_pairs",
     "predict_answers",
     "vqa_accuracy",
+    "vqa_accuracy_by_group",
     "vqa_question_scores",
     "vqa_target_score",
     "write_vqa_results",

@@ -78,6 +78,25 @@ def vqa_accuracy(
     return 100.0 * float(vqa_question_scores(predictions, human_answers, score=score).mean())
 
 
+def vqa_accuracy_by_group(scores: Union[Sequence[float], np.ndarray], groups: Sequence[str]) -> dict[str, float]:
+    """Mean per-question score × 100 per group, as the official evaluator's ``perQuestionType`` and
+    ``perAnswerType`` (there rounded to 2 decimals; here not).
+
+    Args:
+        scores: (Q,) per-question VQA accuracy in [0, 1] (``vqa_question_scores``).
+        groups: (Q,) each question's group, e.g. its ``answer_type`` ("yes/no", "number", "other").
+
+    Returns:
+        {group: accuracy in %}, groups sorted.
+    """
+    if len(scores) != len(groups):
+        raise ValueError(f"vqa accuracy by group: {len(scores)} scores but {len(groups)} groups")
+    sums: dict[str, list[float]] = {}
+    for s, g in zip(scores, groups):
+        sums.setdefault(str(g), []).append(float(s))
+    return {g: 100.0 * sum(v) / len(v) for g, v in sorted(sums.items())}
+
+
 def predict_answers(logits: Union[Tensor, np.ndarray], answer_vocab: Union[Sequence[str], Any]) -> list[str]:
     """The arg-max answer string of each row.
 

@@ -4,6 +4,8 @@
     metrics.json                  {"checkpoint": path, split: {metric: value}, "checkpoints": {split: path}}
     vqa_results_<split>.json      VQA: the evaluation server's format ([{question_id, answer}]);
                                   ``test`` is written as ``test-dev``
+    vqa_accuracy_<split>.json     VQA with annotations: the official evaluator's breakdown
+                                  ({overall, perAnswerType, perQuestionType})
     retrieval_scores_<split>.pt   retrieval: the (captions, images) score matrix
 and merges one record per (split, metric) into ``OUTPUT_DIR/results.jsonl``:
     {"model", "task", "metric", "seed", "value", "split", "checkpoint", "recipe"}

@@ -35,7 +35,8 @@ from switchbert.data.vqa_answers import load_annotations
 from switchbert.heads import build_head, pretrain_heads_for
 from switchbert.heads.losses import (ignore_mismatched, pretrain_loss, refexp_bce_loss, retrieval_4way_loss,
                                vqa_bce_loss)
-from switchbert.metrics import (refexp_correct, retrieval_recall, vqa_accuracy,
+from switchbert.io import atomic_write_json
+from switchbert.metrics import (refexp_correct, retrieval_recall, vqa_accuracy_by_group, vqa_question_scores,
                                 write_vqa_results)
 from switchbert.models.base import VLModel
 from switchbert.outputs import LayerRoute
@@ -301,8 +302,6 @@ class VQATask(Task):
             self.vocab = self.vocab.with_server_answers(self._annotation_files())
 
     def save_assets(self, directory: Path) -> None:
-        from switchbert.io import atomic_write_json
-
         atomic_write_json(Path(directory) / VQA_VOCAB_FILE, self._ensure_vocab().to_json())
 
     def load_assets(self, directory: Path) -> None:
@@ -413,10 +412,19 @@ class VQATask(Task):
         _, annotations = self._files("train" if split == HELDOUT else split)
         if annotations is None:
             return {}  # test questions: only the server can score the result file
-        humans = {a["question_id"]: [x["answer"] for x in a["answers"]]
-                  for path in annotations for a in load_annotations(path)}
-        return {"accuracy": vqa_accuracy(answers, [humans[q] for q in qids]),
-                "target_score": 100.0 * float(np.mean([r[2] for r in rows]))}
+        anns = {a["question_id"]: a for path in annotations for a in load_annotations(path)}
+        if not qids:
+            raise ValueError(f"VQA {split}: the split has no questions to score")
+        scores = vqa_question_scores(answers, [[x["answer"] for x in anns[q]["answers"]] for q in qids])
+        accuracy = 100.0 * float(scores.mean())  # vqa_accuracy's definition, from the scores kept here
+        if ectx.out_dir is not None and ectx.dist.is_main:
+            # The official evaluator's breakdown, beside the server file (docs/heads_and_metrics.md).
+            breakdown: dict[str, Any] = {"overall": accuracy}
+            for key, field in (("perAnswerType", "answer_type"), ("perQuestionType", "question_type")):
+                if all(field in anns[q] for q in qids):
+                    breakdown[key] = vqa_accuracy_by_group(scores, [anns[q][field] for q in qids])
+            atomic_write_json(Path(ectx.out_dir) / f"vqa_accuracy_{name}.json", breakdown)
+        return {"accuracy": accuracy, "target_score": 100.0 * float(np.mean([r[2] for r in rows]))}
 
 
 # ----------------------------------------------------------------------------------------- retrieval
