@@ -106,3 +106,12 @@ def test_parallel_pipelines_give_the_numbers_of_one_process(tmp_path):
     assert [int(re.match(r"\[demo (\d+)/", line).group(1)) for line in stages] == list(range(1, 10))
     assert len({line.split("] ", 1)[1].split(" (elapsed")[0] for line in stages}) == 9
     assert parallel.per_seed == serial.per_seed
+
+
+def test_a_failing_parallel_pipeline_raises_its_error_here(tmp_path):
+    from switchbert.commands.demo import Pipeline, Progress, _run_parallel
+
+    broken = Pipeline("Switch-BERT", 0, 0, tmp_path, "no-such-size", None, False)
+    prog = Progress([(f"stage {i}", 1.0) for i in range(4)], echo=lambda line: None, workers=1)
+    with pytest.raises(KeyError, match="no-such-size"):
+        _run_parallel([broken], {}, prog, jobs=1)

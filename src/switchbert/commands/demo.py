@@ -381,7 +381,9 @@ def run_demo(out_dir: Path, size_name: str = "default", seed: int = 0, bert_dir:
     Each model is trained ``seeds`` times (seeds ``seed``, ``seed + 1``, ...; default: the size's
     ``seeds``) on the same data; the report gives mean ± std over them. ``echo`` receives the
     progress lines. ``jobs`` (default: ``default_jobs``) trains that many (model, seed) pipelines at
-    once, each in its own process with an equal share of this process's threads.
+    once, each in its own process with an equal share of this process's threads. Those processes are
+    spawned (they import the calling script as a module), so a script that calls ``run_demo`` with
+    more than one job must do it under ``if __name__ == "__main__":``, as for any multiprocessing.
     """
     size = SIZES[size_name]
     n_seeds = size.seeds if seeds is None else seeds
@@ -402,7 +404,7 @@ def run_demo(out_dir: Path, size_name: str = "default", seed: int = 0, bert_dir:
 def default_jobs(pipelines: int) -> int:
     """Parallel (model, seed) pipelines when ``--jobs`` is not given: one per available CPU core, at
     most one per pipeline. Each pipeline runs one thread per core it gets; on 2 cores two pipelines
-    at once take ~1.1x the time of one alone (measured, BENCHMARKS.md "The demo")."""
+    at once take 1.1-1.3x the time of one alone (measured, BENCHMARKS.md "The demo")."""
     return max(1, min(pipelines, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                       else (os.cpu_count() or 1)))
 
@@ -546,7 +548,9 @@ ANALYSIS_SECONDS = 5.0
 def _run_parallel(pipelines: list[Pipeline], manifest: dict[str, Any], prog: "Progress",
                   jobs: int) -> dict[Pipeline, tuple[dict, float]]:
     """Runs the pipelines ``jobs`` at a time in fresh (spawned) processes, printing their stages as
-    they start and finish; the first failure stops the rest and is raised here."""
+    they start and finish. The first failure is raised here: the pipelines not yet started are
+    cancelled, and those running finish first (a process pool cannot stop a running task; Ctrl-C
+    reaches the workers directly, since they share the terminal's process group)."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
