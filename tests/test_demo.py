@@ -17,7 +17,8 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"report: {tmp_path / 'report.md'}" in out
     # progress: every stage announced with the overall share and a time estimate
-    assert "[demo 1/17   0%] Switch-BERT seed 0: pretraining" in out and "left)" in out
+    # (with parallel jobs the two first pipelines may announce themselves in either order)
+    assert re.search(r"\[demo [12]/17 +\d+%\] Switch-BERT seed 0: pretraining", out) and "left)" in out
     assert "UNITER seed 1: fine-tuning and evaluating refexp" in out
     report = (tmp_path / "report.md").read_text()
     for section in ("## Results", "## Routes Switch-BERT learned", "## FLOPs", "## Run", "What these numbers are",
