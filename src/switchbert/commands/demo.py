@@ -427,7 +427,12 @@ class Pipeline:
 
     @property
     def run_dir(self) -> Path:
-        return self.out_dir / "runs" / self.model.lower().replace("-", "") / f"seed{self.seed}"
+        return self.out_dir / "runs" / run_slug(self.model) / f"seed{self.seed}"
+
+
+def run_slug(model: str) -> str:
+    """A model's directory name under OUT/runs ("Switch-BERT" -> "switchbert")."""
+    return model.lower().replace("-", "")
 
 
 def run_pipeline(job: Pipeline, manifest: dict[str, Any], report) -> tuple[dict[str, dict[str, dict[str, float]]], float]:
@@ -440,7 +445,7 @@ def run_pipeline(job: Pipeline, manifest: dict[str, Any], report) -> tuple[dict[
     from switchbert.train.trainer import Trainer
 
     size, data, overrides = SIZES[job.size_name], job.out_dir / "data", MODELS[job.model]
-    slug = job.model.lower().replace("-", "")
+    slug = run_slug(job.model)
     t0 = time.perf_counter()
     report("start", job.first_stage)
     pre_dir = job.run_dir / "pretrain"
@@ -510,7 +515,7 @@ def _run_demo_locked(out_dir: Path, size_name: str, seed_list: list[int], bert_d
                     pipelines=[list(range(p.first_stage, p.first_stage + 1 + len(TASKS))) for p in pipelines])
 
     for model_name in MODELS:  # the demo's own earlier runs: retrain rather than mix old and new
-        old = out_dir / "runs" / model_name.lower().replace("-", "")
+        old = out_dir / "runs" / run_slug(model_name)
         if old.exists():
             shutil.rmtree(old)
     done: dict[Pipeline, tuple[dict, float]] = {}

@@ -546,6 +546,7 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
         pickle.dump(refs, fh, protocol=2)  # REFER's files are Python 2 pickles
     _dump(out / paths["refcoco_instances"], {"images": images_meta, "annotations": instances,
                                              "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPES)]})
+    text_only = text_only_accuracy(annotations["train2014"], annotations["val2014"], questions)
     manifest = {
         "generator": "switchbert.data.synth", "version": 1, "seed": seed, "num_images": num_images,
         "feat_dim": feat_dim, "num_classes": num_classes, "detector_seed": detector_seed,
@@ -556,9 +557,8 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
             "splits": {k: int((split == k).sum()) for k in ("train", "val", "test")},
             "question_types": dict(qtype_counts),
             "refs_per_split": dict(Counter(r["split"] for r in refs)),
-            "text_only_vqa_accuracy": text_only_accuracy(annotations["train2014"], annotations["val2014"], questions),
-            "text_only_vqa_accuracy_by_type": text_only_accuracy_by_type(annotations["train2014"],
-                                                                         annotations["val2014"], questions),
+            "text_only_vqa_accuracy": text_only[0],
+            "text_only_vqa_accuracy_by_type": text_only[1],
             "scene_oracle_vqa_accuracy": round(float(np.mean(oracle)), 4) if oracle else 0.0,
             "seconds": round(time.perf_counter() - t0, 2),
         },
@@ -567,23 +567,13 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
     return manifest
 
 
-def text_only_accuracy(train_anns: list[dict], val_anns: list[dict], questions: dict) -> float:
+def text_only_accuracy(train_anns: list[dict], val_anns: list[dict], questions: dict) -> tuple[float, dict[str, float]]:
     """VQA accuracy on val of the best text-only rule we can state: answer with the most frequent
-    training answer of the exact question string, falling back to the most frequent of its type."""
-    scores = text_only_scores(train_anns, val_anns, questions)
-    return round(sum(s for _, s in scores) / len(scores), 4) if scores else 0.0
+    training answer of the exact question string, falling back to the most frequent of its type.
 
-
-def text_only_accuracy_by_type(train_anns: list[dict], val_anns: list[dict], questions: dict) -> dict[str, float]:
-    """``text_only_accuracy`` per question type."""
-    by: dict[str, list[float]] = defaultdict(list)
-    for qtype, score in text_only_scores(train_anns, val_anns, questions):
-        by[qtype].append(score)
-    return {t: round(sum(v) / len(v), 4) for t, v in sorted(by.items())}
-
-
-def text_only_scores(train_anns: list[dict], val_anns: list[dict], questions: dict) -> list[tuple[str, float]]:
-    """(question type, VQA score) of the text-only rule on each val question."""
+    Returns:
+        (overall, {question type: accuracy}), each in [0, 1] rounded to 4 decimals.
+    """
     qtext = {q["question_id"]: q["question"] for sp in questions.values() for q in sp}
     by_text: dict[str, Counter] = defaultdict(Counter)
     by_type: dict[str, Counter] = defaultdict(Counter)
@@ -591,11 +581,14 @@ def text_only_scores(train_anns: list[dict], val_anns: list[dict], questions: di
         ans = a["multiple_choice_answer"]
         by_text[qtext[a["question_id"]]][ans] += 1
         by_type[a["question_type"]][ans] += 1
-    out = []
+    scores: dict[str, list[float]] = defaultdict(list)
     for a in val_anns:
         c = by_text.get(qtext[a["question_id"]]) or by_type.get(a["question_type"]) or Counter({"yes": 1})
-        out.append((a["question_type"], soft_score(c.most_common(1)[0][0], [x["answer"] for x in a["answers"]])))
-    return out
+        scores[a["question_type"]].append(soft_score(c.most_common(1)[0][0], [x["answer"] for x in a["answers"]]))
+    if not val_anns:
+        return 0.0, {}
+    overall = sum(sum(v) for v in scores.values()) / len(val_anns)
+    return round(overall, 4), {t: round(sum(v) / len(v), 4) for t, v in sorted(scores.items())}
 
 
 def _dump(path: Path, obj, indent: Optional[int] = None) -> None:

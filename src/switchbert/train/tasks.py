@@ -420,9 +420,9 @@ class VQATask(Task):
         if ectx.out_dir is not None and ectx.dist.is_main:
             # The official evaluator's breakdown, beside the server file (docs/heads_and_metrics.md).
             breakdown: dict[str, Any] = {"overall": accuracy}
-            for key, field in (("perAnswerType", "answer_type"), ("perQuestionType", "question_type")):
-                if all(field in anns[q] for q in qids):
-                    breakdown[key] = vqa_accuracy_by_group(scores, [anns[q][field] for q in qids])
+            for key, attr in (("perAnswerType", "answer_type"), ("perQuestionType", "question_type")):
+                if all(attr in anns[q] for q in qids):
+                    breakdown[key] = vqa_accuracy_by_group(scores, [anns[q][attr] for q in qids])
             atomic_write_json(Path(ectx.out_dir) / f"vqa_accuracy_{name}.json", breakdown)
         return {"accuracy": accuracy, "target_score": 100.0 * float(np.mean([r[2] for r in rows]))}
 
