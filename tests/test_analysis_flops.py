@@ -271,3 +271,37 @@ def test_flops_over_training_on_a_schedule_with_a_known_answer():
                                                      B),) * 3, text_mask, region_mask, min_weight=0.0)}
             for r in records]
     assert flops_from_training_log(zero, B, 100).totals["paper"] == B * 100 * every
+
+
+# -- baselines read from the presets -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", ["tiny", "mini", "small", "base"])
+def test_default_baselines_are_the_presets_of_the_models_size(size):
+    """Each baseline costs what its ``<family>-<size>`` preset costs (layer counts from the preset, not a
+    description in analysis/flops); UNITER has the switching model's depth."""
+    from switchbert.analysis.flops import preset_size
+
+    config = switchbert.get_config(f"switchbert-{size}")
+    assert preset_size(config) == size
+    base = default_baselines(config)
+    assert list(base) == ["UNITER", "LXMERT", "ViLBERT"]
+    for name, family in (("UNITER", "uniter"), ("LXMERT", "lxmert"), ("ViLBERT", "vilbert")):
+        preset = switchbert.get_config(f"{family}-{size}")
+        assert base[name].arch == preset.arch and base[name].embedding == preset.embedding
+        assert fixed_flops(base[name], 38, 37) == fixed_flops(preset, 38, 37)
+    assert base["UNITER"].num_layers == config.num_layers and base["UNITER"].sib is None
+    six = default_baselines(switchbert.get_config("switchbert-base-6l"))["UNITER"]
+    assert fixed_flops(six, 38, 37) == fixed_flops(switchbert.get_config("uniter-base-6l"), 38, 37)
+
+
+def test_default_baselines_of_an_unknown_width_take_the_base_layout_at_that_width():
+    from switchbert.analysis.flops import preset_size
+
+    config = switchbert.get_config("switchbert-tiny", hidden_size=48, num_heads=4)
+    assert preset_size(config) is None
+    base = default_baselines(config)
+    lx = base["LXMERT"]
+    assert (lx.text_layers, lx.region_layers, lx.cross_layers) == (9, 5, 5)
+    assert (base["ViLBERT"].text_layers, base["ViLBERT"].cross_layers) == (6, 6)
+    assert all(c.hidden_size == 48 and c.intermediate_size == 64 for c in base.values())
