@@ -64,7 +64,7 @@ def mixture_coefficients(w: Tensor, num_text: int, num_tokens: int, table: Optio
     """
     table = (MODE_BLOCK_WEIGHTS if table is None else table).to(device=w.device, dtype=w.dtype)
     # Table 1 per token, (4, N, 3), a constant; then a product and a sum over the modes (not a matmul,
-    # which the FLOPs analysis would have to count: analysis/flops.py equals FlopCounterMode).
+    # which the FLOPs analysis would have to count: analysis/flops/count.py equals FlopCounterMode).
     is_region = torch.arange(num_tokens, device=w.device) >= num_text
     per_token = torch.where(is_region[None, :, None], table[:, 1:2], table[:, 0:1])
     return (w[:, :, None, None] * per_token).sum(dim=1)
