@@ -256,6 +256,7 @@ class Trainer:
         return previous
 
     def _fit(self, ctx: DistContext) -> dict[str, Any]:
+        """The loop: epochs of steps until the stage's last step, a signal or ``train.stop_after``."""
         run = self._setup(ctx)
         with run.progress.redirect():
             while run.state.step < run.total and not run.stopped:
