@@ -1,5 +1,6 @@
 """The pieces of the training loop: parameter groups, the LR schedule, the sampler, the NaN guard,
-atomic checkpoints, and one training step of every tiny preset on every objective."""
+atomic checkpoints, one training step of every tiny preset on every objective, the console lines, and
+the order in which ``Trainer._fit`` runs its named parts."""
 
 from __future__ import annotations
 
@@ -313,3 +314,86 @@ def test_init_from_a_model_directory_or_a_state_dict_file(tmp_path):
         build_model(from_dict({"task": "vqa", "model": {"preset": "uniter-tiny", "init_from": str(tmp_path / "volta.bin")}}))
     with pytest.raises(ValueError, match="exclusive"):
         build_model(from_dict({"task": "vqa", "model": {"init_from": str(tmp_path / "model"), "bert_dir": "x"}}))
+
+
+# ------------------------------------------------------------------------------- the loop's parts
+def test_nonfinite_watch_keeps_the_first_bad_step_and_what_it_was():
+    from switchbert.train.nonfinite import NonFiniteWatch, last_good_text, nonfinite_message, total_norm
+
+    watch = NonFiniteWatch(torch.device("cpu"))
+    watch.update(torch.tensor(1.0), 1, torch.tensor(2.0))
+    assert watch.first() is None
+    watch.update(torch.tensor(1.0), 2, torch.tensor(float("inf")))  # the gradient goes first
+    watch.update(torch.tensor(float("nan")), 3)
+    assert watch.first() == (2, float("inf"), "gradient norm")
+    grads = [torch.tensor([3.0]), torch.tensor([4.0])]
+    assert float(total_norm(grads)) == pytest.approx(5.0)
+    from switchbert.train.checkpoint import TrainerState
+
+    state = TrainerState(step=5, epoch=1, step_in_epoch=4)
+    message = nonfinite_message(float("inf"), 2, "gradient norm", state, (Path("run/last"), 1))
+    assert message.startswith("gradient norm is inf at optimizer step 2 (epoch 1, step 1 of the epoch); "
+                              "stopping (noticed at step 5")
+    assert last_good_text(None) == "no checkpoint was written yet" in nonfinite_message(1.0, 5, "loss", state, None)
+
+
+def test_progress_lines_and_throughput_window(caplog):
+    import logging
+
+    from switchbert.train.progress import TrainProgress, duration
+
+    assert duration(3723.4) == "1:02:03" and duration(float("nan")) == "?" and duration(-1) == "?"
+    progress = TrainProgress(total=10, initial=2, desc="x", show=False, print_lines=True)
+    progress.count(8)
+    progress.count(8)
+    assert progress.window_samples == 16 and progress.samples_per_s() > 0
+    with caplog.at_level(logging.INFO):
+        progress.report(4, 0, 1.5, 1e-4, 0.9, 12.0)
+    assert caplog.records[-1].getMessage().startswith("step 4/10  epoch 0  loss 1.5000  lr 0.0001  tau 0.900  "
+                                                      "12.0 samples/s  ")
+    assert caplog.records[-1].getMessage().endswith(" left")
+    assert progress.window_samples == 0  # a new window per log step
+    progress.close()
+
+
+def _spy_on_the_loop(monkeypatch) -> list[tuple]:
+    """Records the loop's parts as they run: (name, step after it)."""
+    calls: list[tuple] = []
+    for name in ("_setup", "_train_step", "_log", "_should_stop", "_maybe_checkpoint", "_stop", "_end_epoch"):
+        real = getattr(Trainer, name)
+
+        def spy(self, *args, _real=real, _name=name):
+            result = _real(self, *args)
+            run = result if _name == "_setup" else args[0]
+            calls.append((_name, run.state.step) if _name != "_should_stop" else (_name, run.state.step, result))
+            return result
+
+        monkeypatch.setattr(Trainer, name, spy)
+    return calls
+
+
+def test_the_loop_runs_its_named_parts_in_order(synth, tmp_path, monkeypatch):
+    """setup; per step: train step, log (step 1 and every log_every), should-stop, checkpoint cadence;
+    per epoch: end of epoch. Stopped early (stop_after): the stop's last/ instead of the end of epoch."""
+    calls = _spy_on_the_loop(monkeypatch)
+    config = load_config(synth_config("vqa"), [f"data.root={synth}", f"output_dir={tmp_path / 'full'}",
+                                               "model.init_from=null", "train.batch_size=8", "train.max_steps=3",
+                                               "train.log_every=2", *QUIET])
+    result = Trainer(config).fit()
+    assert result["step"] == 3 and not result["stopped_early"]
+
+    def step(s: int, logged: bool) -> list[tuple]:
+        return [("_train_step", s), *[("_log", s)] * logged, ("_should_stop", s, False), ("_maybe_checkpoint", s)]
+
+    assert calls[0] == ("_setup", 0)
+    assert calls[1:-1] == step(1, True) + step(2, True) + step(3, False)
+    assert calls[-1] == ("_end_epoch", 3)
+
+    calls.clear()
+    config = load_config(synth_config("vqa"), [f"data.root={synth}", f"output_dir={tmp_path / 'stopped'}",
+                                               "model.init_from=null", "train.batch_size=8", "train.stop_after=2",
+                                               "train.log_every=50", *QUIET])
+    result = Trainer(config).fit()
+    assert result["step"] == 2 and result["stopped_early"] and result["signal"] is None
+    assert calls == [("_setup", 0), ("_train_step", 1), ("_log", 1), ("_should_stop", 1, False),
+                     ("_maybe_checkpoint", 1), ("_train_step", 2), ("_should_stop", 2, True), ("_stop", 2)]

@@ -22,28 +22,30 @@ flight, write ``last/`` and return (``"signal"`` in the result); under DDP the p
 next log step. Without a progress bar, a console line every ``log_every`` steps; with one, log records
 go through ``tqdm.write``. ``train.compile`` runs the forward and backward through ``torch.compile``;
 checkpoints are written from the uncompiled modules, so their keys are the usual ones.
+
+``Trainer._fit`` reads top to bottom: ``_setup`` builds a ``_Run`` (model, heads, optimizer, state,
+...); each epoch ``_train_epoch`` repeats ``_train_step``, ``_log`` (on log steps), ``_should_stop`` and
+``_maybe_checkpoint``; then ``_end_epoch`` validates and checkpoints. The NaN guard lives in
+``train/nonfinite.py``, the bar and console lines in ``train/progress.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import logging
-import math
 import random
 import signal
 import sys
 import threading
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
+from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
 from switchbert.data import make_dataloader
@@ -61,35 +63,12 @@ from switchbert.analysis.routes import route_probability_log
 from switchbert.train.metrics_log import MetricsLog
 from switchbert.train.rundir import RunLock, RunLockedError, resume_differences
 from switchbert.train.optim import build_optimizer, build_scheduler
+from switchbert.train.nonfinite import (NonFiniteLossError, NonFiniteWatch, last_good_text, nonfinite_message,
+                                        nonfinite_tensors, total_norm)
+from switchbert.train.progress import TrainProgress
 from switchbert.train.tasks import EvalContext, StepOutput, Task, build_task
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(ValueError):
-    """The loss or the gradient norm became NaN or inf, or the weights or optimizer state are not finite
-    at checkpoint time; the message names the step and the last good checkpoint."""
-
-
-def nonfinite_tensors(**modules_and_optimizers: Any) -> list[str]:
-    """Names of the parameters and optimizer-state tensors that hold a NaN or inf (one host sync).
-
-    Args:
-        modules_and_optimizers: ``name=nn.Module`` or ``name=torch.optim.Optimizer``.
-    """
-    named: list[tuple[str, torch.Tensor]] = []
-    for prefix, obj in modules_and_optimizers.items():
-        if isinstance(obj, nn.Module):
-            named += [(f"{prefix}.{n}", p) for n, p in obj.named_parameters()]
-        else:
-            names = {id(p): f"param {i}" for i, p in enumerate(q for g in obj.param_groups for q in g["params"])}
-            for p, st in obj.state.items():
-                named += [(f"{prefix}.state[{names.get(id(p), '?')}].{k}", v) for k, v in st.items()
-                          if torch.is_tensor(v) and v.is_floating_point()]
-    if not named:
-        return []
-    ok = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
-    return [n for (n, _), good in zip(named, ok) if not good]
 
 
 def seed_everything(seed: int) -> None:
@@ -144,36 +123,46 @@ def _continue_heads(heads: nn.Module, init_from: Path) -> None:
         load_heads(heads, ckpt)
 
 
-class _NonFiniteWatch:
-    """The first optimizer step whose loss or gradient norm was not finite, and that value, on the device.
+@dataclass
+class _Run:
+    """What ``Trainer._setup`` builds for one run, and the loop's running counts."""
 
-    The gradient norm matters as much as the loss: an inf gradient (with ``train.clip=null`` nothing
-    scales it) turns AdamW's moments and then the weights into NaN one step before the loss shows it.
+    model: VLModel
+    heads: nn.Module
+    task: Task
+    best_name: str  # the validation metric that selects best/
+    higher_better: bool
+    train_set: Dataset
+    indices: list[int]  # the training items used (data.fraction)
+    micro: int  # micro-batch per process
+    steps_per_epoch: int
+    total: int  # optimizer steps in the stage
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    tau: TemperatureSchedule
+    state: TrainerState  # what a checkpoint saves
+    metrics_log: MetricsLog
+    step_module: nn.Module  # _TrainModule, DDP-wrapped under torchrun
+    forward: Callable[..., StepOutput]  # step_module or its torch.compile wrapper
+    params: list[torch.Tensor]  # the trained parameters (clipping, the gradient norm)
+    watch: NonFiniteWatch
+    autocast: Callable[[], ContextManager]
+    progress: TrainProgress
+    steps_this_run: int = 0  # for train.stop_after
+    stopped: bool = False  # by a signal or train.stop_after, before the stage's end
+    stop_signal: Optional[int] = None
 
-    ``update`` is a few tiny kernels and no sync; ``first`` reads the record (one sync), so the trainer
-    calls it only where it would sync anyway or must not go on with a bad state (see the module doc).
-    """
 
-    def __init__(self, device: torch.device) -> None:
-        self.step = torch.full((), -1, dtype=torch.long, device=device)  # -1 = every value so far finite
-        self.loss = torch.zeros((), dtype=torch.float64, device=device)
-        self.what = torch.zeros((), dtype=torch.long, device=device)  # 0 = loss, 1 = gradient norm
+@dataclass
+class _Step:
+    """One optimizer step's results, on the device until a log step reads them."""
 
-    def update(self, loss: torch.Tensor, step: int, grad_norm: Optional[torch.Tensor] = None) -> None:
-        """Records ``loss`` / ``grad_norm`` (0-d, on the device) of optimizer step ``step`` (1-based) if it
-        is the first bad one."""
-        for what, value in ((0, loss), (1, grad_norm)):
-            if value is None:
-                continue
-            first = (self.step < 0) & ~torch.isfinite(value)
-            self.step = torch.where(first, step, self.step)
-            self.loss = torch.where(first, value.to(self.loss.dtype), self.loss)
-            self.what = torch.where(first, what, self.what)
-
-    def first(self) -> Optional[tuple[int, float, str]]:
-        """(step, value, "loss" or "gradient norm") of the first non-finite value, or None."""
-        step, value, what = torch.stack([self.step.to(self.loss.dtype), self.loss, self.what.to(self.loss.dtype)]).tolist()
-        return None if step < 0 else (int(step), value, "loss" if what == 0 else "gradient norm")
+    sums: torch.Tensor  # (1 + parts,) float64: mean loss and loss parts over micro-batches and processes
+    routes: tuple  # the last micro-batch's route probabilities
+    grad_norm: torch.Tensor  # 0-d, before clipping
+    lr: float  # the LR this step used
+    tau: float  # the switch temperature this step used
+    log: bool  # a log step (every train.log_every, and step 1)
 
 
 class _TrainModule(nn.Module):
@@ -267,42 +256,38 @@ class Trainer:
         return previous
 
     def _fit(self, ctx: DistContext) -> dict[str, Any]:
+        """The loop: epochs of steps until the stage's last step, a signal or ``train.stop_after``."""
+        run = self._setup(ctx)
+        with run.progress.redirect():
+            while run.state.step < run.total and not run.stopped:
+                self._train_epoch(run, ctx)
+                self._check_finite(run.watch, run.state)  # before any checkpoint, and so a NaN never crosses an epoch
+                if run.stopped:
+                    self._stop(run, ctx)
+                    break
+                self._end_epoch(run, ctx)
+        run.progress.close()
+        run.metrics_log.close()
+        barrier(ctx)
+        return {"step": run.state.step, "best_metric": run.best_name, "best_value": run.state.best_value,
+                "stopped_early": run.stopped, "signal": run.stop_signal, "is_main": ctx.is_main}
+
+    # -- the loop's parts, in the order they run --------------------------------------------------
+    def _setup(self, ctx: DistContext) -> _Run:
+        """Everything the loop needs, built in a fixed order (the RNG draws of a resumed run match)."""
         cfg, t = self.config, self.config.train
-        seed_everything(t.seed)
-        if self.resume:
-            model = load_pretrained(self.out / "last")
-        else:
-            model = build_model(cfg)
-        task = build_task(cfg, model.config, ctx)
-        heads = task.build_heads(model)
-        if ctx.rank > 0:  # own dropout / Gumbel streams per rank (train/distributed.py); rank 0 = one process
-            seed_everything(rank_seed(t.seed, ctx.rank))
-        if self.resume:
-            task.load_assets(self.out / "last")
-            load_heads(heads, self.out / "last")
-        elif task.name == "pretrain" and cfg.model.init_from is not None:
-            _continue_heads(heads, Path(cfg.model.init_from).expanduser())
+        model, heads, task = self._model_and_heads(ctx)
         best_name, higher_better = task.best_metric()
         model.to(ctx.device).train()
         heads.to(ctx.device).train()
 
         train_set = task.train_dataset()
         indices = self._train_indices(len(train_set))
-        B = t.batch_size
-        if B % (ctx.world_size * t.grad_accum):
-            raise ConfigError(f"{self.source}: train.batch_size={B} must be divisible by processes x grad_accum "
-                              f"= {ctx.world_size} x {t.grad_accum}")
-        micro = B // (ctx.world_size * t.grad_accum)
-        steps_per_epoch = len(indices) // B
-        if steps_per_epoch == 0:
-            raise ConfigError(f"{self.source}: train.batch_size={B} exceeds the {len(indices)} training items "
-                              f"(data.fraction={cfg.data.fraction})")
-        total = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
-
+        micro, steps_per_epoch, total = self._sizes(len(indices), ctx)
         optimizer = build_optimizer([model, heads], t.lr, t.weight_decay, t.betas, t.eps)  # fused on CUDA
         scheduler = build_scheduler(optimizer, total, t.warmup)
         tau = TemperatureSchedule(total_steps=total, tau_max=t.tau_max, tau_min=t.tau_min, kind=t.tau_kind)
-        state = TrainerState(total_steps=total, best_metric=best_name, global_batch=B)
+        state = TrainerState(total_steps=total, best_metric=best_name, global_batch=t.batch_size)
         if self.resume:
             state = self._restore(optimizer, scheduler, state, ctx)
 
@@ -323,117 +308,166 @@ class Trainer:
         # Compiled or not, the parameters are the same objects; checkpoints use model and heads
         # directly, so their keys never get torch.compile's "_orig_mod." prefix.
         forward = torch.compile(step_module) if t.compile else step_module
-        watch = _NonFiniteWatch(ctx.device)
+        watch = NonFiniteWatch(ctx.device)
         autocast = self._autocast(ctx)
         show = t.progress and ctx.is_main and sys.stderr.isatty()
         # Without a bar (no terminal: SLURM, nohup; or train.progress=false) a line every log_every steps.
-        print_lines = ctx.is_main and not show
-        bar = tqdm(total=total, initial=state.step, desc=f"{cfg.task} {model.config.name}", unit="step", disable=not show)
+        progress = TrainProgress(total, state.step, f"{cfg.task} {model.config.name}", show=show,
+                                 print_lines=ctx.is_main and not show)
         if ctx.is_main:
-            log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, B, ctx, micro))
+            log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, t.batch_size, ctx, micro))
+        return _Run(model=model, heads=heads, task=task, best_name=best_name, higher_better=higher_better,
+                    train_set=train_set, indices=indices, micro=micro, steps_per_epoch=steps_per_epoch, total=total,
+                    optimizer=optimizer, scheduler=scheduler, tau=tau, state=state, metrics_log=metrics_log,
+                    step_module=step_module, forward=forward, params=params, watch=watch, autocast=autocast,
+                    progress=progress)
 
-        steps_this_run, stopped = 0, False
-        stop_signal: Optional[int] = None
-        run_start, run_start_step = time.perf_counter(), state.step
-        window_start, window_samples = time.perf_counter(), 0
-        # With a bar on the terminal, log records go through tqdm.write so they never land on the bar.
-        redirect = logging_redirect_tqdm() if show else contextlib.nullcontext()
-        with redirect:
-            while state.step < total and not stopped:
-                if hasattr(train_set, "set_epoch"):
-                    train_set.set_epoch(state.epoch)  # fresh masks / negatives per epoch
-                sampler = ShardedSampler(indices, B, t.seed, state.epoch, ctx.rank, ctx.world_size,
-                                         skip=state.step_in_epoch * B // ctx.world_size)
-                loader = make_dataloader(train_set, micro, sampler=sampler, num_workers=cfg.data.num_workers,
-                                         pin_memory=ctx.device.type == "cuda", seed=t.seed)
-                batches = iter(loader)
-                while state.step_in_epoch < steps_per_epoch and state.step < total:
-                    current_tau = tau(state.step)
-                    model.set_temperature(current_tau)
-                    sums, routes = self._accumulate(step_module, forward, batches, t.grad_accum, ctx, autocast,
-                                                    model.config.region_feat_dim)
-                    sums = all_reduce_mean(sums, ctx)  # (1 + parts,) on the device, mean over processes
-                    if t.clip is not None:
-                        grad_norm = torch.nn.utils.clip_grad_norm_(params, t.clip)  # a device tensor
-                    else:  # no clipping, but the norm is still watched (an inf gradient makes NaN weights)
-                        grad_norm = _total_norm([p.grad for p in params if p.grad is not None])
-                    watch.update(sums[0], state.step + 1, grad_norm)
-                    lr = optimizer.param_groups[0]["lr"]
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state.step += 1
-                    state.step_in_epoch += 1
-                    steps_this_run += 1
-                    window_samples += B
-                    log_step = state.step % t.log_every == 0 or state.step == 1
-                    if log_step:
-                        # The step's only syncs, every log_every steps: the NaN record and the logged values.
-                        self._check_finite(watch, state)
-                        loss, *parts = sums.tolist()
-                        elapsed = max(time.perf_counter() - window_start, 1e-9)
-                        values = {"loss": loss, **dict(zip(self._part_names, parts)),
-                                  "lr": lr, "tau": current_tau, "samples_per_s": window_samples / elapsed,
-                                  "grad_norm": float(grad_norm)}
-                        values.update(route_probability_log(routes))
-                        values.update(training_flops_log_for_batch(model.config, routes, self._routes_batch,
-                                                                   t.route_active_threshold))
-                        metrics_log.log("train", state.step, state.epoch, values)
-                        bar.set_postfix(loss=f"{loss:.4f}", tau=f"{current_tau:.3f}",
-                                        samples_s=f"{window_samples / elapsed:.1f}")
-                        if print_lines:
-                            per_step = (time.perf_counter() - run_start) / max(1, state.step - run_start_step)
-                            log.info("step %d/%d  epoch %d  loss %.4f  lr %.3g  tau %.3f  %.1f samples/s  %s left",
-                                     state.step, total, state.epoch, loss, lr, current_tau, window_samples / elapsed,
-                                     _duration(per_step * (total - state.step)))
-                        window_start, window_samples = time.perf_counter(), 0
-                    bar.update(1)
-                    if ctx.distributed:  # every rank must stop at the same step: they agree on log steps
-                        want_stop = log_step and any(all_gather_objects(self._signal, ctx))
-                    else:  # one process: at this step boundary
-                        want_stop = self._signal is not None
-                    if want_stop and state.step < total:
-                        stop_signal = self._signal or signal.SIGTERM  # (another rank was signalled)
-                        stopped = True
-                        break
-                    if t.stop_after is not None and steps_this_run >= t.stop_after and state.step < total:
-                        stopped = True
-                        break
-                    if t.checkpoint_every and state.step % t.checkpoint_every == 0:
-                        self._check_finite(watch, state)
-                        self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
-                self._check_finite(watch, state)  # before any checkpoint, and so a NaN never crosses an epoch
-                if stopped:
-                    self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
-                    if stop_signal is not None and ctx.is_main:
-                        log.warning("stopped by %s at step %d of %d; %s holds it: continue with --resume",
-                                    signal.Signals(stop_signal).name, state.step, total, self.out / "last")
-                    break
-                if state.step_in_epoch < steps_per_epoch and ctx.is_main:
-                    log.info("epoch %d cut short by train.max_steps=%s: %d of its %d steps", state.epoch + 1,
-                             t.max_steps, state.step_in_epoch, steps_per_epoch)
-                # End of an epoch (or of the stage): validate, then checkpoint.
-                metrics = self._validate(model, heads, task, ctx, autocast)
-                metrics_log.log("val", state.step, state.epoch, metrics)
-                state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
-                value = metrics.get(best_name)
-                improved = value is not None and (state.best_value is None or
-                                                  (value > state.best_value if higher_better else value < state.best_value))
-                if improved:
-                    state.best_value, state.best_step = value, state.step
-                state.epoch += 1
-                state.step_in_epoch = 0
-                self._save("last", model, heads, optimizer, scheduler, state, task, ctx)
-                if improved:
-                    self._save("best", model, heads, optimizer, scheduler, state, task, ctx)
-                if ctx.is_main:
-                    log.info("epoch %d (step %d): %s", state.epoch, state.step,
-                             ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        bar.close()
-        metrics_log.close()
-        barrier(ctx)
-        return {"step": state.step, "best_metric": best_name, "best_value": state.best_value,
-                "stopped_early": stopped, "signal": stop_signal, "is_main": ctx.is_main}
+    def _model_and_heads(self, ctx: DistContext) -> tuple[VLModel, nn.Module, Task]:
+        """The model (``last/`` on resume, else ``build_model``), the task and its heads, restored or
+        continued; seeds first, then each rank's own stream (the order fixes every random draw)."""
+        cfg, t = self.config, self.config.train
+        seed_everything(t.seed)
+        model = load_pretrained(self.out / "last") if self.resume else build_model(cfg)
+        task = build_task(cfg, model.config, ctx)
+        heads = task.build_heads(model)
+        if ctx.rank > 0:  # own dropout / Gumbel streams per rank (train/distributed.py); rank 0 = one process
+            seed_everything(rank_seed(t.seed, ctx.rank))
+        if self.resume:
+            task.load_assets(self.out / "last")
+            load_heads(heads, self.out / "last")
+        elif task.name == "pretrain" and cfg.model.init_from is not None:
+            _continue_heads(heads, Path(cfg.model.init_from).expanduser())
+        return model, heads, task
+
+    def _sizes(self, items: int, ctx: DistContext) -> tuple[int, int, int]:
+        """(micro-batch per process, steps per epoch, steps in the stage) for ``items`` training items."""
+        t, B = self.config.train, self.config.train.batch_size
+        if B % (ctx.world_size * t.grad_accum):
+            raise ConfigError(f"{self.source}: train.batch_size={B} must be divisible by processes x grad_accum "
+                              f"= {ctx.world_size} x {t.grad_accum}")
+        micro = B // (ctx.world_size * t.grad_accum)
+        steps_per_epoch = items // B
+        if steps_per_epoch == 0:
+            raise ConfigError(f"{self.source}: train.batch_size={B} exceeds the {items} training items "
+                              f"(data.fraction={self.config.data.fraction})")
+        total = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
+        return micro, steps_per_epoch, total
+
+    def _epoch_batches(self, run: _Run, ctx: DistContext) -> Iterator:
+        """The micro-batches of the current epoch, from the resumed position within it."""
+        t, B = self.config.train, self.config.train.batch_size
+        if hasattr(run.train_set, "set_epoch"):
+            run.train_set.set_epoch(run.state.epoch)  # fresh masks / negatives per epoch
+        sampler = ShardedSampler(run.indices, B, t.seed, run.state.epoch, ctx.rank, ctx.world_size,
+                                 skip=run.state.step_in_epoch * B // ctx.world_size)
+        loader = make_dataloader(run.train_set, run.micro, sampler=sampler, num_workers=self.config.data.num_workers,
+                                 pin_memory=ctx.device.type == "cuda", seed=t.seed)
+        return iter(loader)
+
+    def _train_epoch(self, run: _Run, ctx: DistContext) -> None:
+        """The epoch's steps from where it stands (mid-epoch on resume); returns early when the run stops."""
+        batches = self._epoch_batches(run, ctx)
+        while run.state.step_in_epoch < run.steps_per_epoch and run.state.step < run.total:
+            step = self._train_step(run, ctx, batches)
+            if step.log:
+                self._log(run, step)
+            run.progress.step_done()
+            if self._should_stop(run, ctx, step.log):
+                return
+            self._maybe_checkpoint(run, ctx)
+
+    def _train_step(self, run: _Run, ctx: DistContext, batches: Iterator) -> _Step:
+        """One optimizer step: tau, ``grad_accum`` micro-batches, clip, AdamW, schedule. No host sync."""
+        t, state = self.config.train, run.state
+        tau = run.tau(state.step)
+        run.model.set_temperature(tau)
+        sums, routes = self._accumulate(run.step_module, run.forward, batches, t.grad_accum, ctx, run.autocast,
+                                        run.model.config.region_feat_dim)
+        sums = all_reduce_mean(sums, ctx)  # (1 + parts,) on the device, mean over processes
+        if t.clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(run.params, t.clip)  # a device tensor
+        else:  # no clipping, but the norm is still watched (an inf gradient makes NaN weights)
+            grad_norm = total_norm([p.grad for p in run.params if p.grad is not None])
+        run.watch.update(sums[0], state.step + 1, grad_norm)
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.optimizer.step()
+        run.scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.step_in_epoch += 1
+        run.steps_this_run += 1
+        run.progress.count(t.batch_size)
+        return _Step(sums=sums, routes=routes, grad_norm=grad_norm, lr=lr, tau=tau,
+                     log=state.step % t.log_every == 0 or state.step == 1)
+
+    def _log(self, run: _Run, step: _Step) -> None:
+        """A log step: metrics.jsonl (+ TensorBoard) and the console."""
+        # The step's only syncs, every log_every steps: the NaN record and the logged values.
+        self._check_finite(run.watch, run.state)
+        loss, *parts = step.sums.tolist()
+        samples_per_s = run.progress.samples_per_s()
+        values = {"loss": loss, **dict(zip(self._part_names, parts)),
+                  "lr": step.lr, "tau": step.tau, "samples_per_s": samples_per_s, "grad_norm": float(step.grad_norm)}
+        values.update(route_probability_log(step.routes))
+        values.update(training_flops_log_for_batch(run.model.config, step.routes, self._routes_batch,
+                                                   self.config.train.route_active_threshold))
+        run.metrics_log.log("train", run.state.step, run.state.epoch, values)
+        run.progress.report(run.state.step, run.state.epoch, loss, step.lr, step.tau, samples_per_s)
+
+    def _should_stop(self, run: _Run, ctx: DistContext, log_step: bool) -> bool:
+        """A signal (under DDP, agreed on log steps) or ``train.stop_after`` ends the run after this step;
+        sets ``run.stopped`` (and ``run.stop_signal``). Never at the stage's last step, which ends normally."""
+        if ctx.distributed:  # every rank must stop at the same step: they agree on log steps
+            want_stop = log_step and any(all_gather_objects(self._signal, ctx))
+        else:  # one process: at this step boundary
+            want_stop = self._signal is not None
+        if run.state.step >= run.total:
+            return False
+        if want_stop:
+            run.stop_signal = self._signal or signal.SIGTERM  # (another rank was signalled)
+        stop_after = self.config.train.stop_after
+        run.stopped = want_stop or (stop_after is not None and run.steps_this_run >= stop_after)
+        return run.stopped
+
+    def _maybe_checkpoint(self, run: _Run, ctx: DistContext) -> None:
+        """``last/`` every ``train.checkpoint_every`` steps."""
+        every = self.config.train.checkpoint_every
+        if every and run.state.step % every == 0:
+            self._check_finite(run.watch, run.state)
+            self._save_run("last", run, ctx)
+
+    def _stop(self, run: _Run, ctx: DistContext) -> None:
+        """Stopped by a signal or ``train.stop_after``: ``last/`` holds where to resume."""
+        self._save_run("last", run, ctx)
+        if run.stop_signal is not None and ctx.is_main:
+            log.warning("stopped by %s at step %d of %d; %s holds it: continue with --resume",
+                        signal.Signals(run.stop_signal).name, run.state.step, run.total, self.out / "last")
+
+    def _end_epoch(self, run: _Run, ctx: DistContext) -> None:
+        """End of an epoch (or of the stage): validate, then ``last/`` and, when the metric improved, ``best/``."""
+        state = run.state
+        if state.step_in_epoch < run.steps_per_epoch and ctx.is_main:
+            log.info("epoch %d cut short by train.max_steps=%s: %d of its %d steps", state.epoch + 1,
+                     self.config.train.max_steps, state.step_in_epoch, run.steps_per_epoch)
+        metrics = self._validate(run.model, run.heads, run.task, ctx, run.autocast)
+        run.metrics_log.log("val", state.step, state.epoch, metrics)
+        state.history.append({"epoch": state.epoch, "step": state.step, **metrics})
+        value = metrics.get(run.best_name)
+        improved = value is not None and (state.best_value is None or
+                                          (value > state.best_value if run.higher_better else value < state.best_value))
+        if improved:
+            state.best_value, state.best_step = value, state.step
+        state.epoch += 1
+        state.step_in_epoch = 0
+        self._save_run("last", run, ctx)
+        if improved:
+            self._save_run("best", run, ctx)
+        if ctx.is_main:
+            log.info("epoch %d (step %d): %s", state.epoch, state.step,
+                     ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    def _save_run(self, name: str, run: _Run, ctx: DistContext) -> None:
+        self._save(name, run.model, run.heads, run.optimizer, run.scheduler, run.state, run.task, ctx)
 
     def _plan_message(self, task: str, items: int, steps_per_epoch: int, total: int, B: int, ctx: DistContext,
                       micro: int) -> str:
@@ -507,11 +541,10 @@ class Trainer:
         # rank holds the same values, so every rank raises together.
         bad = nonfinite_tensors(model=model, heads=heads, optimizer=optimizer)
         if bad:
-            good = ("no checkpoint was written yet" if self.last_good is None else
-                    f"the last good checkpoint is {self.last_good[0]} (step {self.last_good[1]}); resume with --resume")
             raise NonFiniteLossError(
                 f"not writing {self.out / name} at step {state.step}: {len(bad)} tensors hold NaN or inf "
-                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). {good}. Try a lower train.lr or train.clip.")
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). {last_good_text(self.last_good)}. "
+                "Try a lower train.lr or train.clip.")
         rng = all_gather_objects(rng_states(), ctx)  # every rank's RNG, so a DDP resume is exact too
         if ctx.is_main:
             save_checkpoint(self.out / name, model, heads, optimizer, scheduler, state, rng, assets=task.save_assets,
@@ -582,36 +615,8 @@ class Trainer:
             return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext
 
-    def _check_finite(self, watch: _NonFiniteWatch, state: TrainerState) -> None:
+    def _check_finite(self, watch: NonFiniteWatch, state: TrainerState) -> None:
         """Raises ``NonFiniteLossError`` if a loss since the start of the run was NaN or inf (one sync)."""
         bad = watch.first()
         if bad is not None:
-            raise NonFiniteLossError(self._nonfinite_message(bad[1], bad[0], state, bad[2]))
-
-    def _nonfinite_message(self, loss: float, bad_step: int, state: TrainerState, what: str = "loss") -> str:
-        # The watch is read at least once an epoch, so the bad step is in the current epoch.
-        in_epoch = state.step_in_epoch - (state.step - bad_step)
-        where = f"step {bad_step} (epoch {state.epoch}, step {in_epoch} of the epoch)"
-        late = "" if bad_step == state.step else (
-            f" (noticed at step {state.step}: the loss and gradient norm are read every train.log_every steps)")
-        if self.last_good is None:
-            good = "no checkpoint was written yet"
-        else:
-            good = f"the last good checkpoint is {self.last_good[0]} (step {self.last_good[1]}); resume with --resume"
-        return f"{what} is {loss} at optimizer {where}; stopping{late}. {good}. Try a lower train.lr or train.clip."
-
-
-def _total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The L2 norm of all ``grads`` together, on the device (no sync), as ``clip_grad_norm_`` computes it."""
-    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6
-        return torch.nn.utils.get_total_norm(grads)
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-
-def _duration(seconds: float) -> str:
-    """``"1:02:03"`` (h:mm:ss); ``"?"`` when unknown."""
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    return str(datetime.timedelta(seconds=int(round(seconds))))
+            raise NonFiniteLossError(nonfinite_message(bad[1], bad[0], bad[2], state, self.last_good))
