@@ -7,7 +7,9 @@ Modules, one concept each:
     tasks        pretrain / vqa / retrieval / refexp: datasets, heads, loss, evaluation
     checkpoint   atomic best/ and last/ directories with the full training state
     metrics_log  metrics.jsonl (+ TensorBoard), route probabilities per layer
-    trainer      the loop: accumulation, AMP, clipping, temperature, validation, resume, NaN guard
+    trainer      the loop: setup, step, log, stop, checkpoint, end of epoch; accumulation, AMP, resume
+    nonfinite    the NaN guard: a device-side watch of loss and gradient norm, the finite-state check
+    progress     the bar or console lines, samples/s, time left
     evaluate     scoring a checkpoint; result records for reports
     cli          `switchbert pretrain | finetune | evaluate | report`
 """
