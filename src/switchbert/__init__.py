@@ -12,10 +12,10 @@ Public API::
 from switchbert.batch import Batch
 from switchbert.config import MODES, ModelConfig
 from switchbert.outputs import EncoderOutput, LayerRoute
-from switchbert.models import LxmertModel, SwitchBertModel, ViLBertModel, VLModel
-from switchbert.presets import PRESETS, create_model, get_config
+from switchbert.models import LxmertModel, SwitchBertModel, ViLBertModel, VLModel, load_pretrained, save_pretrained
+from switchbert.models import build_model as create_model
+from switchbert.presets import PRESETS, get_config
 from switchbert.temperature import TemperatureSchedule, temperature_at
-from switchbert.weights.pretrained import load_pretrained, save_pretrained
 
 __version__ = "0.1.0"
 

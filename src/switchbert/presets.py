@@ -189,22 +189,13 @@ def get_config(preset: str, **overrides: Any) -> ModelConfig:
     return config.replace(**overrides) if overrides else config
 
 
-def create_model(preset: str, bert_dir: Optional[str] = None, bert_truncate: bool = False, **overrides: Any):
-    """Builds a model from a preset.
+def create_model(preset: str, bert_dir: Optional[str] = None, bert_truncate: bool = False, **kwargs: Any):
+    """``switchbert.models.build_model`` (``switchbert.create_model``), kept here for old imports.
 
-    Args:
-        preset: a name in ``PRESETS`` (``switchbert models`` lists them).
-        bert_dir: local HF BERT directory to initialise text embeddings and encoder layers from.
-        bert_truncate: allow a deeper BERT than the model and use its first layers.
-        overrides: config fields, e.g. ``sab_modes=("J",)``, ``sib=None``, ``top_k=2``.
-
-    Returns:
-        The model, in training mode.
+    Builds a model from a preset: ``bert_dir`` initialises text embeddings and encoder layers from a
+    local HF BERT directory, ``bert_truncate`` allows a deeper BERT, ``kwargs`` are config fields (and
+    ``init_from``). Returns the model in training mode.
     """
-    from switchbert.weights.bert import init_from_bert
-    from switchbert.models import build_model
+    from switchbert.models.build import build_model  # models import presets: resolved at call time
 
-    model = build_model(get_config(preset, **overrides))
-    if bert_dir is not None:
-        init_from_bert(model, bert_dir, truncate=bert_truncate)
-    return model
+    return build_model(preset, bert_dir, bert_truncate, **kwargs)

@@ -7,7 +7,8 @@ Dimension legend
 A sub-layer is one of BERT's two halves with its residual and LayerNorm. Queries come from one
 stream and keys/values from a context stream (itself for self-attention, the other modality for
 cross-attention), which is all a dual-stream model needs. Parameter names (``query``, ``key``,
-``value``, ``output``, ``norm``; ``up``, ``down``, ``norm``) map one-to-one onto BERT's and VOLTA's.
+``value``, ``output``, ``norm``; ``up``, ``down``, ``norm``) map one-to-one onto BERT's and VOLTA's
+(the maps: ``switchbert.weights.keymaps``).
 """
 
 from __future__ import annotations
@@ -104,16 +105,3 @@ class StreamLayer(nn.Module):
         """x: (B, L, dim), valid: (B, L) bool -> (B, L, dim)."""
         return self.ffn(self.attn(x, x, valid))
 
-
-# -- key maps -------------------------------------------------------------------------------------
-# Our parameter name -> another checkpoint's, for one sub-layer. ``theirs`` names the sub-layer's
-# modules in the other layout; BERT's are given here, VOLTA's and HF's in switchbert.weights.
-
-BERT_ATTENTION = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
-                  "output": "attention.output.dense", "norm": "attention.output.LayerNorm"}
-BERT_FFN = {"up": "intermediate.dense", "down": "output.dense", "norm": "output.LayerNorm"}
-
-
-def sublayer_key_map(ours: str, theirs: str, names: dict[str, str]) -> dict[str, str]:
-    """``{ours}{module}.{weight,bias}`` -> ``{theirs}{names[module]}.{weight,bias}``."""
-    return {f"{ours}{a}.{p}": f"{theirs}{b}.{p}" for a, b in names.items() for p in ("weight", "bias")}

@@ -5,6 +5,10 @@ Dimension legend
 
 One set of weights serves both modalities, as in a single-stream BERT. The layer also returns its
 state after the attention sub-layer (``mid``), which the Switch-Input Block offers to the next layer.
+
+Parameter names (``attention.{query,key,value,output}``, ``attention_norm``, ``ffn.{up,down}``,
+``ffn_norm``) are part of the saved format; ``weights/keymaps.py`` (``SWITCH_LAYER_*``) maps them onto
+the sub-layer vocabulary the dual-stream blocks and the BERT / VOLTA / HF key maps use.
 """
 
 from __future__ import annotations

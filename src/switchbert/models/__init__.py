@@ -1,29 +1,19 @@
-"""Model families by ``ModelConfig.arch``: an explicit dict, no registration side effects."""
+"""The models, and the one way to build them (``build_model``) or load a model directory (``load_pretrained``).
+
+``build.py`` picks the class by ``ModelConfig.arch`` (``MODEL_CLASSES``); ``directory.py`` holds the
+on-disk format (model directory, heads file, checkpoint resolution).
+"""
 
 from __future__ import annotations
 
-from switchbert.config import ModelConfig
 from switchbert.models.base import VLModel
+from switchbert.models.build import (MODEL_CLASSES, ExclusiveSourcesError, build_model, load_pretrained, model_class,
+                                     save_pretrained)
+from switchbert.models.directory import (HEADS_NAME, TrainingInfo, load_heads, resolve_checkpoint, write_heads)
 from switchbert.models.lxmert import LxmertModel
 from switchbert.models.switchbert import SwitchBertModel
 from switchbert.models.vilbert import ViLBertModel
 
-MODEL_CLASSES: dict[str, type[VLModel]] = {
-    # Single stream: Switch-BERT, and with one mode and no SIB, UNITER / VisualBERT / VL-BERT.
-    "switchbert": SwitchBertModel,
-    # Dual stream baselines (docs/method.md §5).
-    "lxmert": LxmertModel,
-    "vilbert": ViLBertModel,
-}
-
-
-def build_model(config: ModelConfig) -> VLModel:
-    """A freshly initialised model for ``config``."""
-    try:
-        cls = MODEL_CLASSES[config.arch]
-    except KeyError:
-        raise ValueError(f"ModelConfig.arch={config.arch!r} has no model class; known: {sorted(MODEL_CLASSES)}") from None
-    return cls(config)
-
-
-__all__ = ["MODEL_CLASSES", "LxmertModel", "SwitchBertModel", "ViLBertModel", "VLModel", "build_model"]
+__all__ = ["HEADS_NAME", "MODEL_CLASSES", "ExclusiveSourcesError", "LxmertModel", "SwitchBertModel", "TrainingInfo",
+           "ViLBertModel", "VLModel", "build_model", "load_heads", "load_pretrained", "model_class",
+           "resolve_checkpoint", "save_pretrained", "write_heads"]

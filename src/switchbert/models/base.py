@@ -10,7 +10,8 @@ from torch import nn
 
 from switchbert.config import ModelConfig
 from switchbert.layers.switcher import Switcher
-from switchbert.models.directory import TrainingInfo, check_state_dict, read_config, read_weights, write_model_dir
+from switchbert.models.directory import (TrainingInfo, check_state_dict, read_config, read_weights, resolve_checkpoint,
+                                         write_model_dir)
 
 M = TypeVar("M", bound="VLModel")
 
@@ -91,6 +92,7 @@ class VLModel(nn.Module):
                         **overrides: Any) -> M:
         """Loads a directory written by ``save_pretrained`` into this class, in eval mode (as HF does).
 
+        ``directory`` may also be a training checkpoint or a run directory (``models.resolve_checkpoint``).
         ``switchbert.load_pretrained`` picks the class from the stored config; this classmethod checks
         that the stored model is of this class. ``overrides`` change runtime fields
         (e.g. ``attention_impl="reference"``); an architecture field that no longer fits the weights
@@ -99,6 +101,7 @@ class VLModel(nn.Module):
         if cls is VLModel:
             raise TypeError("VLModel is abstract: call switchbert.load_pretrained(directory), which picks "
                             "the class from config.json, or a concrete class such as SwitchBertModel")
+        directory = resolve_checkpoint(directory)
         config = read_config(directory)
         if config.arch != cls.ARCH:
             raise ValueError(f"{directory} holds an arch={config.arch!r} model; {cls.__name__} loads "

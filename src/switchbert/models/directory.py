@@ -1,7 +1,12 @@
 """The on-disk model directory: ``config.json`` + ``model.safetensors`` + a short ``README.md`` card.
 
+A training checkpoint (``train/checkpoint.py``) is a model directory plus ``heads.safetensors`` (the
+task's heads; ``import-checkpoint --from volta`` writes it too), the trainer state and a ``.complete``
+marker; a run directory holds checkpoints ``best/`` and ``last/``. ``resolve_checkpoint`` turns any of
+the three into the model directory to read.
+
 This module knows the files and nothing about model classes, so ``models/base.py`` can both write and
-read a directory without importing the loader that builds models (``pretrained.load_pretrained``).
+read a directory without importing the loader that builds models (``models/build.load_pretrained``).
 
 ``config.json`` keeps our own format marker and config, plus the two keys tools of the HF ecosystem
 look for first (``model_type`` and ``architectures``). They are informative only: the weights use our
@@ -26,6 +31,8 @@ FORMAT = "switchbert/1"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
+HEADS_NAME = "heads.safetensors"
+COMPLETE_NAME = ".complete"
 MODEL_TYPE = "switchbert"
 
 
@@ -149,3 +156,50 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
         if unexpected:
             lines.append(f"  unexpected ({len(unexpected)}): " + ", ".join(unexpected[:10]))
         raise ValueError("\n".join(lines))
+
+
+def is_complete(directory: str | Path) -> bool:
+    """A directory ``train.checkpoint.write_dir_atomically`` finished writing (its ``.complete`` marker exists)."""
+    return (Path(directory) / COMPLETE_NAME).is_file()
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory from a run directory (``best/``, else ``last/``) or a checkpoint itself.
+
+    Recovers ``.old-<name>`` when a crash happened between the two renames of an atomic write.
+    """
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for name in ("best", "last"):
+        # Read-only: a complete temporary copy or .old-<name> left by a kill (recover_dir repairs them).
+        tmps = sorted((t for t in path.glob(f".tmp-{name}-*") if is_complete(t)), key=lambda t: t.stat().st_mtime)
+        for candidate in (path / name, *reversed(tmps), path / f".old-{name}"):
+            if (candidate / CONFIG_NAME).is_file():
+                return candidate
+    raise FileNotFoundError(f"{path}: no checkpoint (neither a model directory nor a run with best/ or last/)")
+
+
+def write_heads(heads: nn.Module, directory: str | Path) -> Path:
+    """``directory/heads.safetensors``, replaced atomically; ``load_heads`` reads it back."""
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
+    path = Path(directory) / HEADS_NAME
+    atomic_write(path, lambda tmp: save_file(state, tmp))
+    return path
+
+
+def load_heads(heads: nn.Module, directory: str | Path) -> None:
+    """Loads ``heads.safetensors``; a missing or misshapen tensor is a ValueError naming it."""
+    path = Path(directory) / HEADS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the checkpoint has no task heads")
+    state = load_file(str(path))
+    expected = heads.state_dict()
+    problems = [k for k in expected if k not in state or tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems += [k for k in state if k not in expected]
+    if problems:
+        detail = ", ".join(
+            f"{k} (file {tuple(state[k].shape) if k in state else 'missing'}, "
+            f"heads {tuple(expected[k].shape) if k in expected else 'none'})" for k in problems[:6])
+        raise ValueError(f"{path} does not fit this task's heads: {detail}")
+    heads.load_state_dict(state)

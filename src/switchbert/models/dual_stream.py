@@ -20,20 +20,12 @@ from torch import nn
 
 from switchbert.batch import Batch
 from switchbert.config import ModelConfig
-from switchbert.layers.cross_attention import BERT_ATTENTION, BERT_FFN, StreamLayer, sublayer_key_map
+from switchbert.layers.cross_attention import StreamLayer
 from switchbert.layers.embeddings import build_embeddings
 from switchbert.layers.pooler import Pooler, ProductFusion
 from switchbert.models.base import VLModel
 from switchbert.outputs import EncoderOutput
-
-TEXT_EMBEDDINGS_BERT = {
-    "embeddings.text.word_embeddings.weight": "embeddings.word_embeddings.weight",
-    "embeddings.text.position_embeddings.weight": "embeddings.position_embeddings.weight",
-    "embeddings.text.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
-    "embeddings.text.norm.weight": "embeddings.LayerNorm.weight",
-    "embeddings.text.norm.bias": "embeddings.LayerNorm.bias",
-}
-
+from switchbert.weights.keymaps import bert_slot_key_map, text_embeddings_key_map
 
 class DualStreamModel(VLModel):
     """Base of the dual-stream baselines. Subclasses set ``self.cross_layers`` before ``init_weights``.
@@ -109,10 +101,9 @@ class DualStreamModel(VLModel):
 
     def bert_key_map(self, num_bert_layers: int) -> dict[str, str]:
         """Our parameter name -> BERT's (without ``bert.``): text embeddings and the first text slots."""
-        m = dict(TEXT_EMBEDDINGS_BERT)
+        m = text_embeddings_key_map()
         n = min(num_bert_layers, self.bert_layers_needed())
         for i, (attn, ffn) in enumerate(self.text_slots()[:n]):
-            m.update(sublayer_key_map(attn, f"encoder.layer.{i}.", BERT_ATTENTION))
-            m.update(sublayer_key_map(ffn, f"encoder.layer.{i}.", BERT_FFN))
+            m.update(bert_slot_key_map(attn, ffn, f"encoder.layer.{i}."))
         return m
 

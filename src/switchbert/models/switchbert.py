@@ -32,6 +32,7 @@ from switchbert.layers.switcher import SwitchDecision, Switcher, pool_modalities
 from switchbert.layers.transformer import SwitchLayer
 from switchbert.models.base import VLModel
 from switchbert.outputs import EncoderOutput, LayerRoute
+from switchbert.weights.keymaps import bert_layer_key_map, text_embeddings_key_map
 
 
 def sib_num_candidates(config: ModelConfig, layer_index: int) -> int:
@@ -192,31 +193,10 @@ class SwitchBertModel(VLModel):
         Text embeddings and layer i <- BERT layer i; region embeddings, switchers and the VOLTA
         poolers start random (docs/method.md §5, controlled setting).
         """
-        m = {
-            "embeddings.text.word_embeddings.weight": "embeddings.word_embeddings.weight",
-            "embeddings.text.position_embeddings.weight": "embeddings.position_embeddings.weight",
-            "embeddings.text.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
-            "embeddings.text.norm.weight": "embeddings.LayerNorm.weight",
-            "embeddings.text.norm.bias": "embeddings.LayerNorm.bias",
-        }
+        m = text_embeddings_key_map()
         for i in range(self.config.num_layers):
             m.update(bert_layer_key_map(f"layers.{i}.", f"encoder.layer.{i}."))
         return m
-
-
-def bert_layer_key_map(ours: str, bert: str) -> dict[str, str]:
-    """Key map of one post-LN layer (ours under prefix ``ours``, BERT's under ``bert``)."""
-    pairs = {
-        "attention.query": "attention.self.query",
-        "attention.key": "attention.self.key",
-        "attention.value": "attention.self.value",
-        "attention.output": "attention.output.dense",
-        "attention_norm": "attention.output.LayerNorm",
-        "ffn.up": "intermediate.dense",
-        "ffn.down": "output.dense",
-        "ffn_norm": "output.LayerNorm",
-    }
-    return {f"{ours}{a}.{p}": f"{bert}{b}.{p}" for a, b in pairs.items() for p in ("weight", "bias")}
 
 
 def _mix_inputs(candidates: list[Tensor], weights: Tensor, modality: Tensor) -> Tensor:

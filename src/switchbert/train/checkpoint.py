@@ -32,15 +32,16 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from switchbert.io import atomic_write
-from switchbert.weights.pretrained import CONFIG_NAME, WEIGHTS_NAME, TrainingInfo, save_pretrained
+# The model directory (its files, the heads file, resolving a run to its checkpoint) lives in models/;
+# these names stay importable from here.
+from switchbert.models.build import save_pretrained
+from switchbert.models.directory import (COMPLETE_NAME, CONFIG_NAME, HEADS_NAME, WEIGHTS_NAME, TrainingInfo,
+                                         is_complete, load_heads, resolve_checkpoint, write_heads)
 
-HEADS_NAME = "heads.safetensors"
 STATE_NAME = "trainer_state.pt"
-COMPLETE_NAME = ".complete"
 
 
 @dataclass
@@ -125,11 +126,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def is_complete(directory: Path) -> bool:
-    """A directory ``write_dir_atomically`` finished writing (its ``.complete`` marker exists)."""
-    return (Path(directory) / COMPLETE_NAME).is_file()
 
 
 def recover_dir(final: Path) -> list[str]:
@@ -219,8 +215,7 @@ def save_checkpoint(
 
     def write(tmp: Path) -> None:
         save_pretrained(model, tmp, training=_training_info(config, state))
-        head_state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
-        atomic_write(tmp / HEADS_NAME, lambda p: save_file(head_state, p))
+        write_heads(heads, tmp)
         payload = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                    "state": asdict(state), "rng": rng, "config": config}
         atomic_write(tmp / STATE_NAME, lambda p: torch.save(payload, p))
@@ -228,40 +223,6 @@ def save_checkpoint(
             assets(tmp)
 
     return write_dir_atomically(directory, write)
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint directory from a run directory (``best/``, else ``last/``) or a checkpoint itself.
-
-    Recovers ``.old-<name>`` when a crash happened between the two renames of an atomic write.
-    """
-    path = Path(path)
-    if (path / CONFIG_NAME).is_file():
-        return path
-    for name in ("best", "last"):
-        # Read-only: a complete temporary copy or .old-<name> left by a kill (recover_dir repairs them).
-        tmps = sorted((t for t in path.glob(f".tmp-{name}-*") if is_complete(t)), key=lambda t: t.stat().st_mtime)
-        for candidate in (path / name, *reversed(tmps), path / f".old-{name}"):
-            if (candidate / CONFIG_NAME).is_file():
-                return candidate
-    raise FileNotFoundError(f"{path}: no checkpoint (neither a model directory nor a run with best/ or last/)")
-
-
-def load_heads(heads: nn.Module, directory: Path) -> None:
-    """Loads ``heads.safetensors``; a missing or misshapen tensor is a ValueError naming it."""
-    path = Path(directory) / HEADS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the checkpoint has no task heads")
-    state = load_file(str(path))
-    expected = heads.state_dict()
-    problems = [k for k in expected if k not in state or tuple(state[k].shape) != tuple(expected[k].shape)]
-    problems += [k for k in state if k not in expected]
-    if problems:
-        detail = ", ".join(
-            f"{k} (file {tuple(state[k].shape) if k in state else 'missing'}, "
-            f"heads {tuple(expected[k].shape) if k in expected else 'none'})" for k in problems[:6])
-        raise ValueError(f"{path} does not fit this task's heads: {detail}")
-    heads.load_state_dict(state)
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:

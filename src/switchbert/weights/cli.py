@@ -14,8 +14,7 @@ from switchbert.presets import PRESETS, get_config
 
 
 def run(args: argparse.Namespace) -> int:
-    from switchbert.models import build_model
-    from switchbert.weights.pretrained import save_pretrained
+    from switchbert.models import save_pretrained
 
     base = get_config(args.preset)
     heads = None
@@ -50,7 +49,7 @@ def write_heads(heads: nn.Module, directory: str | Path) -> Path:
     from safetensors.torch import save_file
 
     from switchbert.io import atomic_write
-    from switchbert.train.checkpoint import HEADS_NAME
+    from switchbert.models.directory import HEADS_NAME
 
     state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
     path = Path(directory) / HEADS_NAME

@@ -23,20 +23,14 @@ from typing import Any
 from torch import Tensor
 
 from switchbert.config import ModelConfig
-from switchbert.weights.state_dict import ImportReport, KeyMap, apply_key_map, read_config_json, read_state_dict
-from switchbert.layers.cross_attention import BERT_ATTENTION, BERT_FFN, sublayer_key_map
 from switchbert.models import build_model
 from switchbert.models.base import VLModel
 from switchbert.models.lxmert import LxmertModel
-from switchbert.models.switchbert import SwitchBertModel, bert_layer_key_map
+from switchbert.models.switchbert import SwitchBertModel
+from switchbert.weights.keymaps import (BERT_ATTENTION, BERT_FFN, bert_layer_key_map, sublayer_key_map,
+                                        text_embeddings_key_map)
+from switchbert.weights.state_dict import ImportReport, KeyMap, apply_key_map, read_config_json, read_state_dict
 
-HF_TEXT_EMB = {
-    "embeddings.text.word_embeddings.weight": "embeddings.word_embeddings.weight",
-    "embeddings.text.position_embeddings.weight": "embeddings.position_embeddings.weight",
-    "embeddings.text.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
-    "embeddings.text.norm.weight": "embeddings.LayerNorm.weight",
-    "embeddings.text.norm.bias": "embeddings.LayerNorm.bias",
-}
 LX_CROSS = {"query": "att.query", "key": "att.key", "value": "att.value", "output": "output.dense",
             "norm": "output.LayerNorm"}
 LX_SELF = {"query": "self.query", "key": "self.key", "value": "self.value", "output": "output.dense",
@@ -107,7 +101,7 @@ def config_from_hf(hf: dict[str, Any], base: ModelConfig) -> ModelConfig:
 def hf_key_map(model: VLModel) -> KeyMap:
     """Our parameter -> HF base-model key, for a VisualBERT (single-stream) or LXMERT model."""
     c = model.config
-    m: KeyMap = dict(HF_TEXT_EMB)
+    m: KeyMap = text_embeddings_key_map()  # HF base-model keys are BERT's
     if isinstance(model, SwitchBertModel) and c.embedding == "visualbert":
         m["embeddings.feat_proj.weight"] = "embeddings.visual_projection.weight"
         m["embeddings.feat_proj.bias"] = "embeddings.visual_projection.bias"

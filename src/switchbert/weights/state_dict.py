@@ -77,8 +77,11 @@ def read_config_json(directory: str | Path, what: str = "an HF model directory")
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A plain state dict from a ``.safetensors`` / ``.bin`` / ``.pt`` file, or a directory holding
-    ``model.safetensors`` or ``pytorch_model.bin``. A training checkpoint's ``model_state_dict`` entry
-    and DataParallel's ``module.`` prefix are unwrapped."""
+    ``model.safetensors`` or ``pytorch_model.bin``. A training checkpoint's ``model_state_dict`` or
+    ``model`` entry and DataParallel's ``module.`` prefix are unwrapped.
+
+    This is the one reader of weight files: BERT directories, VOLTA and HF checkpoints and
+    ``build_model(init_from=FILE)`` all come through it."""
     path = Path(path)
     if path.is_dir():
         for name in ("model.safetensors", "pytorch_model.bin"):
@@ -95,8 +98,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         from switchbert.data.safe_pickle import torch_load_weights
 
         raw = torch_load_weights(path)  # a refused file is one line naming it, not torch's advice
-    if isinstance(raw, dict) and isinstance(raw.get("model_state_dict"), dict):
-        raw = raw["model_state_dict"]
+    for wrapper in ("model_state_dict", "model"):  # {"model": ...} is what many training scripts save
+        if isinstance(raw, dict) and isinstance(raw.get(wrapper), dict):
+            raw = raw[wrapper]
+            break
     if not isinstance(raw, dict) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in raw.items()}

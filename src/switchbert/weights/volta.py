@@ -34,14 +34,15 @@ from typing import Optional
 from torch import Tensor, nn
 
 from switchbert.config import ModelConfig
-from switchbert.weights.state_dict import ImportReport, KeyMap, Src, apply_key_map, read_state_dict
 from switchbert.heads.pretrain import NUM_DETECTOR_CLASSES, PretrainHeads, pretrain_heads_for
-from switchbert.layers.cross_attention import sublayer_key_map
 from switchbert.models import build_model
 from switchbert.models.base import VLModel
 from switchbert.models.lxmert import LxmertModel
 from switchbert.models.switchbert import SwitchBertModel
 from switchbert.models.vilbert import ViLBertModel
+from switchbert.weights.keymaps import (modules_key_map, sublayer_key_map, switch_layer_key_map,
+                                        text_embeddings_key_map)
+from switchbert.weights.state_dict import ImportReport, KeyMap, Src, apply_key_map, read_state_dict
 
 L = "bert.encoder.layer."
 T_ATTN = {"query": "attention_self.query", "key": "attention_self.key", "value": "attention_self.value",
@@ -54,20 +55,8 @@ V_FFN = {"up": "intermediate.v_dense", "down": "output.v_dense", "norm": "output
 T_TO_V = {**T_ATTN, "key": "attention_self.v_key", "value": "attention_self.v_value"}
 V_TO_T = {**V_ATTN, "key": "attention_self.key", "value": "attention_self.value"}
 
-TEXT_EMB = {
-    "embeddings.text.word_embeddings.weight": "bert.embeddings.word_embeddings.weight",
-    "embeddings.text.position_embeddings.weight": "bert.embeddings.position_embeddings.weight",
-    "embeddings.text.token_type_embeddings.weight": "bert.embeddings.token_type_embeddings.weight",
-    "embeddings.text.norm.weight": "bert.embeddings.LayerNorm.weight",
-    "embeddings.text.norm.bias": "bert.embeddings.LayerNorm.bias",
-}
 POOLERS = {"text_pooler.dense": "bert.t_pooler.dense", "region_pooler.dense": "bert.v_pooler.dense"}
 TIED_DECODER = {"cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight"}
-
-
-def _modules(names: dict[str, str]) -> dict[str, str]:
-    """``{ours_module: theirs_module}`` -> the same for ``.weight`` and ``.bias``."""
-    return {f"{a}.{p}": f"{b}.{p}" for a, b in names.items() for p in ("weight", "bias")}
 
 
 def _row(i: int):
@@ -86,19 +75,19 @@ def _shared_aliases(k: int, attention: bool) -> dict[str, str]:
 def embedding_key_map(model: VLModel) -> tuple[KeyMap, dict[str, str]]:
     """Key map and aliases of the model's embedding variant (``config.embedding``)."""
     kind = model.config.embedding
-    m: KeyMap = dict(TEXT_EMB)
+    m: KeyMap = text_embeddings_key_map("bert.")
     aliases: dict[str, str] = {}
     E = "bert.embeddings."
     if kind == "uniter":
-        m.update(_modules({"embeddings.region.feat_proj": E + "image_embeddings",
-                           "embeddings.region.box_proj": E + "image_location_embeddings",
-                           "embeddings.region.feat_norm": E + "image_layer_norm",
-                           "embeddings.region.box_norm": E + "image_location_layer_norm",
-                           "embeddings.region.norm": E + "v_LayerNorm"}))
+        m.update(modules_key_map({"embeddings.region.feat_proj": E + "image_embeddings",
+                                  "embeddings.region.box_proj": E + "image_location_embeddings",
+                                  "embeddings.region.feat_norm": E + "image_layer_norm",
+                                  "embeddings.region.box_norm": E + "image_location_layer_norm",
+                                  "embeddings.region.norm": E + "v_LayerNorm"}))
         # VOLTA's UNITER reuses the text token-type table for images (one module, two names).
         aliases[E + "image_token_type_embeddings.weight"] = E + "token_type_embeddings.weight"
     elif kind == "visualbert":
-        m.update(_modules({"embeddings.feat_proj": E + "projection"}))
+        m.update(modules_key_map({"embeddings.feat_proj": E + "projection"}))
         m["embeddings.type_embeddings.weight"] = E + "token_type_embeddings_visual.weight"
         m["embeddings.position_embeddings.weight"] = E + "position_embeddings_visual.weight"
     elif kind == "vlbert":
@@ -106,23 +95,23 @@ def embedding_key_map(model: VLModel) -> tuple[KeyMap, dict[str, str]]:
         m["embeddings.text.token_type_embeddings.weight"] = Src(E + "token_type_embeddings.weight",
                                                                 lambda t: t[:2], "rows 0-1")
         m["embeddings.type_embedding"] = Src(E + "token_type_embeddings.weight", _row(2), "row 2")
-        m.update(_modules({"embeddings.feat_proj": E + "obj_downsample.1",
-                           "embeddings.text_visual_norm": E + "visual_ln_text",
-                           "embeddings.object_norm": E + "visual_ln_object"}))
+        m.update(modules_key_map({"embeddings.feat_proj": E + "obj_downsample.1",
+                                  "embeddings.text_visual_norm": E + "visual_ln_text",
+                                  "embeddings.object_norm": E + "visual_ln_object"}))
         m["embeddings.mask_feature"] = Src(E + "object_mask_visual_embedding.weight", _row(0))
         m["embeddings.object_embedding"] = Src(E + "object_linguistic_embeddings.weight", _row(0))
         m["embeddings.end_embedding"] = Src(E + "end_embedding.weight", _row(0))
     elif kind == "lxmert":
         V = "bert.v_embeddings."
-        m.update(_modules({"embeddings.feat_proj": V + "image_embeddings",
-                           "embeddings.box_proj": V + "image_location_embeddings",
-                           "embeddings.feat_norm": V + "ImgLayerNorm",
-                           "embeddings.box_norm": V + "LocLayerNorm"}))
+        m.update(modules_key_map({"embeddings.feat_proj": V + "image_embeddings",
+                                  "embeddings.box_proj": V + "image_location_embeddings",
+                                  "embeddings.feat_norm": V + "ImgLayerNorm",
+                                  "embeddings.box_norm": V + "LocLayerNorm"}))
     elif kind == "vilbert":
         V = "bert.v_embeddings."
-        m.update(_modules({"embeddings.feat_proj": V + "image_embeddings",
-                           "embeddings.box_proj": V + "image_location_embeddings",
-                           "embeddings.norm": V + "LayerNorm"}))
+        m.update(modules_key_map({"embeddings.feat_proj": V + "image_embeddings",
+                                  "embeddings.box_proj": V + "image_location_embeddings",
+                                  "embeddings.norm": V + "LayerNorm"}))
     else:
         raise ValueError(f"ModelConfig.embedding={kind!r}: no VOLTA layout known")
     return m, aliases
@@ -131,19 +120,11 @@ def embedding_key_map(model: VLModel) -> tuple[KeyMap, dict[str, str]]:
 def encoder_key_map(model: VLModel) -> tuple[KeyMap, dict[str, str]]:
     """Our parameter -> VOLTA key for the whole encoder, and the aliases VOLTA stores."""
     m, aliases = embedding_key_map(model)
-    m.update(_modules(POOLERS))
+    m.update(modules_key_map(POOLERS))
     c = model.config
     if isinstance(model, SwitchBertModel):
-        ours_attn = {"query": "attention.query", "key": "attention.key", "value": "attention.value",
-                     "output": "attention.output", "norm": "attention_norm"}
-        ours_ffn = {"up": "ffn.up", "down": "ffn.down", "norm": "ffn_norm"}
         for i in range(c.num_layers):
-            for mod, ours in ours_attn.items():
-                for p in ("weight", "bias"):
-                    m[f"layers.{i}.{ours}.{p}"] = f"{L}{2 * i}.{T_ATTN[mod]}.{p}"
-            for mod, ours in ours_ffn.items():
-                for p in ("weight", "bias"):
-                    m[f"layers.{i}.{ours}.{p}"] = f"{L}{2 * i + 1}.{T_FFN[mod]}.{p}"
+            m.update(switch_layer_key_map(f"layers.{i}.", (f"{L}{2 * i}.", T_ATTN), (f"{L}{2 * i + 1}.", T_FFN)))
             aliases.update(_shared_aliases(2 * i, True))
             aliases.update(_shared_aliases(2 * i + 1, False))
         return m, aliases
@@ -199,7 +180,7 @@ def heads_key_map(heads: nn.Module) -> KeyMap:
              "mrc.transform.dense": "cls.imagePredictions.transform.dense",
              "mrc.transform.layer_norm": "cls.imagePredictions.transform.LayerNorm",
              "mrc.decoder": "cls.imagePredictions.decoder_dict.0"}
-    m: KeyMap = _modules(names)
+    m: KeyMap = modules_key_map(names)
     if not isinstance(heads.mrc.transform.layer_norm, nn.LayerNorm):
         del m["mrc.transform.layer_norm.weight"], m["mrc.transform.layer_norm.bias"]
     m["mlm.bias"] = "cls.predictions.bias"
