@@ -31,7 +31,7 @@ from switchbert.temperature import temperature_at
 from switchbert.train.config import from_dict
 from switchbert.train.distributed import DistContext
 from switchbert.train.tasks import build_task
-from switchbert.train.trainer import build_model, seed_everything
+from switchbert.train.trainer import initial_model, seed_everything
 
 VARIANTS: dict[str, tuple[dict, bool]] = {  # name -> (model overrides, shared noise)
     "UNITER": ({"sab_modes": ["J"], "sib": None}, True),
@@ -48,7 +48,7 @@ def train(data: Path, manifest: dict, size, overrides: dict, shared: bool, steps
     raw["train"]["retrieval_shared_noise"] = shared
     cfg = from_dict(raw)
     seed_everything(seed)
-    model = build_model(cfg)
+    model = initial_model(cfg)
     task = build_task(cfg, model.config, DistContext())
     heads = task.build_heads(model)
     ds = task.train_dataset()

@@ -83,7 +83,7 @@ def test_output_dir_that_is_a_file_stops_before_the_model_is_built(synth, tmp_pa
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built")
 
-    monkeypatch.setattr(trainer, "build_model", no_model)
+    monkeypatch.setattr(trainer, "initial_model", no_model)
     out = tmp_path / "run"
     out.write_text("not a directory")
     rc = main([synth_config(task), f"data.root={synth}", f"output_dir={out}", "model.init_from=null"])

@@ -14,7 +14,7 @@ from switchbert.commands.demo import SIZES, experiment
 from switchbert.train.config import from_dict
 from switchbert.train.distributed import DistContext
 from switchbert.train.tasks import build_task
-from switchbert.train.trainer import build_model, seed_everything
+from switchbert.train.trainer import initial_model, seed_everything
 
 
 def _train_retrieval(tmp_path, size, steps: int, overrides=None, lr: float = 1e-3, shared_noise: bool = True) -> float:
@@ -27,7 +27,7 @@ def _train_retrieval(tmp_path, size, steps: int, overrides=None, lr: float = 1e-
     raw["train"]["retrieval_shared_noise"] = shared_noise
     cfg = from_dict(raw)
     seed_everything(0)
-    model = build_model(cfg)
+    model = initial_model(cfg)
     task = build_task(cfg, model.config, DistContext())
     heads = task.build_heads(model)
     ds = task.train_dataset()

@@ -298,7 +298,7 @@ def test_init_from_a_model_directory_or_a_state_dict_file(tmp_path):
     from safetensors.torch import save_file
 
     from switchbert.train.config import from_dict
-    from switchbert.train.trainer import build_model
+    from switchbert.train.trainer import initial_model
 
     torch.manual_seed(1)
     source = create_model("uniter-tiny")
@@ -306,14 +306,14 @@ def test_init_from_a_model_directory_or_a_state_dict_file(tmp_path):
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(tmp_path / "weights.safetensors"))
     torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, tmp_path / "ddp.pt")
     for init_from in (tmp_path / "model", tmp_path / "weights.safetensors", tmp_path / "ddp.pt"):
-        model = build_model(from_dict({"task": "vqa", "model": {"preset": "uniter-tiny", "init_from": str(init_from)}}))
+        model = initial_model(from_dict({"task": "vqa", "model": {"preset": "uniter-tiny", "init_from": str(init_from)}}))
         for k, v in source.state_dict().items():
             assert torch.equal(model.state_dict()[k], v), (init_from, k)
     torch.save({"bert.encoder.layer.0.attention_self.query.weight": torch.zeros(2)}, tmp_path / "volta.bin")
     with pytest.raises(ValueError, match="switchbert import"):
-        build_model(from_dict({"task": "vqa", "model": {"preset": "uniter-tiny", "init_from": str(tmp_path / "volta.bin")}}))
+        initial_model(from_dict({"task": "vqa", "model": {"preset": "uniter-tiny", "init_from": str(tmp_path / "volta.bin")}}))
     with pytest.raises(ValueError, match="exclusive"):
-        build_model(from_dict({"task": "vqa", "model": {"init_from": str(tmp_path / "model"), "bert_dir": "x"}}))
+        initial_model(from_dict({"task": "vqa", "model": {"init_from": str(tmp_path / "model"), "bert_dir": "x"}}))
 
 
 # ------------------------------------------------------------------------------- the loop's parts

@@ -43,15 +43,14 @@ from typing import Any, Callable, ContextManager, Iterator, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
 from switchbert.data import make_dataloader
 from switchbert.models.base import VLModel
-from switchbert.presets import create_model
-from switchbert.weights.pretrained import check_state_dict, load_pretrained
+from switchbert import models
+from switchbert.models import ExclusiveSourcesError, load_pretrained
 from switchbert.temperature import TemperatureSchedule
 from switchbert.train.checkpoint import (HEADS_NAME, TrainerState, load_heads, load_trainer_state, recover_dir,
                                          resolve_checkpoint, rng_states, save_checkpoint, set_rng_states)
@@ -82,34 +81,15 @@ def model_overrides(config: ExperimentConfig) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.model.overrides.items()}
 
 
-def build_model(config: ExperimentConfig) -> VLModel:
-    """The model a run starts from: ``init_from`` (a run, a checkpoint, a model directory or a state-dict
-    file), else the preset initialised from ``bert_dir`` (or randomly without one)."""
+def initial_model(config: ExperimentConfig) -> VLModel:
+    """The model a run starts from: ``models.build_model`` with the config's model section (``init_from``
+    a run, a checkpoint, a model directory or a state-dict file; else the preset from ``bert_dir``, or
+    randomly initialised without one)."""
     m = config.model
-    overrides = model_overrides(config)
-    if m.init_from is not None and m.bert_dir is not None:
-        raise ConfigError("model.bert_dir and model.init_from are exclusive: init_from already holds every "
-                          "encoder weight (set model.bert_dir=null, or model.init_from=null for 'no pretraining')")
-    if m.init_from is None:
-        return create_model(m.preset, bert_dir=m.bert_dir, **overrides)
-    path = Path(m.init_from).expanduser()
-    if path.is_file():
-        model = create_model(m.preset, **overrides)
-        from switchbert.data.safe_pickle import torch_load_weights
-
-        state = load_file(str(path)) if path.suffix == ".safetensors" else torch_load_weights(path)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-        try:
-            check_state_dict(model, state, source=str(path))
-        except ValueError as e:
-            raise ValueError(f"{e}\nmodel.init_from must use this library's parameter names; convert a VOLTA or "
-                             f"HF checkpoint first (switchbert import-checkpoint {path} DIR --from volta --preset "
-                             f"{m.preset}) and set model.init_from=DIR") from None
-        model.load_state_dict(state, strict=True)
-        return model
-    return load_pretrained(resolve_checkpoint(path), **overrides)
+    try:
+        return models.build_model(m.preset, bert_dir=m.bert_dir, init_from=m.init_from, **model_overrides(config))
+    except ExclusiveSourcesError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _continue_heads(heads: nn.Module, init_from: Path) -> None:
@@ -323,11 +303,11 @@ class Trainer:
                     progress=progress)
 
     def _model_and_heads(self, ctx: DistContext) -> tuple[VLModel, nn.Module, Task]:
-        """The model (``last/`` on resume, else ``build_model``), the task and its heads, restored or
+        """The model (``last/`` on resume, else ``initial_model``), the task and its heads, restored or
         continued; seeds first, then each rank's own stream (the order fixes every random draw)."""
         cfg, t = self.config, self.config.train
         seed_everything(t.seed)
-        model = load_pretrained(self.out / "last") if self.resume else build_model(cfg)
+        model = load_pretrained(self.out / "last") if self.resume else initial_model(cfg)
         task = build_task(cfg, model.config, ctx)
         heads = task.build_heads(model)
         if ctx.rank > 0:  # own dropout / Gumbel streams per rank (train/distributed.py); rank 0 = one process
