@@ -150,3 +150,13 @@ def test_routes_all_on_a_vqa_only_manifest_writes_vqa(workspace, tmp_path, capsy
     assert main(["routes", str(workspace / "model"), str(data), "--task", "retrieval", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "has no 'flickr_val'" in err and "error: \"" not in err
+
+
+def test_routes_under_trainval_analyse_vqa_minival(workspace, tmp_path, capsys):
+    """The task owns the protocol: with data.vqa_protocol=trainval, val was trained on and `val` means minival."""
+    out = tmp_path / "report"
+    assert main(["routes", str(workspace / "model"), str(workspace / "synth"), "--task", "vqa", "--split", "val",
+                 "--set", "data.vqa_protocol=trainval", "--set", "data.vqa_minival_size=3", "--batch-size", "4",
+                 "--out", str(out)]) == 0
+    assert "vqa: 3 samples" in capsys.readouterr().out
+    assert "## Routes: switchbert-tiny on vqa (minival)" in (out / "routes.md").read_text()

@@ -12,6 +12,8 @@ from switchbert.presets import PRESETS
 from switchbert.train.cli import finetune_main, pretrain_main
 from switchbert.train.config import (ConfigError, ExperimentConfig, check_paths, from_dict, load_config,
                                      parse_override, save_config)
+from switchbert.train.config import NOT_RECIPE, TASKS, DataSection
+from switchbert.train.tasks import data_keys, task_class
 from tests.test_train_support import CONFIGS, make_synth, synth_config
 
 ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml"))
@@ -58,6 +60,56 @@ def test_synthetic_configs_point_at_the_synthetic_layout(tmp_path):
     for task in ("pretrain", "vqa", "retrieval", "refexp"):
         config = load_config(synth_config(task), [f"data.root={synth}", "model.init_from=null"])
         check_paths(config, task)  # raises if a path key does not match the synthetic files
+
+
+def test_each_task_declares_what_check_paths_requires(tmp_path):
+    """check_paths asks the task (switchbert/train/tasks/): a missing file stops the check exactly when
+    the task declares it required or optional, and an unset one exactly when it is required."""
+    import copy
+
+    synth = make_synth(tmp_path / "synth")
+    for task in TASKS:
+        cls = task_class(task)
+        base = load_config(synth_config(task), [f"data.root={synth}", "model.init_from=null"])
+        for key in data_keys():
+            config = copy.deepcopy(base)
+            setattr(config.data, key, "no/such/file")
+            if key in cls.required_files + cls.optional_files:
+                with pytest.raises(ConfigError, match=f"data.{key}: .* does not exist"):
+                    check_paths(config, task)
+            else:
+                check_paths(config, task)  # a key the task does not check
+            setattr(config.data, key, None)
+            if key in cls.required_files:
+                with pytest.raises(ConfigError, match=f"data.{key} is required for task '{task}'"):
+                    check_paths(config, task)
+            else:
+                check_paths(config, task)
+        # Evaluation reads the answer vocabulary from the checkpoint: no training file is required.
+        config = copy.deepcopy(base)
+        for key in cls.required_files:
+            if "train" in key:
+                setattr(config.data, key, None)
+        check_paths(config, task, need_train=False)
+
+
+def test_the_tasks_declare_every_path_key_once_and_none_enters_the_recipe():
+    import typing
+
+    hints = typing.get_type_hints(DataSection)
+    paths = {k for k, tp in hints.items() if tp == typing.Optional[str]} | {"features"}
+    assert sorted(data_keys()) == sorted(paths)
+    # features is every task's; every other path key belongs to one task
+    owners = {k: [t for t in TASKS if k in task_class(t).data_keys()] for k in data_keys()}
+    assert owners.pop("features") == list(TASKS)
+    assert all(len(v) == 1 for v in owners.values()), owners
+    assert {f"data.{k}" for k in data_keys()} <= NOT_RECIPE
+
+
+def test_the_recipes_text_length_is_the_tasks():
+    for stage, (_, _, text_len) in TASK_RECIPES.items():
+        assert task_class(stage).text_len == text_len
+    assert task_class("pretrain").text_len == 38  # docs/method.md §6
 
 
 def test_overrides_are_parsed_as_yaml_and_typed():

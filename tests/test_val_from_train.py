@@ -41,7 +41,7 @@ def _task(synth, tmp_path, name, *extra):
 def test_vqa_heldout_is_disjoint_by_image_and_deterministic(synth, tmp_path):
     task = _task(synth, tmp_path, "vqa")
     assert task.val_split == HELDOUT
-    train, held = task.train_dataset(), task._dataset(HELDOUT)
+    train, held = task.train_dataset(), task.dataset(HELDOUT)
     from switchbert.data.vqa import load_questions
 
     questions = load_questions(task.config.data.path("vqa_train_questions"))
@@ -67,12 +67,12 @@ def test_retrieval_and_refexp_heldout_are_disjoint_and_deterministic(synth, tmp_
     assert len(task.train_dataset().images) == len(tr)
 
     ref = _task(synth, tmp_path, "refexp")
-    train, held = ref._dataset("train"), ref._dataset(HELDOUT)
-    full = len(ref._dataset("val").items)  # the real val is untouched
+    train, held = ref.dataset("train"), ref.dataset(HELDOUT)
+    full = len(ref.dataset("val").items)  # the real val is untouched
     assert full > 0
     t_img, h_img = {it[2] for it in train.items}, {it[2] for it in held.items}
     assert train.items and held.items and t_img.isdisjoint(h_img)
-    assert [it[:2] for it in _task(synth, tmp_path, "refexp")._dataset(HELDOUT).items] == [it[:2] for it in held.items]
+    assert [it[:2] for it in _task(synth, tmp_path, "refexp").dataset(HELDOUT).items] == [it[:2] for it in held.items]
 
 
 def test_val_from_train_is_checked(synth, tmp_path):
@@ -82,7 +82,7 @@ def test_val_from_train_is_checked(synth, tmp_path):
     task = build_task(plain, create_model("uniter-tiny").config, DistContext())
     assert task.val_split == "val"
     with pytest.raises(ConfigError, match="only with data.val_from_train"):
-        task._dataset(HELDOUT)
+        task.dataset(HELDOUT)
 
 
 def test_training_selects_on_the_heldout_images(synth, tmp_path, monkeypatch):

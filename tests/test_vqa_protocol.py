@@ -39,19 +39,19 @@ def test_trainval_trains_on_train_and_val_minus_minival(synth):
     train_ids, val_ids = _ids(d.path("vqa_train_questions")), _ids(d.path("vqa_val_questions"))
     minival = set(sorted(val_ids)[-3:])  # VOLTA: the last questions of val in question-id order
     assert task.minival_ids() == minival
-    trained = {item[0] for item in task._dataset("train").items}
+    trained = {item[0] for item in task.dataset("train").items}
     assert trained == set(train_ids) | (set(val_ids) - minival)
-    assert {item[0] for item in task._dataset("minival").items} == minival
+    assert {item[0] for item in task.dataset("minival").items} == minival
     assert task.test_splits == ("minival", "test-dev")
     with pytest.raises(ConfigError, match="overlaps the training data"):
-        task._dataset("val")
+        task.dataset("val")
 
 
 def test_train_protocol_keeps_val_held_out(synth):
     task = _task(synth)
     d = task.config.data
-    assert {item[0] for item in task._dataset("train").items} == set(_ids(d.path("vqa_train_questions")))
-    assert {item[0] for item in task._dataset("val").items} == set(_ids(d.path("vqa_val_questions")))
+    assert {item[0] for item in task.dataset("train").items} == set(_ids(d.path("vqa_train_questions")))
+    assert {item[0] for item in task.dataset("val").items} == set(_ids(d.path("vqa_val_questions")))
     assert task.test_splits == ("val", "test-dev")
 
 
@@ -62,7 +62,7 @@ def test_bad_protocol_settings_are_config_errors(synth):
     with pytest.raises(ConfigError, match="leaves no val question"):
         task.minival_ids()
     with pytest.raises(ConfigError, match="needs data.vqa_test_std_questions"):
-        task._dataset("test-std")
+        task.dataset("test-std")
 
 
 def test_controlled_configs_follow_the_paper_protocol():

@@ -6,14 +6,15 @@
 
 DATA_DIR is a directory with a ``manifest.json`` naming the files of each task (keys below), paths
 relative to the directory or absolute. ``switchbert synth`` writes one; for the real datasets write one
-by hand with the same keys:
+by hand with the same keys (the data keys each task declares, ``switchbert.train.tasks``):
 
     features                                  region-feature store (any format the data layer reads)
     vqa_{train,val}_questions                 VQAv2 questions JSON (answers are not needed)
     flickr_{train,val,test}                   Flickr30k JSON lines
     refcoco_refs, refcoco_instances           RefCOCO+ refs(unc).p and instances.json
 
-This module is the only part of ``switchbert.analysis`` that knows about datasets.
+The task builds the samples (``switchbert.train.tasks.manifest.task_batches``) with its own text length
+and protocol; ``--set data.vqa_protocol=trainval`` analyses VQA's minival as ``val``.
 """
 
 from __future__ import annotations
@@ -22,16 +23,18 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
-import numpy as np
 import torch
+
+# Re-exported: the demo (and scripts) read route-analysis batches from here.
+from switchbert.train.tasks.manifest import MissingManifestKey, analysis_batches, manifest_task, task_batches
+
+__all__ = ["MissingManifestKey", "TASKS", "register", "resolve_model_dir", "task_batches"]
 
 log = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = ("vqa", "retrieval", "refexp")
-# Text lengths of the controlled setting (docs/method.md §7).
-MAX_TEXT = {"vqa": 23, "retrieval": 30, "refexp": 20}
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
@@ -42,7 +45,11 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p.add_argument("data", metavar="DATA", help="directory with manifest.json (e.g. written by `switchbert synth`)")
     p.add_argument("--task", default="all", choices=TASKS + ("all",))
     p.add_argument("--split", default="val",
-                   help="split to analyse: train, val, test (VQA: train/val; RefCOCO+: also testA/testB; default val)")
+                   help="split to analyse: train, val, test (VQA: also minival; RefCOCO+: test = testA + testB, "
+                        "or testA/testB; default val, which under data.vqa_protocol=trainval is VQA's minival)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="experiment-config override applied to every task's data (repeatable), as for "
+                        "`switchbert train`: e.g. data.vqa_protocol=trainval, data.max_text_len=30")
     p.add_argument("--max-samples", type=int, default=None, help="analyse a random subset of this many samples per task")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--top", type=int, default=10, help="most frequent architectures to list")
@@ -80,32 +87,6 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 # -- routes ---------------------------------------------------------------------------------------------
 
 
-def _manifest(data_dir: Path) -> dict[str, Any]:
-    path = data_dir / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: DATA must be a directory with a manifest.json naming its files "
-                                "(`switchbert synth DIR` writes one; see `switchbert routes --help`)")
-    return json.loads(path.read_text())
-
-
-class MissingManifestKey(KeyError):
-    """The manifest names no file for a task (or split) that was asked for."""
-
-    def __init__(self, message: str, task: str):
-        super().__init__(message)
-        self.task = task
-
-    def __str__(self) -> str:  # the message, not KeyError's repr of it
-        return str(self.args[0])
-
-
-def _file(data_dir: Path, manifest: dict, key: str, task: str) -> Path:
-    if key not in manifest:
-        raise MissingManifestKey(f"{data_dir}/manifest.json has no {key!r}: cannot analyse {task} on this split",
-                                 task)
-    return data_dir / manifest[key]
-
-
 def resolve_model_dir(path: str | Path) -> Path:
     """The model directory behind ``path``: a model directory or checkpoint itself, else a run directory's
     ``best/`` (then ``last/``), as ``switchbert evaluate`` and ``model.init_from`` resolve it."""
@@ -115,58 +96,6 @@ def resolve_model_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such model or run directory")
     return resolve_checkpoint(path)
-
-
-def task_dataset(data_dir: Path, manifest: dict, task: str, split: str, store, tokenizer):
-    """The dataset of (caption/question/expression, image) samples of ``task`` and its collate function."""
-    from torch.utils.data import ConcatDataset, Subset
-
-    if task == "vqa":
-        from switchbert.data import AnswerVocab, VQADataset
-
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"VQA split must be train, val or test, got {split!r}")
-        # Routes need no answers: no annotations, an empty answer vocabulary.
-        ds = VQADataset(_file(data_dir, manifest, f"vqa_{split}_questions", task), None, store, tokenizer,
-                        AnswerVocab([]), max_text_len=MAX_TEXT[task])
-        return ds, ds.collate
-    if task == "retrieval":
-        from switchbert.data import RetrievalEvalDataset
-
-        ds = RetrievalEvalDataset(_file(data_dir, manifest, f"flickr_{split}", task), store, tokenizer,
-                                  max_text_len=MAX_TEXT[task])
-        # Each caption with its own image (the matching pairs), image-major so regions are read once per image.
-        order = np.argsort(ds.caption_image, kind="stable")
-        pairs = [int(ds.caption_image[c]) * ds.num_captions + int(c) for c in order]
-        return Subset(ds, pairs), ds.collate
-    if task == "refexp":
-        from switchbert.data import RefCOCODataset
-        from switchbert.data.refcoco import collate_ref
-
-        splits = ("testA", "testB") if split == "test" else (split,)
-        refs = _file(data_dir, manifest, "refcoco_refs", task)
-        inst = _file(data_dir, manifest, "refcoco_instances", task)
-        parts = [RefCOCODataset(refs, inst, store, tokenizer, s, max_text_len=MAX_TEXT[task]) for s in splits]
-        return (parts[0] if len(parts) == 1 else ConcatDataset(parts)), collate_ref
-    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
-
-
-def task_batches(data_dir: Path, task: str, split: str, batch_size: int, max_samples: Optional[int] = None,
-                 seed: int = 0) -> tuple[Iterable, int]:
-    """Batches of ``task``'s ``split`` from a manifest directory, and how many samples they hold."""
-    from torch.utils.data import Subset
-
-    from switchbert.data import load_tokenizer, make_dataloader, open_feature_store
-
-    manifest = _manifest(data_dir)
-    store = open_feature_store(_file(data_dir, manifest, "features", task))
-    ds, collate = task_dataset(data_dir, manifest, task, split, store, load_tokenizer())
-    n = len(ds)
-    if max_samples is not None and max_samples < n:
-        # A random subset is representative; sorted so neighbouring samples still share images.
-        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
-        ds, n = Subset(ds, keep.tolist()), max_samples
-    return make_dataloader(ds, batch_size, collate_fn=collate), n
 
 
 def run_routes(args: argparse.Namespace) -> int:
@@ -184,14 +113,16 @@ def run_routes(args: argparse.Namespace) -> int:
     stats, missing = {}, []
     for task in tasks:
         try:
-            batches, n = task_batches(data, task, args.split, args.batch_size, args.max_samples, args.seed)
+            t = manifest_task(data, task, args.split, args.overrides, output_dir=Path(args.out) / "cache")
         except MissingManifestKey as e:
             if args.task != "all":
                 raise
             missing.append((task, str(e)))  # --task all: analyse the tasks the manifest has
             continue
-        log.info("%s/%s: %d samples", task, args.split, n)
-        stats[task] = collect_routes(model, batches, device, top_n=args.top, task=f"{task} ({args.split})")
+        split = t.analysis_split(args.split)  # the task's own: val under VQA's trainval is minival
+        batches, n = analysis_batches(t, args.split, args.batch_size, args.max_samples, args.seed)
+        log.info("%s/%s: %d samples", task, split, n)
+        stats[task] = collect_routes(model, batches, device, top_n=args.top, task=f"{task} ({split})")
     for task, why in missing:
         print(f"skipped {task}: {why}")
     if not stats:

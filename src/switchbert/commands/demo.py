@@ -631,7 +631,8 @@ def chance_levels(data_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[st
     text). Retrieval: R@1 of a random ranking, 1 / images (IR) and 5 / captions of the split (TR: an
     image has 5 captions). RefExp: the expected accuracy of picking one of the sample's regions at random.
     """
-    from switchbert.data import RefCOCODataset, load_tokenizer, open_feature_store
+    from switchbert.train.tasks import build_task
+    from switchbert.train.tasks.manifest import manifest_config
 
     chance: dict[str, dict[str, dict[str, float]]] = {}
     stats = manifest.get("stats", {})
@@ -640,11 +641,10 @@ def chance_levels(data_dir: Path, manifest: dict[str, Any]) -> dict[str, dict[st
     n_test = sum(1 for line in (data_dir / manifest["flickr_test"]).read_text().splitlines() if line.strip())
     if n_test:
         chance["retrieval"] = {"test": {"ir_r1": 100.0 / n_test, "tr_r1": 100.0 * 5 / (5 * n_test)}}
-    store, tok = open_feature_store(data_dir / manifest["features"]), load_tokenizer()
+    refexp = build_task(manifest_config(data_dir, "refexp", manifest=manifest))  # its datasets, no model
     chance["refexp"] = {}
     for split in ("testA", "testB"):
-        ds = RefCOCODataset(data_dir / manifest["refcoco_refs"], data_dir / manifest["refcoco_instances"], store, tok,
-                            split, max_text_len=TEXT_LEN["refexp"])
+        ds = refexp.dataset(split)
         hits = []
         for i in range(len(ds)):
             _, labels = ds.collate([ds[i]])

@@ -60,8 +60,11 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    """Where the data is and how it is read. Path keys are those of the synthetic manifest.
+    """Where the data is and how it is read: one flat section for every task (the recipes' schema).
 
+    Each task declares the path keys it reads (``required_files``, ``optional_files``,
+    ``lazy_files`` of its class in ``switchbert/train/tasks/``) and builds its datasets from them;
+    ``check_paths`` asks it. The path keys are also those of a data manifest (``switchbert synth``).
     Relative paths resolve against ``root`` (itself relative to the working directory). Only the
     paths of the configured task must exist.
     """
@@ -79,11 +82,14 @@ class DataSection:
     val_from_train: float = 0.0
     val_from_train_seed: int = 0
     skip_bad: bool = False
-    # pretrain (Conceptual Captions JSON: image id -> caption)
+    # Every task reads features and the settings above (pretraining refuses val_from_train); each key
+    # below is read by one task, which declares it:
+    # pretrain: PretrainTask (train/tasks/pretrain.py); Conceptual Captions JSON: image id -> caption
     cc_train: Optional[str] = None
     cc_valid: Optional[str] = None
     mrc: bool = True
-    # vqa (official VQAv2 JSONs); test questions have no annotations (server result file only)
+    # vqa: VQATask (train/tasks/vqa.py); official VQAv2 JSONs; test questions have no annotations
+    # (server result file only)
     vqa_train_questions: Optional[str] = None
     vqa_train_annotations: Optional[str] = None
     vqa_val_questions: Optional[str] = None
@@ -96,15 +102,15 @@ class DataSection:
     # minus a held-out minival (the last vqa_minival_size val questions by id), select on minival.
     vqa_protocol: str = "train"
     vqa_minival_size: int = 3000
-    # retrieval (Flickr30k JSON lines)
+    # retrieval: RetrievalTask (train/tasks/retrieval.py); Flickr30k JSON lines
     flickr_train: Optional[str] = None
     flickr_val: Optional[str] = None
     flickr_test: Optional[str] = None
     hard_negatives_k: int = 20
-    # refexp (REFER refs(unc).p + COCO instances.json)
+    # refexp: RefExpTask (train/tasks/refexp.py); REFER refs(unc).p + COCO instances.json
     refcoco_refs: Optional[str] = None
     refcoco_instances: Optional[str] = None
-    # RefCOCO+ training recipe (switchbert.train.tasks.RefExpTask; docs/heads_and_metrics.md):
+    # RefCOCO+ training recipe (RefExpTask; docs/heads_and_metrics.md):
     refexp_target: str = "iou"  # "iou": raw IoU (VOLTA); "iou_0.5": IoU zeroed below 0.5 (ViLBERT)
     refexp_iou: str = "continuous"  # "continuous": areas w * h (ours); "volta": +1-pixel box sides
     refexp_loss: str = "mean"  # "mean": per region (ours); "volta": BCE summed over regions, mean over sentences
@@ -252,15 +258,6 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     for k, v in node.items():
         out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
-
-
-REQUIRED_PATHS: dict[str, tuple[str, ...]] = {
-    "pretrain": ("features", "cc_train", "cc_valid"),
-    "vqa": ("features", "vqa_train_questions", "vqa_train_annotations", "vqa_val_questions", "vqa_val_annotations"),
-    "retrieval": ("features", "flickr_train", "flickr_val", "flickr_test"),
-    "refexp": ("features", "refcoco_refs", "refcoco_instances"),
-}
-"""Data keys each task needs (the VQA test questions and the answer vocabulary are optional)."""
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -526,13 +523,19 @@ def _validate_model(config: ExperimentConfig, source: str) -> None:
 
 
 def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: bool = True) -> None:
-    """Checks, before any work, that every file the task needs exists.
+    """Checks, before any work, that every file the task needs exists: its ``required_files`` (set and
+    existing), and its ``optional_files`` when set (``switchbert.train.tasks``).
 
     Args:
         need_train: also require the training files and the starting weights (False for ``evaluate``).
     """
+    # The task declares what it reads (switchbert.train.tasks); imported here, not at the top, because the
+    # task modules import this one.
+    from switchbert.train.tasks import task_class
+
+    task = task_class(config.task)
     d = config.data
-    keys = list(REQUIRED_PATHS[config.task])
+    keys = list(task.required_files)
     if not need_train:  # evaluation reads the answer vocabulary from the checkpoint
         keys = [k for k in keys if "train" not in k]
     unset = [k for k in keys if d.path(k) is None]
@@ -542,11 +545,11 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
     if missing:
         raise ConfigError(f"{source}: {missing[0]} does not exist (data.root = {d.root!r})"
                           + (f"; also missing: {'; '.join(missing[1:])}" if len(missing) > 1 else ""))
-    for key in ("vqa_test_questions", "vqa_answer_vocab"):
+    for key in task.optional_files:
         p = d.path(key)
-        if config.task == "vqa" and p is not None and not p.exists():
+        if p is not None and not p.exists():
             raise ConfigError(f"{source}: data.{key}: {p} does not exist")
-        if config.task == "vqa" and p is not None:
+        if p is not None:
             keys.append(key)
     # Every data key but the feature store (an LMDB directory or an HDF5 file) names one file: a
     # directory there would otherwise end in an IsADirectoryError traceback deep in a loader.
