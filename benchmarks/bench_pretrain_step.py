@@ -1,6 +1,6 @@
 """Throughput of a full pretraining step, from the feature store to the optimizer (issue 7, goal 4).
 
-One step is what ``switchbert train`` does per batch (train/tasks.py PretrainTask): a batch from a
+One step is what ``switchbert train`` does per batch (train/tasks/pretrain.py PretrainTask): a batch from a
 feature store through ``CaptionPairsDataset`` (tokenise, MLM/MRC/ITM corruption, collate) and
 ``make_dataloader``; copy to the device; encoder + ``PretrainHeads`` (MLM logits at the masked
 positions only) + MLM + MRC-KL + ITM loss; backward; clip 5.0; AdamW (the trainer's parameter groups).
@@ -99,7 +99,7 @@ class PretrainStep:
         with self.autocast:
             out = self.encoder(batch, validate=False)
             mlm_labels, mrc_mask = ignore_mismatched(labels.itm_labels, labels.mlm_labels, labels.mrc_mask)
-            # The collate's flat target positions: gathering by them needs no host sync (train/tasks.py).
+            # The collate's flat target positions: gathering by them needs no host sync (train/tasks/pretrain.py).
             logits = self.heads(out, mlm_labels=mlm_labels if self.masked_mlm else None, mrc_target_mask=mrc_mask,
                                 mlm_index=labels.mlm_index if self.masked_mlm else None, mrc_index=labels.mrc_index)
             loss = pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets,

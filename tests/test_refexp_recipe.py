@@ -145,4 +145,4 @@ def test_controlled_configs_follow_volta_and_options_are_checked(synth):
             RefExpTask(load_config(synth_yaml, [*base, bad]), model, init_distributed("cpu"))
     task = RefExpTask(load_config(synth_yaml, [*base, "data.refexp_add_gt_box=true",
                                                f"data.refcoco_gt_features={m['features']}"]), model, init_distributed("cpu"))
-    assert task._dataset("train").gt_store is not None and task._dataset("val").gt_store is None
+    assert task.dataset("train").gt_store is not None and task.dataset("val").gt_store is None

@@ -160,10 +160,6 @@ class Task:
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------
-    def _dataset(self, split: str) -> Dataset:
-        """The old name of :meth:`dataset` (tests/test_refexp_recipe.py still calls it)."""
-        return self.dataset(split)
-
     def analysis_split(self, split: str) -> str:
         """The split route analysis reads when asked for ``split`` (VQA under trainval: val -> minival)."""
         return split
