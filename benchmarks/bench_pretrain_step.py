@@ -39,11 +39,12 @@ from switchbert.data import CaptionPairsDataset, load_tokenizer, make_dataloader
 from switchbert.data.synth import generate
 from switchbert.heads import PretrainHeads
 from switchbert.heads.losses import ignore_mismatched, pretrain_loss
+from switchbert.paper import PRETRAIN_EPOCHS as PAPER_EPOCHS
+from switchbert.paper import PRETRAIN_PAIRS as PAPER_PAIRS
 from switchbert.train.optim import build_optimizer
 
 from bench_hf import DTYPES, add_common_args, autocast_for, env_line, model_config, sync
 
-PAPER_PAIRS, PAPER_EPOCHS = 2_700_000, 10  # Conceptual Captions subset, docs/method.md §6
 VARIANTS: dict[str, tuple[str, bool]] = {  # row -> (family, MLM logits at masked positions only)
     "switchbert (4 modes, soft, SIB)": ("switchbert", True),
     "uniter arch": ("uniter", True),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import switchbert
-from switchbert.commands.models import count_preset
+from switchbert.analysis.params import count_preset
 from switchbert.config import ModelConfig
 from switchbert.models import LxmertModel, SwitchBertModel, ViLBertModel
 from switchbert.data.random_batch import random_batch

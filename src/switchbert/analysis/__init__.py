@@ -5,6 +5,7 @@ Modules, one concept each:
     flops    analytic FLOPs of one sample along its route (paper-style and fused), baselines, run totals
     plots    the route diagram, frequency bars, training-dynamics curves (matplotlib, Agg)
     report   routes.md + routes.json + PNGs for one or several tasks
+    params   parameter counts of a preset, with and without pretraining heads, beside the paper's
     cli      `switchbert routes`, `switchbert flops`, `switchbert route-dynamics` (the only part that
              knows about datasets)
 

@@ -6,7 +6,7 @@ Dimension legend
 
 A *route* is one sample's path through the encoder: per layer the chosen mode and, from layer 2 on with
 SIB, the chosen input of each modality. An *architecture* is a whole route; the paper reports the most
-frequent ones and their share (48.79% of RefCOCO+ samples, 31.09% of Flickr30k).
+frequent ones and their share (``switchbert.paper.TOP_ROUTE_SHARE``: RefCOCO+ and Flickr30k).
 
     collector = RouteCollector(model.config)
     for batch in batches:

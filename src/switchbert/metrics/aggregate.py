@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from switchbert.io import parse_jsonl
+from switchbert.paper import TABLE3, Table3Row
 
 
 @dataclass(frozen=True)
@@ -115,23 +116,13 @@ class PaperRow:
     values: Mapping[str, tuple[float, float]]
 
 
-def _row(name: str, group: str, params: str, vqa: tuple, ir: tuple, tr: tuple, ref: tuple) -> PaperRow:
-    titles = [c.title for c in TABLE3_COLUMNS]
-    return PaperRow(name, group, params, dict(zip(titles, (vqa, ir, tr, ref))))
+def _paper_row(row: Table3Row) -> PaperRow:
+    values = (row.vqa_test_dev, row.f30k_ir_r1, row.f30k_tr_r1, row.refcoco_plus)  # TABLE3_COLUMNS' order
+    return PaperRow(row.name, row.group, f"{row.params_m:.1f}M", dict(zip((c.title for c in TABLE3_COLUMNS), values)))
 
 
-PAPER_TABLE3: dict[str, PaperRow] = {
-    # Keyed by canonical model name (see canonical_model_name). Paper Table 3, mean and std of 3 seeds.
-    "uniter": _row("UNITER", "single-stream", "114.9M", (68.8, 0.4), (60.9, 0.7), (76.4, 1.3), (71.9, 0.67)),
-    "vlbert": _row("VL-BERT", "single-stream", "116.1M", (68.3, 0.31), (57.9, 1.1), (70.9, 1.7), (71.1, 0.23)),
-    "visualbert": _row("VisualBERT", "single-stream", "114.9M", (68.9, 0.27), (61.1, 1.2), (75.5, 1.8), (69.7, 0.31)),
-    "lxmert": _row("LXMERT", "dual-stream", "211.4M", (67.1, 0.34), (58.6, 1.4), (74.9, 2.7), (69.8, 0.46)),
-    "vilbert": _row("ViLBERT", "dual-stream", "242.1M", (68.7, 0.82), (59.8, 0.8), (78.3, 1.6), (70.8, 0.58)),
-    "switchbertnopretrain": _row(
-        "Switch-BERT, no pretraining", "dynamic", "130.6M", (66.7, 0.97), (38.2, 1.7), (57.3, 2.3), (68.9, 0.82)
-    ),
-    "switchbert": _row("Switch-BERT", "dynamic", "130.6M", (70.7, 0.62), (62.2, 0.9), (78.2, 1.6), (72.8, 0.45)),
-}
+PAPER_TABLE3: dict[str, PaperRow] = {key: _paper_row(row) for key, row in TABLE3.items()}
+"""The paper's Table 3 (``switchbert.paper.TABLE3``) by canonical model name (see canonical_model_name)."""
 
 _ALIASES = {
     "switchbertnopretraining": "switchbertnopretrain",
