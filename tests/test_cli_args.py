@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import switchbert
-import switchbert.train.cli as train_cli
+import switchbert.commands.train as train_cli
 from switchbert.cli import main
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from switchbert.config import ModelConfig
-from switchbert.train.cli import finetune_main, pretrain_main
+from switchbert.commands.train import finetune_main, pretrain_main
 from switchbert.train.config import ConfigError, check_paths, load_config
 from tests.test_train_support import make_synth, synth_config
 

@@ -13,7 +13,7 @@ import torch
 
 import switchbert
 from switchbert.weights import load_hf
-from switchbert.weights.cli import register
+from switchbert.commands.import_checkpoint import register
 from switchbert.layers.embeddings import add_img_token, region_token_mask
 from switchbert.data.random_batch import random_batch
 

@@ -17,7 +17,7 @@ import torch
 
 import switchbert
 from switchbert.weights import import_volta, load_volta
-from switchbert.weights.cli import register
+from switchbert.commands.import_checkpoint import register
 from switchbert.heads.pretrain import PretrainHeads, pretrain_heads_for
 from switchbert.layers.embeddings import add_img_token
 from switchbert.layers.embeddings.baselines import box_sinusoid

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from switchbert.data.cli import register
+from switchbert.commands.data import register
 from switchbert.data.features import open_feature_store
 
 

@@ -115,7 +115,7 @@ def test_finetune_says_how_much_of_each_split_was_used(tmp_path):
     """A store missing most images: a few listed items and one line per split, not one per item."""
     import shutil
 
-    from switchbert.train.cli import finetune_main
+    from switchbert.commands.train import finetune_main
     from tests.test_train_support import QUIET, make_synth, synth_config
 
     root = make_synth(tmp_path / "synth")

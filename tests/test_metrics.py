@@ -24,6 +24,7 @@ from switchbert.metrics import (
     retrieval_ranks,
     retrieval_recall,
     score_all_pairs,
+    split_recipes,
     vqa_accuracy,
     vqa_question_scores,
     vqa_target_score,
@@ -338,6 +339,26 @@ def test_paper_table_and_names():
     assert canonical_model_name("Switch-BERT (no pretraining)") == "switchbertnopretrain"
     assert PAPER_TABLE3["uniter"].values["F30k TR R@1"] == (76.4, 1.3)
     assert len(PAPER_TABLE3) == 7
+
+
+def test_paper_numbers_are_written_once():
+    from switchbert import paper
+
+    # The report's rows and the parameter counts read the same table.
+    assert [r.name for r in PAPER_TABLE3.values()] == [r.name for r in paper.TABLE3.values()]
+    assert PAPER_TABLE3["switchbert"].params == "130.6M" and paper.PARAMS_M["switchbert-base"] == 130.6
+    assert PAPER_TABLE3["lxmert"].values["VQAv2 test-dev"] == paper.TABLE3["lxmert"].vqa_test_dev == (67.1, 0.34)
+    assert paper.PARAMS_M["vilbert-base"] == paper.TABLE3["vilbert"].params_m == 242.1
+
+
+def test_split_recipes_names_each_recipe_of_one_model_and_task(caplog):
+    recs = [{"model": "uniter", "task": "vqa", "value": 1.0}, {"model": "uniter", "task": "vqa", "value": 2.0},
+            {"model": "lxmert", "task": "vqa", "value": 3.0}]
+    assert split_recipes(recs, ["a", "a", "b"]) == recs  # one recipe per (model, task): names kept
+    out = split_recipes(recs, ["lr1", None, "x"])
+    assert [r["model"] for r in out] == ["uniter@lr1", "uniter@default", "lxmert"]
+    assert "uniter on vqa was run with 2 recipes" in caplog.text
+    assert canonical_model_name(out[0]["model"]) == "uniter"  # the paper's row still matches
 
 
 def test_load_records_jsonl_and_json(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from switchbert.presets import PRESETS
-from switchbert.train.cli import finetune_main, pretrain_main
+from switchbert.commands.train import finetune_main, pretrain_main
 from switchbert.train.config import (ConfigError, ExperimentConfig, check_paths, from_dict, load_config,
                                      parse_override, save_config)
 from switchbert.train.config import NOT_RECIPE, TASKS, DataSection

@@ -18,7 +18,7 @@ import textwrap
 import pytest
 import torch
 
-from switchbert.train.cli import evaluate_main, finetune_main
+from switchbert.commands.train import evaluate_main, finetune_main
 from tests.test_train_support import QUIET, make_synth, read_jsonl, synth_config, train_losses
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -48,7 +48,7 @@ def runs(tmp_path_factory):
     script = root / "ddp_job.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from switchbert.train.cli import evaluate_main, finetune_main
+        from switchbert.commands.train import evaluate_main, finetune_main
         assert finetune_main({[synth_config("vqa"), *overrides(synth, ddp)]!r}) == 0
         assert evaluate_main({[str(ddp), "--splits", "val", "--no-progress"]!r}) == 0
         # RefExp leaves parameters without gradients (poolers, LXMERT's last text sub-layers): DDP must cope.

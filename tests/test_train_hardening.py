@@ -394,7 +394,7 @@ def test_sigterm_to_one_ddp_rank_stops_both_at_the_same_step(synth, tmp_path):
     script.write_text(textwrap.dedent(f"""
         import os, signal
         from switchbert.train import tasks
-        from switchbert.train.cli import finetune_main
+        from switchbert.commands.train import finetune_main
         original, calls = tasks.VQATask.step, {{"n": 0}}
         def step(self, *args):
             calls["n"] += 1

@@ -29,13 +29,8 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from switchbert.commands import configs as cli_configs
-    from switchbert.commands import demo, smoke
-    from switchbert.commands import models as cli_models
     from switchbert.analysis import cli as analysis_cli
-    from switchbert.weights import cli as convert_cli
-    from switchbert.data import cli as data_cli
-    from switchbert.train import cli as train_cli
+    from switchbert.commands import configs, data, demo, import_checkpoint, models, smoke, train
 
     parser = ArgumentParser(
         prog="switchbert",
@@ -46,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     # Each subsystem adds its own commands; the order here is the order of ``--help``.
-    for module in (cli_models, cli_configs, smoke, data_cli, train_cli, analysis_cli, convert_cli, demo):
+    for module in (models, configs, smoke, data, train, analysis_cli, import_checkpoint, demo):
         module.register(sub)
     add_verbose_everywhere(parser)
     return parser

@@ -13,7 +13,8 @@ Modules, one concept each:
     refcoco      RefCOCO+ -> (Batch, RefLabels)
     loader       collation helpers and make_dataloader
     synth        the synthetic benchmark, written in the real formats
-    cli          `switchbert features convert|inspect` and `switchbert synth`
+
+The commands `switchbert features convert|inspect` and `switchbert synth` are ``switchbert.commands.data``.
 
 The data layer yields only real regions; the model prepends the IMG token, so region-indexed labels
 (MRC targets, RefCOCO+ IoU) line up with ``region_hidden[:, 1:]``.

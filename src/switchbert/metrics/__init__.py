@@ -13,6 +13,7 @@ from switchbert.metrics.aggregate import (
     default_columns,
     format_table3,
     load_records,
+    split_recipes,
 )
 from switchbert.metrics.refexp import refexp_accuracy, refexp_accuracy_per_split, refexp_correct
 from switchbert.metrics.retrieval import retrieval_ranks, retrieval_recall, score_all_pairs
@@ -41,6 +42,7 @@ __all__ = [
     "retrieval_ranks",
     "retrieval_recall",
     "score_all_pairs",
+    "split_recipes",
     "predict_answers",
     "vqa_accuracy",
     "vqa_accuracy_by_group",

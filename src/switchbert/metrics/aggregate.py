@@ -12,6 +12,7 @@ and reported as NaN (printed as the mean alone).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -84,6 +85,35 @@ def load_records(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]
         stripped = text.lstrip()
         records.extend(json.loads(text) if stripped.startswith("[") else parse_jsonl(text, path))
     return records
+
+
+def split_recipes(records: Sequence[Mapping[str, Any]], recipes: Sequence[Optional[str]]) -> list[dict[str, Any]]:
+    """Keeps one model's runs with different training recipes apart.
+
+    One model run on one task with different recipes (``recipe`` of the records, e.g. two learning
+    rates) would be averaged as if they were seeds: each recipe's records are named ``MODEL@RECIPE``
+    (``MODEL@default`` for a record without one), with a warning. A model run with one recipe keeps
+    its name.
+
+    Args:
+        records: result records (``model``, ``task``, ...), one per entry of ``recipes``.
+        recipes: each record's recipe, or None.
+
+    Returns:
+        the records, renamed where a (model, task) mixes recipes.
+    """
+    seen: dict[tuple, set] = {}
+    for r, recipe in zip(records, recipes):
+        seen.setdefault((r["model"], r["task"]), set()).add(recipe)
+    mixed = {k for k, v in seen.items() if len(v) > 1}
+    if not mixed:
+        return list(records)
+    for model, task in sorted(mixed, key=str):
+        logging.getLogger(__name__).warning(
+            "report: %s on %s was run with %d recipes; one row each (%s@<recipe>)", model, task,
+            len(seen[(model, task)]), model)
+    return [dict(r, model=f"{r['model']}@{recipe or 'default'}") if (r["model"], r["task"]) in mixed else r
+            for r, recipe in zip(records, recipes)]
 
 
 @dataclass(frozen=True)

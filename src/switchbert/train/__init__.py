@@ -11,7 +11,8 @@ Modules, one concept each:
     nonfinite    the NaN guard: a device-side watch of loss and gradient norm, the finite-state check
     progress     the bar or console lines, samples/s, time left
     evaluate     scoring a checkpoint; result records for reports
-    cli          `switchbert pretrain | finetune | evaluate | report`
+
+The commands `switchbert pretrain | finetune | evaluate | report` are ``switchbert.commands.train``.
 """
 
 from switchbert.train.config import ConfigError, ExperimentConfig, check_paths, load_config

@@ -8,13 +8,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from torch import nn
-
 from switchbert.presets import PRESETS, get_config
 
 
 def run(args: argparse.Namespace) -> int:
-    from switchbert.models import save_pretrained
+    from switchbert.models import HEADS_NAME, save_pretrained, write_heads
 
     base = get_config(args.preset)
     heads = None
@@ -34,27 +32,13 @@ def run(args: argparse.Namespace) -> int:
     save_pretrained(model, args.dst)
     if heads is not None:
         write_heads(heads, args.dst)
-    elif (Path(args.dst) / "heads.safetensors").is_file():
-        (Path(args.dst) / "heads.safetensors").unlink()  # a stale file from an earlier import would not match
-        print(f"removed {Path(args.dst) / 'heads.safetensors'} (left by an earlier import; no heads written now)")
+    elif (Path(args.dst) / HEADS_NAME).is_file():
+        (Path(args.dst) / HEADS_NAME).unlink()  # a stale file from an earlier import would not match
+        print(f"removed {Path(args.dst) / HEADS_NAME} (left by an earlier import; no heads written now)")
     print(f"wrote {args.dst} (preset {args.preset}, config {model.config.name}, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
           + (", pretraining heads in heads.safetensors)" if heads is not None else ")"))
     return 0
-
-
-def write_heads(heads: nn.Module, directory: str | Path) -> Path:
-    """``directory/heads.safetensors`` as a training checkpoint stores it, so ``switchbert evaluate``
-    and a pretraining run with ``model.init_from=DIRECTORY`` read the imported heads."""
-    from safetensors.torch import save_file
-
-    from switchbert.io import atomic_write
-    from switchbert.models.directory import HEADS_NAME
-
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in heads.state_dict().items()}
-    path = Path(directory) / HEADS_NAME
-    atomic_write(path, lambda tmp: save_file(state, tmp))
-    return path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

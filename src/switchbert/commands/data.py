@@ -1,4 +1,4 @@
-"""Command-line commands of the data layer: ``features convert``, ``features inspect`` and ``synth``.
+"""The data commands: ``features convert``, ``features inspect`` and ``synth`` (``switchbert.data`` does the work).
 
 The main CLI calls :func:`register` with its argparse subparsers; every command sets
 ``func(args) -> int`` (the exit status).

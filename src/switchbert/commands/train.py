@@ -21,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from switchbert.commands.parsing import ArgumentParser, add_verbose, run_command
 from switchbert.train.config import ConfigError, check_paths, load_config
 
 
@@ -106,7 +107,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from switchbert.io import atomic_write_text
-    from switchbert.metrics import aggregate_runs, format_table3, load_records
+    from switchbert.metrics import aggregate_runs, format_table3, load_records, split_recipes
     from switchbert.train.evaluate import RESULTS_NAME
 
     files = []
@@ -120,30 +121,13 @@ def run_report(args: argparse.Namespace) -> int:
         columns = tuple(_parse_column(c) for c in args.column)
     raw = load_records(files)
     records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in raw]
-    records = _split_recipes(records, [r.get("recipe") for r in raw])
+    records = split_recipes(records, [r.get("recipe") for r in raw])
     table = format_table3(aggregate_runs(records), columns=columns, include_paper=not args.no_paper,
                           decimals=args.decimals)
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")
     return 0
-
-
-def _split_recipes(records: list[dict], recipes: list) -> list[dict]:
-    """One model run on one task with different training recipes (``recipe`` of the records, e.g. two
-    learning rates) would be averaged as if they were seeds: name each recipe's rows ``MODEL@RECIPE``."""
-    seen: dict[tuple, set] = {}
-    for r, recipe in zip(records, recipes):
-        seen.setdefault((r["model"], r["task"]), set()).add(recipe)
-    mixed = {k for k, v in seen.items() if len(v) > 1}
-    if not mixed:
-        return records
-    for model, task in sorted(mixed, key=str):
-        logging.getLogger(__name__).warning(
-            "report: %s on %s was run with %d recipes; one row each (%s@<recipe>)", model, task,
-            len(seen[(model, task)]), model)
-    return [dict(r, model=f"{r['model']}@{recipe or 'default'}") if (r["model"], r["task"]) in mixed else r
-            for r, recipe in zip(records, recipes)]
 
 
 def _parse_column(text: str):
@@ -175,8 +159,6 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
 
 def _main(prog: str, add_args: Callable[[argparse.ArgumentParser], None], run: Callable[[argparse.Namespace], int],
           argv: Optional[Sequence[str]]) -> int:
-    from switchbert.commands.parsing import ArgumentParser, add_verbose, run_command
-
     parser = ArgumentParser(prog=f"switchbert {prog}")
     add_verbose(parser, top=True)
     add_args(parser)
@@ -201,10 +183,10 @@ def report_main(argv: Optional[Sequence[str]] = None) -> int:
     return _main("report", _add_report_args, run_report, argv)
 
 
-if __name__ == "__main__":  # python -m switchbert.train.cli pretrain CONFIG ... (what torchrun runs)
+if __name__ == "__main__":  # python -m switchbert.commands.train pretrain CONFIG ... (what torchrun runs)
     commands = {"pretrain": pretrain_main, "finetune": finetune_main, "evaluate": evaluate_main,
                 "report": report_main}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
-        print(f"usage: python -m switchbert.train.cli {{{','.join(commands)}}} ...", file=sys.stderr)
+        print(f"usage: python -m switchbert.commands.train {{{','.join(commands)}}} ...", file=sys.stderr)
         sys.exit(2)
     sys.exit(commands[sys.argv[1]](sys.argv[2:]))
