@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
+from switchbert.cli import main
 from switchbert.data.synth import generate
+from switchbert.train.checkpoint import STATE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -33,3 +38,29 @@ def read_jsonl(path: Path) -> list[dict]:
 def train_losses(run_dir: Path) -> dict[int, float]:
     """step -> logged training loss."""
     return {r["step"]: r["loss"] for r in read_jsonl(Path(run_dir) / "metrics.jsonl") if r["split"] == "train"}
+
+
+def pretrain(synth: Path, out: Path, *extra: str) -> int:
+    # 32 training pairs, batch 8: 4 steps per epoch, 2 epochs = 8 steps. Options after the overrides.
+    overrides = [e for e in extra if not e.startswith("--")]
+    options = [e for e in extra if e.startswith("--")]
+    return main(["pretrain", synth_config("pretrain"), f"data.root={synth}", f"output_dir={out}",
+                 "train.batch_size=8", "train.epochs=2", "train.log_every=1", *QUIET, *overrides, *options])
+
+
+def ckpt_step(out: Path) -> int:
+    return torch.load(out / "last" / STATE_NAME, weights_only=True)["state"]["step"]
+
+
+# Fixtures for the run tests (test_train_checkpoint, _metrics_log, _rundir, ...), which import them.
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return make_synth(tmp_path_factory.mktemp("synth"))
+
+
+@pytest.fixture
+def stopped(synth, tmp_path) -> Path:
+    """A run stopped after 1 step (last/ at step 1)."""
+    out = tmp_path / "run"
+    assert pretrain(synth, out, "train.stop_after=1") == 0
+    return out
