@@ -1,4 +1,4 @@
-"""Training step of our baselines against HF transformers' models of the same size (issue 7, goal 2).
+"""Training step of our baselines against HF transformers' models of the same size (performance goal 2, docs/performance.md).
 
 One step = forward + a loss on every output state + backward (+ zeroing grads), no optimizer, on the
 same random inputs for every model: T = 38 text tokens, 36 regions + the IMG token (HF models are

@@ -1,4 +1,4 @@
-"""Inference with hard routes: throughput, and whether grouping samples by route pays (issue 7, goal 5).
+"""Inference with hard routes: throughput, and whether grouping samples by route pays (performance goal 5, docs/performance.md).
 
 1. End to end: eval-mode (hard argmax routes, no Gumbel noise) samples/s of Switch-BERT against our
    UNITER architecture, same batch, under ``torch.inference_mode``.

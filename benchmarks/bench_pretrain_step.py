@@ -1,4 +1,4 @@
-"""Throughput of a full pretraining step, from the feature store to the optimizer (issue 7, goal 4).
+"""Throughput of a full pretraining step, from the feature store to the optimizer (performance goal 4, docs/performance.md).
 
 One step is what ``switchbert train`` does per batch (train/tasks/pretrain.py PretrainTask): a batch from a
 feature store through ``CaptionPairsDataset`` (tokenise, MLM/MRC/ITM corruption, collate) and

@@ -1,4 +1,4 @@
-"""How fast each model's 4-way retrieval loss leaves ln 4 on the demo's data, side by side (issue 12).
+"""How fast each model's 4-way retrieval loss leaves ln 4 on the demo's data, side by side (BENCHMARKS.md, "The demo").
 
 Trains retrieval from random weights with the demo's stage config (`switchbert.commands.demo`) for a
 fixed number of steps at a constant learning rate, with tau annealed over the run as the trainer

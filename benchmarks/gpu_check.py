@@ -1,4 +1,4 @@
-"""The one script for a GPU session (issue 7): correctness of the fused path on CUDA, then every timing.
+"""The one script for a GPU session (docs/performance.md): correctness of the fused path on CUDA, then every timing.
 
 GPU time is scarce, so this runs everything in one short call (< ~6 minutes on an H100/H200), each
 section on its own: a section that fails records its error and the next one runs. Results are
@@ -30,7 +30,7 @@ Sections, in order (the most important first; ``--budget-s`` skips what would no
   switch_compiled_sdpa  the same for the sdpa path (its own section, so a time limit keeps the first)
   switch_compiled_flex  the same for the flex path (FlexAttention runs fused only when compiled)
 
-At the end, one line per goal of issue 7, read off the sections' results (``goals_summary``).
+At the end, one line per performance goal (docs/performance.md), read off the sections' results (``goals_summary``).
 
     python benchmarks/gpu_check.py --out "$OUT"                 # on the GPU machine
     python benchmarks/gpu_check.py --smoke --out /tmp/gpu_check  # CPU, tiny sizes, end to end (~1-2 min)
@@ -451,7 +451,7 @@ def host_syncs(opts: argparse.Namespace) -> dict[str, Any]:
 # -- the issue's goals, from the sections' results (no extra device time) ---------------------------------
 
 def goals_summary(sections: dict[str, Any]) -> list[str]:
-    """One line per goal of issue 7, read off the sections that ran ("n/a" where one is missing)."""
+    """One line per performance goal (docs/performance.md), read off the sections that ran ("n/a" where one is missing)."""
 
     def result(name: str) -> Optional[Any]:
         sec = sections.get(name, {})
@@ -613,7 +613,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     results["total_s"] = total
     goals = goals_summary(results["sections"])
     results["goals"] = goals
-    md.append("## goals of issue 7\n\n" + "\n".join(f"- {g}" for g in goals) + "\n")
+    md.append("## performance goals (docs/performance.md)\n\n" + "\n".join(f"- {g}" for g in goals) + "\n")
     print("\n".join(goals), flush=True)
     (out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "gpu_check.md").write_text("\n".join(md) + f"\ntotal {total:.0f} s\n")

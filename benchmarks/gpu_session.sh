@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU session of issue 7 in one command, for the project's device machine (docs/performance.md).
+# The whole GPU session in one command, for the project's device machine (docs/performance.md).
 #
 # That machine has PyTorch, transformers and h5py but no lmdb, and cannot reach PyPI. Before the call,
 # on the development machine, from the repository root:

@@ -197,7 +197,7 @@ def test_expected_flops_and_base_numbers():
         assert fixed_flops(base[name], 38, 37).total == fixed_flops(switchbert.get_config(preset), 38, 37).total
 
 
-# -- active paths along a training run (issue 11 §3: a threshold, not "weight > 0") -----------------------------
+# -- active paths along a training run (a threshold, not "weight > 0": a negligible path would count) ---------
 
 
 def _soft_layer(weights, B: int = 1) -> LayerRoute:

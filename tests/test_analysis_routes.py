@@ -180,7 +180,7 @@ def test_route_probability_log_keys_and_means():
     assert log and all(k.startswith("routes/sib/") for k in log)
 
 
-# -- how sure the switchers are (issue 12 item 5) ----------------------------------------------------------------
+# -- how sure the switchers are (near-ties: a route share that says little) --------------------------------------
 
 
 def test_confidence_top_probability_entropy_and_margin_by_hand():

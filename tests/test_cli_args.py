@@ -1,4 +1,4 @@
-"""The command line parses options, positionals and overrides in any order (issue 14, "Command line")."""
+"""The command line parses options, positionals and overrides in any order (docs/training.md, "The command line")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""--skip-bad reporting (issue 13): the first few items, then one count per reason at the end of each
+"""--skip-bad reporting: the first few items, then one count per reason at the end of each
 pass and how much of the data was used; skips inside DataLoader workers are counted too."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""RefCOCO+ recipe (issue 11 §3) and bad referred boxes (issue 13).
+"""RefCOCO+ recipe and bad referred boxes.
 
 Facts from VOLTA's code (e-bug/volta, ``volta/datasets/refer_expression_dataset.py`` and
 ``volta/task_utils.py``; its controlled ``config_tasks/ctrl_trainval_tasks.yml``): the IoU has

@@ -1,5 +1,5 @@
-"""Flickr30k: a repeated image line is refused (issue 13); the controlled configs select the best
-epoch on the whole validation split (issue 11 §3)."""
+"""Flickr30k: a repeated image line is refused; the controlled configs select the best epoch on
+the whole validation split."""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ def test_temperature_schedules():
 @pytest.mark.parametrize("top_k,sib_top_k", [(1, None), (2, None), (None, 1), (2, 2)])
 def test_top_k_of_the_sab_and_of_the_sib_are_separate_settings(top_k, sib_top_k):
     """The paper's top-K is about SAB paths: ``top_k`` leaves the Switch-Input Block mixing every candidate
-    unless ``sib_top_k`` says otherwise (issue 11 §3)."""
+    unless ``sib_top_k`` says otherwise."""
     from switchbert import create_model
     from tests.helpers import batch_for, tiny_model
 

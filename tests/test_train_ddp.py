@@ -104,7 +104,7 @@ def test_only_rank0_writes(runs):
 def test_ddp_ranks_draw_their_own_random_streams(runs):
     """Every rank seeded torch with the same seed, so dropout masks and Gumbel noise were copies of
     rank 0's. The RNG states each rank saved in its checkpoint must differ; rank 0's stream is the
-    single process's (issue 11 §3)."""
+    single process's."""
     from switchbert.train.checkpoint import load_trainer_state
 
     single, ddp, _ = runs
@@ -205,7 +205,7 @@ def ddp_pretrain(tmp_path_factory):
 
 def test_ddp_pretraining_objective_and_gradients_equal_one_process(ddp_pretrain):
     """MLM and MRC are means over the global batch's targets: 2-rank DDP equals one process on the full
-    objective and on every gradient, to float64 noise (issue 11 §3)."""
+    objective and on every gradient, to float64 noise."""
     results, single = ddp_pretrain
     torch.testing.assert_close(results[True]["parts"], single["parts"], rtol=1e-12, atol=1e-12)
     assert results[True]["grads"].keys() == single["grads"].keys()

@@ -125,7 +125,7 @@ def test_evaluate_records_name_the_checkpoint_absolutely(vqa_run, monkeypatch):
 
 
 def test_vqa_evaluating_another_split_keeps_the_first(vqa_run):
-    # Issue 11 §3: a second annotated split adds its record, metrics and result file; the first stays.
+    # A second annotated split adds its record, metrics and result file; the first stays.
     first = json.loads((vqa_run / "eval" / "metrics.json").read_text())["val"]
     assert main(["evaluate", str(vqa_run), "--no-progress", "--splits", "train"]) == 0
     metrics = json.loads((vqa_run / "eval" / "metrics.json").read_text())

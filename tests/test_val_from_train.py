@@ -1,4 +1,4 @@
-"""data.val_from_train: a held-out part of the training images to select the model on (issue 14)."""
+"""data.val_from_train: a held-out part of the training images to select the model on."""
 
 from __future__ import annotations
 

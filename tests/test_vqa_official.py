@@ -1,4 +1,4 @@
-"""VQA accuracy equals the official evaluation rule (issue 11 §2).
+"""VQA accuracy equals the official evaluation rule (docs/heads_and_metrics.md).
 
 The reference below is written from the published description of the VQA accuracy (Antol et al.
 and the evaluation page of visualqa.org), independently of ``switchbert.data.vqa_answers``: a

@@ -1,4 +1,4 @@
-"""The VQA protocols (issue 11 §3): train only, or train + val minus a held-out minival (the paper's)."""
+"""The VQA protocols: train only, or train + val minus a held-out minival (the paper's)."""
 
 from __future__ import annotations
 

@@ -169,8 +169,8 @@ BASELINES: tuple[str, ...] = ("uniter", "visualbert", "vlbert", "lxmert", "vilbe
 
 
 RETIRED_PRESETS: dict[str, str] = {
-    # Old names that did not say what they held (issue 11 §3). Not aliases: a name must not change meaning
-    # silently, so each gives an error naming its replacement.
+    # Old names that did not say what they held: they left out SS, which every variant keeps (docs/method.md
+    # §3.1). Not aliases: a name must not change meaning silently, so each gives an error naming its replacement.
     "switchbert-base-modes-sc-cs": "it held modes SS, SC, CS: use switchbert-base-modes-ss-sc-cs",
     "switchbert-base-modes-j": "it held modes SS and J: use switchbert-base-modes-ss-j",
     "switchbert-base-modes-sc-cs-j": "it held all four modes SS, SC, CS, J, i.e. the full model: use switchbert-base",

@@ -64,7 +64,7 @@ class PretrainLabels(TensorFields):
         mrc_index: (K_r,) long flat positions b * N + n of the MRC targets of matched pairs, ascending.
 
     The two indices are what ``PretrainHeads`` gathers. Found here on the CPU, they spare the training
-    step a ``nonzero`` on the device, which makes the host wait for the GPU (issue 7). None only for
+    step a ``nonzero`` on the device, which makes the host wait for the GPU (docs/performance.md). None only for
     labels built by hand; the heads then find the positions themselves.
     """
 

@@ -7,14 +7,14 @@ schedule. After each epoch: validate, write ``last/`` and, when the validation m
 ``best/``. ``resume=True`` restores everything from ``last/`` (weights, optimizer, scheduler, RNG
 states, the position inside the epoch), so on CPU the resumed run's losses equal an uninterrupted run's.
 
-No host syncs in the step (issue 7): the loss sums and the gradient norm stay on the device and become
-Python numbers only on log steps (every ``train.log_every``). A non-finite loss or gradient norm (the
-norm is computed without ``train.clip`` too: an inf gradient makes NaN weights a step before the loss
-shows it) is therefore noticed late: its step is recorded on the device, and the record is read on log
-steps, before every checkpoint and at the end of each epoch. A NaN stops the run at most ``log_every``
-steps after it appeared (the message names the step where it did), and no checkpoint is ever written
-after it; every checkpoint also checks that the weights and optimizer state are finite, so ``last/``
-is the last good state.
+No host syncs in the step (docs/performance.md, "Host syncs in the training step"): the loss sums and the
+gradient norm stay on the device and become Python numbers only on log steps (every ``train.log_every``). A
+non-finite loss or gradient norm (the norm is computed without ``train.clip`` too: an inf gradient makes NaN
+weights a step before the loss shows it) is therefore noticed late: its step is recorded on the device, and
+the record is read on log steps, before every checkpoint and at the end of each epoch. A NaN stops the run
+at most ``log_every`` steps after it appeared (the message names the step where it did), and no checkpoint
+is ever written after it; every checkpoint also checks that the weights and optimizer state are finite, so
+``last/`` is the last good state.
 
 The run directory is locked for the run (``rundir.RunLock``), and interrupted checkpoint writes are
 repaired before anything else (``checkpoint.recover_dir``). SIGTERM and SIGINT finish the step in
