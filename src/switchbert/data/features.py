@@ -419,8 +419,8 @@ _torch_warned_once = False
 
 
 def _widen_fp16(buf, count: int, offset: int) -> np.ndarray:
-    """float16 bytes -> a new float32 array. torch's vectorised conversion is ~12x faster than numpy's
-    (15 us vs 195 us for 36 x 2048 on one core)."""
+    """float16 bytes -> a new float32 array, widened by torch: an order of magnitude faster than numpy's
+    ``astype`` (BENCHMARKS.md, "Data layer")."""
     global _torch_warned_once
     view = np.frombuffer(buf, np.float16, count, offset)
     if not _torch_warned_once:
