@@ -22,7 +22,7 @@ def _same_weights(a, b):
 def test_every_public_name_builds_through_build_model():
     assert switchbert.create_model is build_model
     torch.manual_seed(0)
-    a = presets.create_model("uniter-tiny", top_k=None)
+    a = switchbert.create_model("uniter-tiny", top_k=None)
     torch.manual_seed(0)
     b = build_model(presets.get_config("uniter-tiny"))  # a ModelConfig, as the old models.build_model took
     assert a.training and b.training and a.config == b.config

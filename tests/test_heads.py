@@ -247,11 +247,12 @@ def test_build_head():
 
 
 def test_heads_on_a_real_tiny_model_train_the_shared_embedding():
-    presets = pytest.importorskip("switchbert.presets")
     synthetic = pytest.importorskip("switchbert.data.random_batch")
     from switchbert.heads.losses import ignore_mismatched, pretrain_loss, refexp_bce_loss
 
-    model = presets.create_model("switchbert-tiny")
+    from switchbert import create_model
+
+    model = create_model("switchbert-tiny")
     cfg = model.config
     batch = synthetic.random_batch(cfg, batch_size=4, num_text=10, num_regions=6)
     out = model(batch)

@@ -10,7 +10,8 @@ import yaml
 
 from switchbert.presets import PRESETS
 from switchbert.commands.train import finetune_main, pretrain_main
-from switchbert.train.config import (ConfigError, ExperimentConfig, check_paths, from_dict, load_config,
+from switchbert.train.preflight import check_paths
+from switchbert.train.config import (ConfigError, ExperimentConfig, from_dict, load_config,
                                      parse_override, save_config)
 from switchbert.train.config import NOT_RECIPE, TASKS, DataSection
 from switchbert.train.tasks import data_keys, task_class

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from switchbert.commands.train import finetune_main, pretrain_main
-from switchbert.train.config import ConfigError, check_paths, load_config
+from switchbert.train.config import ConfigError, load_config
+from switchbert.train.preflight import check_paths
 from tests.test_train_support import make_synth, synth_config
 
 

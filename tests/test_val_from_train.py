@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from switchbert.presets import create_model
+from switchbert import create_model
 from switchbert.train.config import ConfigError, load_config
 from switchbert.train.distributed import DistContext
 from switchbert.train.tasks import HELDOUT, build_task, heldout_images

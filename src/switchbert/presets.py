@@ -187,15 +187,3 @@ def get_config(preset: str, **overrides: Any) -> ModelConfig:
         raise ValueError(f"unknown preset {preset!r}; available: {', '.join(sorted(PRESETS))}")
     config = PRESETS[preset]()
     return config.replace(**overrides) if overrides else config
-
-
-def create_model(preset: str, bert_dir: Optional[str] = None, bert_truncate: bool = False, **kwargs: Any):
-    """``switchbert.models.build_model`` (``switchbert.create_model``), kept here for old imports.
-
-    Builds a model from a preset: ``bert_dir`` initialises text embeddings and encoder layers from a
-    local HF BERT directory, ``bert_truncate`` allows a deeper BERT, ``kwargs`` are config fields (and
-    ``init_from``). Returns the model in training mode.
-    """
-    from switchbert.models.build import build_model  # models import presets: resolved at call time
-
-    return build_model(preset, bert_dir, bert_truncate, **kwargs)

@@ -12,7 +12,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from switchbert.presets import PRESETS, create_model
+from switchbert.models import build_model as create_model
+from switchbert.presets import PRESETS
 from switchbert.data.random_batch import random_batch
 from switchbert.temperature import TemperatureSchedule
 

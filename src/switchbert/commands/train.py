@@ -22,7 +22,8 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from switchbert.commands.parsing import ArgumentParser, add_verbose, run_command
-from switchbert.train.config import ConfigError, check_paths, load_config
+from switchbert.train.config import ConfigError, load_config
+from switchbert.train.preflight import check_paths
 
 
 # ---------------------------------------------------------------------------------------- arguments

@@ -5,7 +5,7 @@
     build_model("uniter-base", init_from="runs/pretrain")           # what a training run starts from
     load_pretrained("runs/vqa")                                     # a model dir, a checkpoint or a run
 
-``switchbert.create_model``, ``presets.create_model`` and ``train.trainer.initial_model`` all end here.
+``switchbert.create_model`` and ``train.trainer.initial_model`` both end here.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ Modules, one concept each:
 The commands `switchbert pretrain | finetune | evaluate | report` are ``switchbert.commands.train``.
 """
 
-from switchbert.train.config import ConfigError, ExperimentConfig, check_paths, load_config
+from switchbert.train.config import ConfigError, ExperimentConfig, load_config
+from switchbert.train.preflight import check_paths
 
 __all__ = ["ConfigError", "ExperimentConfig", "check_paths", "load_config"]

@@ -1,0 +1,56 @@
+"""The check before any work: every file a run will read exists, and the starting weights are there.
+
+The task declares what it reads (``required_files``, ``optional_files``; ``switchbert.train.tasks``); this
+module asks it, so the list of a task's files is written once. It sits above both the config and the
+tasks, which is why it is not part of ``train/config.py``: the task modules import the config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from switchbert.train.config import ConfigError, ExperimentConfig
+from switchbert.train.tasks import task_class
+
+
+def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: bool = True) -> None:
+    """Checks, before any work, that every file the task needs exists: its ``required_files`` (set and
+    existing), and its ``optional_files`` when set (``switchbert.train.tasks``).
+
+    Args:
+        need_train: also require the training files and the starting weights (False for ``evaluate``).
+    """
+    task = task_class(config.task)
+    d = config.data
+    keys = list(task.required_files)
+    if not need_train:  # evaluation reads the answer vocabulary from the checkpoint
+        keys = [k for k in keys if "train" not in k]
+    unset = [k for k in keys if d.path(k) is None]
+    if unset:
+        raise ConfigError(f"{source}: data.{unset[0]} is required for task {config.task!r} (it is null)")
+    missing = [f"data.{k}: {d.path(k)}" for k in keys if not d.path(k).exists()]
+    if missing:
+        raise ConfigError(f"{source}: {missing[0]} does not exist (data.root = {d.root!r})"
+                          + (f"; also missing: {'; '.join(missing[1:])}" if len(missing) > 1 else ""))
+    for key in task.optional_files:
+        p = d.path(key)
+        if p is not None and not p.exists():
+            raise ConfigError(f"{source}: data.{key}: {p} does not exist")
+        if p is not None:
+            keys.append(key)
+    # Every data key but the feature store (an LMDB directory or an HDF5 file) names one file: a
+    # directory there would otherwise end in an IsADirectoryError traceback deep in a loader.
+    for key in keys:
+        if key != "features" and d.path(key).is_dir():
+            raise ConfigError(f"{source}: data.{key}: {d.path(key)} is a directory, expected a file")
+    out = Path(config.output_dir).expanduser()
+    if out.exists() and not out.is_dir():  # checked before any model is built
+        raise ConfigError(f"{source}: output_dir: {out} exists and is not a directory")
+    if not need_train:
+        return  # evaluation loads a checkpoint, not the starting weights
+    m = config.model
+    for key, value in (("model.bert_dir", m.bert_dir), ("model.init_from", m.init_from)):
+        if value is not None and not Path(value).expanduser().exists():
+            raise ConfigError(f"{source}: {key}: {value} does not exist")
+    if m.bert_dir is not None and not Path(m.bert_dir).expanduser().is_dir():
+        raise ConfigError(f"{source}: model.bert_dir: {m.bert_dir} is a file, expected a BERT directory")
