@@ -77,7 +77,7 @@ def test_datasets_need_no_model_and_follow_the_config(synth):
 
 
 def _old_route_dataset(data: Path, manifest: dict, task: str, split: str):
-    """What ``switchbert routes`` read before the tasks built it (analysis/cli.py task_dataset)."""
+    """What ``switchbert routes`` read before the tasks built it (the old analysis/cli.py task_dataset)."""
     store, tok = open_feature_store(data / manifest["features"]), load_tokenizer()
     if task == "vqa":
         return VQADataset(data / manifest[f"vqa_{split}_questions"], None, store, tok, AnswerVocab([]), max_text_len=23)

@@ -592,7 +592,7 @@ def _drain(events, prog: "Progress") -> None:
 
 def analyse_routes(out_dir: Path, switch_runs: Path, size: DemoSize, data_dir: Path) -> tuple[str, str]:
     """Route statistics and FLOPs of the fine-tuned Switch-BERT models; returns markdown sections."""
-    from switchbert.analysis.cli import task_batches
+    from switchbert.train.tasks.manifest import task_batches
     from switchbert.analysis.flops import flops_over_run
     from switchbert.analysis.report import routes_section_markdown, write_report as write_route_report
     from switchbert.analysis.routes import collect_routes
