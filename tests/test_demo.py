@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from switchbert.cli import main
-from switchbert.commands.demo import SIZES, ensure_data
+from switchbert.demo import SIZES, ensure_data
 
 
 def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
@@ -67,7 +67,7 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
 def test_a_second_demo_into_the_same_directory_is_refused(tmp_path):
     # The demo clears runs/<model> before training it and caches data/ under --out: a second demo
     # into the same directory would delete the first one's runs mid-stage.
-    from switchbert.commands.demo import run_demo
+    from switchbert.demo import run_demo
     from switchbert.train.rundir import RunLock, RunLockedError
 
     with RunLock(tmp_path):
@@ -90,7 +90,7 @@ def test_cached_data_of_another_question_mix_are_regenerated(tmp_path):
 def test_parallel_pipelines_give_the_numbers_of_one_process(tmp_path):
     """``--jobs 2`` runs each (model, seed) in a spawned process; with one thread everywhere the
     metrics are those of running them one after another in this process, to the last digit."""
-    from switchbert.commands import demo
+    from switchbert import demo
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers get their share of it: one thread each
@@ -110,9 +110,12 @@ def test_parallel_pipelines_give_the_numbers_of_one_process(tmp_path):
 
 
 def test_a_failing_parallel_pipeline_raises_its_error_here(tmp_path):
-    from switchbert.commands.demo import Pipeline, Progress, _run_parallel
+    import dataclasses
 
-    broken = Pipeline("Switch-BERT", 0, 0, tmp_path, "no-such-size", None, False)
-    prog = Progress([(f"stage {i}", 1.0) for i in range(4)], echo=lambda line: None, workers=1)
-    with pytest.raises(KeyError, match="no-such-size"):
-        _run_parallel([broken], {}, prog, jobs=1)
+    from switchbert.demo import Cell, run_parallel
+    from switchbert.train.config import ConfigError
+
+    size = dataclasses.replace(SIZES["tiny"], preset="no-such-size")
+    broken = Cell("Switch-BERT", {}, size, tmp_path / "data", tmp_path / "runs", seed=0)
+    with pytest.raises(ConfigError, match="no-such-size"):
+        run_parallel([broken], {}, lambda i, event, k: None, jobs=1)

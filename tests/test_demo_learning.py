@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from switchbert.data.synth import COLORS, NUMBER_WORDS, SHAPES, SIZES, Detector, make_scenes
-from switchbert.commands.demo import DemoResult, Progress, compare_models
+from switchbert.demo import DemoResult, Progress, compare_models
 
 
 def _result(a: list[float], b: list[float]) -> DemoResult:
@@ -34,12 +34,11 @@ def test_verdict_beyond_within_and_one_seed():
     assert "neither model clearly above it" in at_prior
 
 
-def test_progress_reports_share_and_time_left(monkeypatch):
+def test_progress_reports_share_and_time_left():
     clock = iter([0.0, 0.0, 30.0, 30.0, 330.0, 330.0])
-    monkeypatch.setattr("switchbert.commands.demo.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
     # weights are reference seconds; this machine runs 1.5x slower, and its first stage 3x (start-up)
-    p = Progress([("a", 10.0), ("b", 200.0), ("c", 290.0)], echo=lines.append)
+    p = Progress([("a", 10.0), ("b", 200.0), ("c", 290.0)], echo=lines.append, clock=lambda: next(clock))
     p.start()
     p.finish()
     p.start()
@@ -53,13 +52,12 @@ def test_progress_reports_share_and_time_left(monkeypatch):
     assert lines[2].startswith("[demo 3/3  42%] c") and "about 6m59s left" in lines[2]
 
 
-def test_progress_with_parallel_pipelines_replays_the_schedule(monkeypatch):
+def test_progress_with_parallel_pipelines_replays_the_schedule():
     clock = iter([0.0, 0.0, 0.0, 60.0, 60.0])
-    monkeypatch.setattr("switchbert.commands.demo.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
     # three one-stage pipelines of 60 reference seconds on two workers, then a 5 s serial stage
     p = Progress([("a", 60.0), ("b", 60.0), ("c", 60.0), ("report", 5.0)], echo=lines.append, workers=2,
-                 pipelines=[[0], [1], [2]])
+                 pipelines=[[0], [1], [2]], clock=lambda: next(clock))
     p.event("start", 0)
     p.event("start", 1)
     p.event("finish", 0)  # at 60 s

@@ -10,8 +10,7 @@ import math
 
 import torch
 
-from switchbert.commands.demo import SIZES, experiment
-from switchbert.train.config import from_dict
+from switchbert.demo import SIZES, Cell, ensure_data, stage_config
 from switchbert.train.distributed import DistContext
 from switchbert.train.tasks import build_task
 from switchbert.train.trainer import initial_model, seed_everything
@@ -19,13 +18,12 @@ from switchbert.train.trainer import initial_model, seed_everything
 
 def _train_retrieval(tmp_path, size, steps: int, overrides=None, lr: float = 1e-3, shared_noise: bool = True) -> float:
     """Mean 4-way loss of the last 10 of ``steps`` training steps, through the task's own step."""
-    from switchbert.commands.demo import ensure_data
-
     manifest = ensure_data(tmp_path / "data", size, 0)
-    raw = experiment("retrieval", {"sab_modes": ["J"], "sib": None} if overrides is None else overrides, size,
-                     tmp_path / "data", manifest, tmp_path / "run", None, None, 0, False, "t")
-    raw["train"]["retrieval_shared_noise"] = shared_noise
-    cfg = from_dict(raw)
+    # the retrieval stage from random weights (no pretraining run to start from)
+    cell = Cell("t", {"sab_modes": ["J"], "sib": None} if overrides is None else overrides, size, tmp_path / "data",
+                tmp_path / "run", seed=0, stage_overrides={"retrieval": {"model.init_from": None,
+                                                                          "train.retrieval_shared_noise": shared_noise}})
+    cfg = stage_config(cell, "retrieval", manifest)
     seed_everything(0)
     model = initial_model(cfg)
     task = build_task(cfg, model.config, DistContext())

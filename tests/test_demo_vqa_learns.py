@@ -14,8 +14,7 @@ import dataclasses
 
 import pytest
 
-from switchbert.commands.demo import MODELS, SIZES, ensure_data, experiment
-from switchbert.train.config import from_dict
+from switchbert.demo import MODELS, SIZES, Cell, ensure_data, stage_config
 from switchbert.train.evaluate import evaluate
 from switchbert.train.trainer import Trainer
 
@@ -26,10 +25,10 @@ def test_demo_recipe_makes_vqa_leave_the_text_prior(tmp_path, model):
     size = dataclasses.replace(SIZES["tiny"], images=200, dropout=default.dropout, lr=default.lr,
                                question_types=default.question_types, max_steps=300)
     manifest = ensure_data(tmp_path / "data", size, 0)
-    raw = experiment("vqa", MODELS[model], size, tmp_path / "data", manifest, tmp_path / "run", None, None, 0,
-                     False, model)
-    raw["train"].update(epochs=100, log_every=1000)  # 300 steps, whatever the epoch length
-    cfg = from_dict(raw)
+    # the VQA stage from random weights; 300 steps, whatever the epoch length
+    cell = Cell(model, MODELS[model], size, tmp_path / "data", tmp_path / "run", seed=0,
+                stage_overrides={"vqa": {"model.init_from": None, "train.epochs": 100, "train.log_every": 1000}})
+    cfg = stage_config(cell, "vqa", manifest)
     Trainer(cfg, resume=False, source="test").fit()
     accuracy = evaluate(cfg, progress=False)["val"]["accuracy"]
     prior = 100 * manifest["stats"]["text_only_vqa_accuracy"]

@@ -69,10 +69,21 @@ def aggregate_runs(records: Iterable[Mapping[str, Any]]) -> dict[SummaryKey, Run
         seeds[rec["seed"]] = value
     out: dict[SummaryKey, RunSummary] = {}
     for key, seeds in groups.items():
-        values = np.asarray(list(seeds.values()), dtype=np.float64)
-        std = float(values.std(ddof=1)) if values.size > 1 else float("nan")
-        out[key] = RunSummary(*key, mean=float(values.mean()), std=std, n=int(values.size), seeds=tuple(seeds))
+        mean, std = mean_std(list(seeds.values()))
+        out[key] = RunSummary(*key, mean=mean, std=std, n=len(seeds), seeds=tuple(seeds))
     return out
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN for a single value) of one metric over seeds.
+
+    Raises:
+        ValueError: no values.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("mean_std: no values")
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else float("nan"))
 
 
 def load_records(paths: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]) -> list[dict[str, Any]]:
