@@ -26,9 +26,8 @@ from pathlib import Path
 
 import torch
 
-from switchbert.commands.demo import SIZES, ensure_data, experiment
+from switchbert.demo import SIZES, Cell, ensure_data, stage_config
 from switchbert.temperature import temperature_at
-from switchbert.train.config import from_dict
 from switchbert.train.distributed import DistContext
 from switchbert.train.tasks import build_task
 from switchbert.train.trainer import initial_model, seed_everything
@@ -44,9 +43,9 @@ VARIANTS: dict[str, tuple[dict, bool]] = {  # name -> (model overrides, shared n
 
 def train(data: Path, manifest: dict, size, overrides: dict, shared: bool, steps: int, batch: int, lr: float,
           seed: int, work: Path) -> list[float]:
-    raw = experiment("retrieval", overrides, size, data, manifest, work, None, None, seed, False, "bench")
-    raw["train"]["retrieval_shared_noise"] = shared
-    cfg = from_dict(raw)
+    cell = Cell("bench", overrides, size, data, work.parent, seed, stage_overrides={
+        "retrieval": {"output_dir": str(work), "model.init_from": None, "train.retrieval_shared_noise": shared}})
+    cfg = stage_config(cell, "retrieval", manifest)
     seed_everything(seed)
     model = initial_model(cfg)
     task = build_task(cfg, model.config, DistContext())

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Optional
 
-from switchbert.demo import SIZES, Cell, DemoSize, ensure_data, run_demo, stage_config
+from switchbert.demo import SIZES, ensure_data, run_demo
 
-__all__ = ["ensure_data", "experiment", "register", "run", "run_demo"]
+__all__ = ["ensure_data", "register", "run", "run_demo"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,16 +43,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
-
-def experiment(task: str, model_overrides: dict[str, Any], size: DemoSize, data_dir: Path, manifest: dict[str, Any],
-               output_dir: Path, init_from: Optional[Path], bert_dir: Optional[Path], seed: int, progress: bool,
-               name: str) -> dict[str, Any]:
-    """Deprecated: the old call of benchmarks/bench_retrieval_learning.py; use ``switchbert.demo.stage_config``.
-
-    One stage's resolved config as a plain dict, with the old arguments (``output_dir`` is the stage's
-    own directory; ``bert_dir`` applies when there is no ``init_from``)."""
-    paths = {"output_dir": str(output_dir), "model.init_from": str(init_from) if init_from else None,
-             "model.bert_dir": None if init_from or not bert_dir else str(bert_dir)}
-    cell = Cell(name, model_overrides, size, Path(data_dir), Path(output_dir).parent, seed, progress=progress,
-                stage_overrides={task: paths})
-    return stage_config(cell, task, manifest).to_dict()
