@@ -33,7 +33,7 @@ def test_tiny_demo_writes_a_complete_report(tmp_path, capsys):
     assert report.count("- **") >= 5 and ("spread" in report)
     for seed in (0, 1):
         assert (tmp_path / "runs" / "uniter" / f"seed{seed}" / "vqa").is_dir()
-    # The collapse of issue 12: the fused vector dead and the four retrieval candidates tied (loss at
+    # The collapse to chance the demo's recipe fixed (docs/training.md): the fused vector dead and the four retrieval candidates tied (loss at
     # ln 4 to four digits). With the small-model init the test pairs' scores must differ: tied scores
     # measured 2.5e-4 (BERT's init at this width), the recipe gives 6e-3. That the recipe *learns*
     # retrieval is tests/test_demo_retrieval_learns.py.

@@ -1,4 +1,4 @@
-"""The default demo's VQA recipe uses the image, at the tiny size CI can afford (issue 12).
+"""The default demo's VQA recipe uses the image, at the tiny size CI can afford (docs/training.md).
 
 The demo's own CI run is 4 steps, too few to learn anything; this trains the tiny model with the
 default size's recipe (dropout 0, init 0.08, lr 6e-4, the demo's colour-of-a-shape and

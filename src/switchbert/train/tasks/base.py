@@ -152,7 +152,7 @@ class Task:
 
         ``batch`` must already be validated: the trainer checks it on the host before the copy to the
         device, and the step calls ``model(batch, validate=False)``, because ``Batch.validate`` on device
-        tensors makes the host wait for the GPU (issue 7).
+        tensors makes the host wait for the GPU (docs/performance.md).
         """
         raise NotImplementedError
 
