@@ -6,7 +6,9 @@ Dimension legend
 
 Per sample: pool each modality, form an alignment degree ``a``, p = softmax(MLP(a)). Training mixes
 the options with Gumbel-softmax weights at temperature tau; evaluation takes the hard argmax of p.
-The MLP's last layer starts near zero so routing starts near uniform [ours, docs/method.md §3.2].
+The MLP's last layer starts near zero so routing starts near uniform [ours, docs/method.md §3.2]; with
+``identity_logit`` > 0 its bias instead favours the identity option (J for a SAB, ``out`` for a SIB), so the
+model starts as its UNITER [ours, docs/method.md "Switcher initialisation"].
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ def alignment_degree(g_t: Tensor, g_r: Tensor, kind: str) -> Tensor:
 
 ALIGNMENT_WIDTH = {"hadamard": 1, "concat": 2, "rich": 4}
 
+# Switcher.override values: measurement only (benchmarks/study_causes.py), never set in training.
+#   "soft": the noise-free mixture softmax(log p / tau) (at tau = 1: p itself);
+#   "hard": the one-hot argmax of p (what evaluation takes);
+#   "identity": the one-hot identity option (J / ``out``): the layer runs as its UNITER layer.
+ROUTE_OVERRIDES = ("soft", "hard", "identity")
+
 
 def gumbel_softmax_weights(
     log_probs: Tensor,
@@ -139,6 +147,8 @@ class Switcher(nn.Module):
         alignment: "hadamard", "concat" or "rich".
         top_k: options kept per sample in training (None = all).
         straight_through: hard one-hot forward in training (ablation only).
+        identity_option: the option that makes the layer its UNITER layer (J for a SAB, ``out`` for a SIB).
+        identity_logit: initial bias of that option's logit (0 = uniform start, the paper's reading).
     """
 
     def __init__(
@@ -149,8 +159,15 @@ class Switcher(nn.Module):
         alignment: str = "hadamard",
         top_k: Optional[int] = None,
         straight_through: bool = False,
+        identity_option: int = 0,
+        identity_logit: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= identity_option < num_options:
+            raise ValueError(f"identity_option {identity_option} outside [0, {num_options})")
+        self.identity_option = identity_option
+        self.identity_logit = float(identity_logit)
+        self.override: Optional[str] = None  # ROUTE_OVERRIDES, for measurements; None = normal behaviour
         self.num_options = num_options
         self.num_groups = num_groups
         self.alignment = alignment
@@ -164,9 +181,13 @@ class Switcher(nn.Module):
         self.register_buffer("tau", torch.tensor(1.0), persistent=False)
 
     def reset_output_layer(self, std: float = 1e-3) -> None:
-        """Near-zero last layer: routing starts near uniform [ours, docs/method.md §3.2 step 3]."""
+        """Near-zero last layer: routing starts near uniform [ours, docs/method.md §3.2 step 3], or near
+        the identity option when ``identity_logit`` > 0 (p = e^b / (e^b + K - 1) for bias b)."""
         nn.init.normal_(self.mlp[-1].weight, std=std)
         nn.init.zeros_(self.mlp[-1].bias)
+        if self.identity_logit:
+            with torch.no_grad():
+                self.mlp[-1].bias.view(self.num_groups, self.num_options)[:, self.identity_option] = self.identity_logit
 
     def forward(self, g_t: Tensor, g_r: Tensor, hard: bool, noise_group: Optional[Tensor] = None) -> SwitchDecision:
         """Args:
@@ -177,6 +198,8 @@ class Switcher(nn.Module):
         B = g_t.shape[0]
         logits = self.mlp(alignment_degree(g_t, g_r, self.alignment))
         log_probs = torch.log_softmax(logits.float().view(B, self.num_groups, self.num_options), dim=-1)
+        if self.override is not None:
+            return self._overridden(log_probs)
         if hard:
             choice = log_probs.argmax(dim=-1)
             weights = F.one_hot(choice, self.num_options).to(torch.float32)
@@ -185,3 +208,20 @@ class Switcher(nn.Module):
                                              noise_group=noise_group)
             choice = weights.detach().argmax(dim=-1)
         return SwitchDecision(probs=log_probs.exp(), weights=weights, choice=choice)
+
+    def _overridden(self, log_probs: Tensor) -> SwitchDecision:
+        """The decision under ``self.override`` (measurements only; see ROUTE_OVERRIDES).
+
+        A soft override in an eval-mode model is run with the model's training flag on (the caller's
+        job): an eval-mode layer takes one-hot weights for granted (masked-SDPA path).
+        """
+        if self.override == "soft":
+            weights = torch.softmax(log_probs / self.tau, dim=-1)
+        elif self.override == "hard":
+            weights = F.one_hot(log_probs.argmax(dim=-1), self.num_options).to(torch.float32)
+        elif self.override == "identity":
+            weights = torch.zeros_like(log_probs)
+            weights[..., self.identity_option] = 1.0
+        else:
+            raise ValueError(f"unknown switcher override {self.override!r}; expected one of {ROUTE_OVERRIDES}")
+        return SwitchDecision(probs=log_probs.exp(), weights=weights, choice=weights.argmax(dim=-1))
