@@ -66,6 +66,12 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "SB-pre300": {"pre": {"epochs": 12, "max_steps": 300}},
     "UNITER-pre300": {"model": MODELS["UNITER"], "pre": {"epochs": 12, "max_steps": 300}},
     "SB-identity-ft-tau0.1": {"model": {"switch_init": "identity"}, "ft": {"tau_max": 0.1}},
+    "SB-tau0.1": {"train": {"tau_max": 0.1}},  # (a)/(c) no high-temperature phase in any stage
+    "SB-identity-tau0.1": {"model": {"switch_init": "identity"}, "train": {"tau_max": 0.1}},
+    "SB-identity-tau1": {"model": {"switch_init": "identity"}, "train": {"tau_max": 1.0}},
+    "SB-identity20": {"model": {"switch_init": "identity", "switch_init_logit": 20.0}},  # = UNITER in effect
+    "SB-nonoise": {"model": {"switch_noise": 0.0}},  # (a) noise-free mixture in training
+    "SB-identity-nonoise": {"model": {"switch_init": "identity", "switch_noise": 0.0}},
     "SB-concat": {"model": {"alignment": "concat"}},  # item 3
     "SB-rich": {"model": {"alignment": "rich"}},
 }

@@ -81,3 +81,27 @@ def test_switch_lr_scale_is_validated():
            "data": {"root": "/tmp"}, "train": {"switch_lr_scale": 0.0}}
     with pytest.raises(ConfigError, match="switch_lr_scale"):
         from_dict(cfg, source="t")
+
+
+def test_switch_noise_zero_trains_on_the_noise_free_mixture():
+    torch.manual_seed(1)
+    m = switchbert.create_model("switchbert-tiny", switch_noise=0.0)
+    assert all(s.noise_scale == 0.0 for s in m.switchers())
+    s = m.sab_switchers[0]
+    torch.nn.init.normal_(s.mlp[-1].weight, std=1.0)
+    s.tau.fill_(0.7)
+    g = torch.randn(8, s.mlp[0].in_features)
+    d = s(g, g.flip(0), hard=False)
+    torch.testing.assert_close(d.weights, torch.softmax(d.probs.log() / 0.7, -1))
+    assert switchbert.create_model("switchbert-tiny").switchers()[0].noise_scale == 1.0
+
+
+def test_switch_noise_one_draws_exactly_as_before():
+    from switchbert.layers.switcher import gumbel_softmax_weights
+
+    log_p = torch.log_softmax(torch.randn(16, 1, 4), -1)
+    a = gumbel_softmax_weights(log_p, 0.5, None, False, generator=torch.Generator().manual_seed(3))
+    b = gumbel_softmax_weights(log_p, 0.5, None, False, generator=torch.Generator().manual_seed(3), noise_scale=1.0)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="switch_noise"):
+        ModelConfig(switch_noise=-0.5)

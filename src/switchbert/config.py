@@ -92,6 +92,9 @@ class ModelConfig:
     # weights (init_from, checkpoints) replace the initial ones.
     switch_init: str = "uniform"
     switch_init_logit: float = 4.0  # p(identity) = e^4 / (e^4 + K - 1): 0.95 of 4 modes, 0.96 of 3 inputs
+    # Scale of the training-time Gumbel noise [ours]: 1 = the paper's Gumbel-softmax, 0 = the noise-free
+    # mixture softmax(log p / tau) (docs/method.md "Switcher initialisation and route noise").
+    switch_noise: float = 1.0
 
     # Dual-stream baselines (arch="lxmert" / "vilbert"); see models/ of the baselines.
     text_layers: int = 0
@@ -184,6 +187,8 @@ class ModelConfig:
             bad("switch_init", f"must be 'uniform' or 'identity', got {self.switch_init!r}")
         if not (self.switch_init_logit >= 0 and math.isfinite(self.switch_init_logit)):
             bad("switch_init_logit", f"must be finite and >= 0, got {self.switch_init_logit}")
+        if not (self.switch_noise >= 0 and math.isfinite(self.switch_noise)):
+            bad("switch_noise", f"must be finite and >= 0, got {self.switch_noise}")
         if self.attention_impl not in ATTENTION_IMPLS:
             bad("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.region_hidden_size and self.region_hidden_size % self.region_num_heads_ != 0:

@@ -103,6 +103,7 @@ def gumbel_softmax_weights(
     straight_through: bool,
     generator: Optional[torch.Generator] = None,
     noise_group: Optional[Tensor] = None,
+    noise_scale: float = 1.0,
 ) -> Tensor:
     """Training-time mixture weights (docs/method.md §3.2 steps 4 and 6).
 
@@ -113,17 +114,24 @@ def gumbel_softmax_weights(
         straight_through: forward a one-hot argmax, backward through the soft weights.
         noise_group: optional (B,) long ids in [0, B); rows with the same id get the same Gumbel
             noise (``Batch.noise_group``). None = independent noise per row.
+        noise_scale: multiplies the Gumbel noise (1 = the paper's Gumbel-softmax; 0 = the noise-free
+            mixture softmax(log p / tau), no draw) [ours, ``ModelConfig.switch_noise``].
 
     Returns:
         (..., K) float32 weights.
     """
     # g = -log(-log u) = -log(E) with E = -log u ~ Exp(1): drawn directly, clamped to the E of
     # u in [_U_EPS, 1 - _U_EPS] (the same truncation), 3 ops instead of 5; log p + g as one subtraction.
-    e = torch.empty(log_probs.shape, dtype=torch.float32, device=log_probs.device).exponential_(generator=generator)
-    if noise_group is not None:
-        e = e[noise_group]  # row i takes the draw of row noise_group[i]: one draw per group
-    neg_gumbel = e.clamp_(-math.log1p(-_U_EPS), -math.log(_U_EPS)).log_()
-    soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
+    if noise_scale == 0:
+        soft = torch.softmax(log_probs.float() / tau, dim=-1)
+    else:
+        e = torch.empty(log_probs.shape, dtype=torch.float32, device=log_probs.device).exponential_(generator=generator)
+        if noise_group is not None:
+            e = e[noise_group]  # row i takes the draw of row noise_group[i]: one draw per group
+        neg_gumbel = e.clamp_(-math.log1p(-_U_EPS), -math.log(_U_EPS)).log_()
+        if noise_scale != 1:
+            neg_gumbel = neg_gumbel * noise_scale
+        soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
     K = soft.shape[-1]
     if straight_through or top_k == 1:
         # top_k == 1 [ours]: renormalising a single weight gives exactly 1 and no gradient at all,
@@ -149,6 +157,7 @@ class Switcher(nn.Module):
         straight_through: hard one-hot forward in training (ablation only).
         identity_option: the option that makes the layer its UNITER layer (J for a SAB, ``out`` for a SIB).
         identity_logit: initial bias of that option's logit (0 = uniform start, the paper's reading).
+        noise_scale: of the training-time Gumbel noise (1 = the paper's; 0 = noise-free mixture).
     """
 
     def __init__(
@@ -161,12 +170,14 @@ class Switcher(nn.Module):
         straight_through: bool = False,
         identity_option: int = 0,
         identity_logit: float = 0.0,
+        noise_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if not 0 <= identity_option < num_options:
             raise ValueError(f"identity_option {identity_option} outside [0, {num_options})")
         self.identity_option = identity_option
         self.identity_logit = float(identity_logit)
+        self.noise_scale = float(noise_scale)
         self.override: Optional[str] = None  # ROUTE_OVERRIDES, for measurements; None = normal behaviour
         self.num_options = num_options
         self.num_groups = num_groups
@@ -205,7 +216,7 @@ class Switcher(nn.Module):
             weights = F.one_hot(choice, self.num_options).to(torch.float32)
         else:
             weights = gumbel_softmax_weights(log_probs, self.tau, self.top_k, self.straight_through,
-                                             noise_group=noise_group)
+                                             noise_group=noise_group, noise_scale=self.noise_scale)
             choice = weights.detach().argmax(dim=-1)
         return SwitchDecision(probs=log_probs.exp(), weights=weights, choice=choice)
 
