@@ -70,6 +70,8 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "SB-identity-tau0.1": {"model": {"switch_init": "identity"}, "train": {"tau_max": 0.1}},
     "SB-identity-tau1": {"model": {"switch_init": "identity"}, "train": {"tau_max": 1.0}},
     "SB-identity20": {"model": {"switch_init": "identity", "switch_init_logit": 20.0}},  # = UNITER in effect
+    "SB-identity20-tau1": {"model": {"switch_init": "identity", "switch_init_logit": 20.0},
+                           "train": {"tau_max": 1.0}},  # = UNITER in function at every step (tau <= 1)
     "SB-nonoise": {"model": {"switch_noise": 0.0}},  # (a) noise-free mixture in training
     "SB-identity-nonoise": {"model": {"switch_init": "identity", "switch_noise": 0.0}},
     "SB-concat": {"model": {"alignment": "concat"}},  # item 3
@@ -325,13 +327,14 @@ def tables(records: list[dict[str, Any]]) -> str:
     # Table 1: validation metrics per route (hard = the normal evaluation), mean over data seeds.
     cols = [(t, m, ov) for t in tasks for m in HEAD[t] for ov in ("hard", "soft", "identity")]
     out.append("## Validation metrics by route (mean±std over data seeds; per seed in brackets)\n")
-    out.append("| variant | seeds | " + " | ".join(f"{t} {m} {ov}" for t, m, ov in cols) + " |")
+    out.append("| variant | data/training seeds | " + " | ".join(f"{t} {m} {ov}" for t, m, ov in cols) + " |")
     out.append("|---" * (len(cols) + 2) + "|")
     for v in variants:
         rs = [r for r in records if r["variant"] == v]
         vals = [_ms([r["stages"][t]["eval"].get(ov, {}).get(m) for r in rs if t in r["stages"]
                      if ov in r["stages"][t]["eval"]]) for t, m, ov in cols]
-        out.append(f"| {v} | {','.join(str(r['data_seed']) for r in rs)} | " + " | ".join(vals) + " |")
+        seeds = ",".join(f"{r['data_seed']}/{r['seed']}" for r in rs)
+        out.append(f"| {v} | {seeds} | " + " | ".join(vals) + " |")
     # Table 2: probe losses along training (mean over data seeds).
     out.append("\n## Loss of the batch about to be trained on, by route, along training (mean over data seeds)\n")
     out.append("| variant | stage | step | tau | sampled | soft | hard | identity |")
@@ -346,6 +349,23 @@ def tables(records: list[dict[str, Any]]) -> str:
                 same = [p[i] for p in probes if len(p) > i]
                 cells = [_mean([p.get(k) for p in same]) for k in ("sampled", "soft", "hard", "identity")]
                 out.append(f"| {v} | {stage} | {row['step']} | {row['tau']:.2f} | " + " | ".join(cells) + " |")
+    # Table 2b: the same, summarised: mean over the probes after step 0, split at tau = 1.
+    out.append("\n## Probe summary: mean loss by route over the probes after step 0, tau > 1 and tau <= 1 "
+               "(mean over runs)\n")
+    out.append("| variant | stage | tau | probes | sampled | soft | hard | identity |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for v in variants:
+        rs = [r for r in records if r["variant"] == v]
+        for stage in ("pretrain", *tasks):
+            for label, keep in (("> 1", lambda t: t > 1), ("<= 1", lambda t: t <= 1)):
+                rows = [row for r in rs if stage in r["stages"] for row in r["stages"][stage]["probe"]
+                        if row["step"] > 0 and (math.isnan(row["tau"]) or keep(row["tau"]))]
+                if v.startswith("UNITER") and label == "> 1":
+                    continue
+                if rows:
+                    cells = [_mean([row.get(k) for row in rows]) for k in ("sampled", "soft", "hard", "identity")]
+                    out.append(f"| {v} | {stage} | {label if not v.startswith('UNITER') else '-'} | {len(rows)} | "
+                               + " | ".join(cells) + " |")
     # Table 3: item 3, per-sample spread of p on VQA val.
     out.append("\n## Item 3: switchers on the VQA validation questions (first data seed of each variant)\n")
     out.append("| variant | switcher | mean p | std p across samples | off majority route | max type gap in p "
