@@ -29,7 +29,7 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from switchbert.commands import analysis, configs, data, demo, import_checkpoint, models, smoke, train
+    from switchbert.commands import analysis, configs, data, demo, import_checkpoint, models, smoke, study, train
 
     parser = ArgumentParser(
         prog="switchbert",
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     sub.required = True
     # Each subsystem adds its own commands; the order here is the order of ``--help``.
-    for module in (models, configs, smoke, data, train, analysis, import_checkpoint, demo):
+    for module in (models, configs, smoke, data, train, analysis, import_checkpoint, demo, study):
         module.register(sub)
     add_verbose_everywhere(parser)
     return parser

@@ -59,6 +59,12 @@ class Cell:
         bert_dir: BERT weights the pretraining starts from (None: random weights).
         progress: progress bars inside each stage.
         stage_overrides: ``{stage or "*": {dotted key: value}}``, applied last ("*": every stage).
+        stages: the stages, in order (default ``sizes.STAGES``); a pipeline without ``pretrain`` fine-tunes
+            from the preset's random weights.
+        stage_recipes: ``{stage: recipe}`` where a stage's name is not its recipe's (the study's
+            ``vqa_cross_modal`` is the ``vqa`` recipe on that family's data).
+        stage_data: ``{stage: data directory}`` where a stage reads other data than ``data_dir`` (same
+            manifest layout; the study's VQA families).
     """
 
     model: str
@@ -70,6 +76,13 @@ class Cell:
     bert_dir: Optional[Path] = None
     progress: bool = False
     stage_overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    stages: tuple[str, ...] = STAGES
+    stage_recipes: Mapping[str, str] = field(default_factory=dict)
+    stage_data: Mapping[str, Path] = field(default_factory=dict)
+
+    def recipe(self, stage: str) -> str:
+        """The synthetic recipe (``configs/synth/<recipe>.yaml``) a stage runs."""
+        return self.stage_recipes.get(stage, stage)
 
 
 @dataclass
@@ -85,17 +98,18 @@ def stage_overrides(cell: Cell, stage: str, manifest: Mapping[str, Any]) -> dict
     from switchbert.train.tasks import task_class
 
     pre_dir = cell.run_dir / "pretrain"
-    out: dict[str, Any] = {"data.root": str(cell.data_dir)}
-    out.update({f"data.{k}": manifest[k] for k in task_class(stage).data_keys() if k in manifest})
+    recipe = cell.recipe(stage)
+    out: dict[str, Any] = {"data.root": str(cell.stage_data.get(stage, cell.data_dir))}
+    out.update({f"data.{k}": manifest[k] for k in task_class(recipe).data_keys() if k in manifest})
     out.update(DEMO_OVERRIDES)
-    out.update(cell.size.stage_overrides(stage))
+    out.update(cell.size.stage_overrides(recipe))
     out.update({
         "name": cell.model,
         "output_dir": str(cell.run_dir / stage),
         # The whole dict, not merged into the recipe's: the model is the cell's (preset + size + model).
         "model.overrides": {**cell.model_overrides, **cell.size.model_overrides()},
         "model.bert_dir": str(cell.bert_dir) if cell.bert_dir and stage == "pretrain" else None,
-        "model.init_from": None if stage == "pretrain" else str(pre_dir),
+        "model.init_from": None if stage == "pretrain" or "pretrain" not in cell.stages else str(pre_dir),
         "train.seed": cell.seed,
         "train.progress": cell.progress,
     })
@@ -105,8 +119,8 @@ def stage_overrides(cell: Cell, stage: str, manifest: Mapping[str, Any]) -> dict
 
 
 def stage_config(cell: Cell, stage: str, manifest: Mapping[str, Any]) -> ExperimentConfig:
-    """The experiment config of one stage: ``synth/<stage>`` plus :func:`stage_overrides`."""
-    raw = load_config(recipe_path(f"synth/{stage}")).to_dict()  # the packaged file, whatever the cwd holds
+    """The experiment config of one stage: ``synth/<recipe>`` plus :func:`stage_overrides`."""
+    raw = load_config(recipe_path(f"synth/{cell.recipe(stage)}")).to_dict()  # the packaged file, whatever the cwd holds
     source = f"demo:{run_slug(cell.model)}/seed{cell.seed}/{stage}"
     for key, value in stage_overrides(cell, stage, manifest).items():
         set_dotted(raw, key, value, source=source)
@@ -141,18 +155,18 @@ def run_stage(config: ExperimentConfig) -> Metrics:
 
 def run_cell(cell: Cell, manifest: Mapping[str, Any], report: Callable[[str, int], Any] = lambda event, k: None,
              resume: bool = False) -> CellResult:
-    """Runs every stage of ``cell`` in order (``sizes.STAGES``).
+    """Runs every stage of ``cell`` in order (``cell.stages``, by default ``sizes.STAGES``).
 
     Args:
         manifest: the data directory's parsed ``manifest.json``.
-        report: called with ``"start"`` / ``"finish"`` and the stage's index in ``STAGES``.
+        report: called with ``"start"`` / ``"finish"`` and the stage's index in ``cell.stages``.
         resume: skip the leading stages that already finished with the same config; a stage after a
             rerun one is rerun too (it starts from its weights), and a half-written one starts afresh.
     """
     t0 = time.perf_counter()
     metrics: dict[str, Metrics] = {}
     skipping = resume
-    for k, stage in enumerate(STAGES):
+    for k, stage in enumerate(cell.stages):
         report("start", k)
         config = stage_config(cell, stage, manifest)
         done = finished_metrics(config) if skipping else None

@@ -34,6 +34,7 @@ class Progress:
         workers: pipelines that run at once.
         pipelines: each pipeline's stage indices, in order; default: every stage its own pipeline.
         clock: seconds from an arbitrary origin (``time.perf_counter``; a test passes its own).
+        label: the lines' prefix (``[demo 3/9 40%]``; the study passes ``study``).
     """
 
     PRIOR_SECONDS = 60.0
@@ -43,8 +44,8 @@ class Progress:
 
     def __init__(self, stages: list[tuple[str, float]], echo: Callable[[str], Any] = print, workers: int = 1,
                  pipelines: Optional[list[list[int]]] = None,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
-        self.stages, self.echo, self.workers, self.clock = stages, echo, workers, clock
+                 clock: Callable[[], float] = time.perf_counter, label: str = "demo") -> None:
+        self.stages, self.echo, self.workers, self.clock, self.label = stages, echo, workers, clock, label
         self.pipelines = pipelines if pipelines is not None else [[i] for i in range(len(stages))]
         in_pipeline = {i for p in self.pipelines for i in p}
         self.serial = [i for i in range(len(stages)) if i not in in_pipeline]
@@ -102,7 +103,7 @@ class Progress:
             eta = "estimating the time left"
         self.began[stage] = elapsed
         self.started += 1
-        line = f"[demo {self.started}/{len(self.stages)} {pct:3.0f}%] {name} (elapsed {duration(elapsed)}, {eta})"
+        line = f"[{self.label} {self.started}/{len(self.stages)} {pct:3.0f}%] {name} (elapsed {duration(elapsed)}, {eta})"
         self.echo(line)
         return line
 
@@ -128,9 +129,10 @@ TRAIN_SEQUENCE_SECONDS, EVAL_SEQUENCE_SECONDS, STAGE_SECONDS = 0.0025, 0.0006, 2
 ANALYSIS_SECONDS = 5.0
 
 
-def stage_weight(stage: str, size: DemoSize, manifest: dict[str, Any]) -> float:
+def stage_weight(stage: str, size: DemoSize, manifest: dict[str, Any], steps: Optional[int] = None) -> float:
     """Expected seconds of a stage on the reference machine (the progress estimate's weights):
-    training, a validation per epoch, and the final evaluation."""
+    training, a validation per epoch, and the final evaluation. ``stage`` is a recipe name
+    (pretrain, vqa, retrieval, refexp); ``steps`` replaces the size's step cap of the stage."""
     splits = manifest.get("stats", {}).get("splits", {})
     train = splits.get("train", int(0.8 * size.images))
     val, test = splits.get("val", size.images // 10), splits.get("test", size.images // 10)
@@ -138,7 +140,7 @@ def stage_weight(stage: str, size: DemoSize, manifest: dict[str, Any]) -> float:
     batch = size.batch(stage)
     steps_per_epoch = max(1, train * per_image // batch)
     epochs = size.epochs(stage)
-    cap = size.steps(stage)
+    cap = size.steps(stage) if steps is None else steps
     steps = min(steps_per_epoch * epochs, cap) if cap is not None else steps_per_epoch * epochs
     epochs_run = -(-steps // steps_per_epoch)
     pairs_per_sample = 4 if stage == "retrieval" else 1  # a caption with its image and three negatives
