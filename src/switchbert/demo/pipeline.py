@@ -41,7 +41,8 @@ DEMO_OVERRIDES: dict[str, Any] = {
 """Settings of every demo stage, whatever the size."""
 
 STAGE_FILE = "demo_stage.json"
-"""Written into a stage's run directory when it has trained and been evaluated: its config and metrics."""
+"""Written into a stage's run directory when it has trained and been evaluated: its config, metrics and
+seconds."""
 
 
 @dataclass(frozen=True)
@@ -146,10 +147,13 @@ def run_stage(config: ExperimentConfig) -> Metrics:
     from switchbert.train.evaluate import evaluate
     from switchbert.train.trainer import Trainer
 
+    t0 = time.perf_counter()
     Trainer(config, resume=False, source="demo").fit()
     metrics = {} if config.task == "pretrain" else evaluate(config, progress=config.train.progress)
+    # the seconds are a record (the study's per-stage times), not part of what a resume compares
     atomic_write_text(Path(config.output_dir) / STAGE_FILE,
-                      json.dumps({"config": _plain(config), "metrics": metrics}, indent=1))
+                      json.dumps({"config": _plain(config), "metrics": metrics,
+                                  "seconds": round(time.perf_counter() - t0, 2)}, indent=1))
     return metrics
 
 

@@ -103,7 +103,8 @@ class Progress:
             eta = "estimating the time left"
         self.began[stage] = elapsed
         self.started += 1
-        line = f"[{self.label} {self.started}/{len(self.stages)} {pct:3.0f}%] {name} (elapsed {duration(elapsed)}, {eta})"
+        line = (f"[{self.label} {self.started}/{len(self.stages)} {pct:3.0f}%] {name} "
+                f"(elapsed {duration(elapsed)}, {eta})")
         self.echo(line)
         return line
 

@@ -99,11 +99,12 @@ def plot_gains(grid: StudyGrid, comp: dict, path: Path) -> Path:
         for c, model in enumerate(others):
             ax = axes[r][c]
             ax.axhline(0.0, color="black", linewidth=0.8)
-            for task in grid.tasks:
+            for j, task in enumerate(grid.tasks):
                 pts = [comp[(model, level.name, budget, task)] for level in grid.levels]
                 ys = [p.mean if p.mean is not None else float("nan") for p in pts]
                 err = [p.half_width or 0.0 for p in pts]
-                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=HEADLINE[task][0])
+                shift = 0.012 * (j - (len(grid.tasks) - 1) / 2)  # side by side, so the intervals stay apart
+                ax.errorbar([x + shift for x in xs], ys, yerr=err, marker="o", capsize=3, label=HEADLINE[task][0])
             ax.set_title(f"{model}, pretraining {budget} ({steps} steps)", fontsize=9)
             ax.set_xlabel("misalignment ((abstraction + clutter) / 2)")
             if c == 0:
@@ -147,6 +148,12 @@ def routes_table(grid: StudyGrid, routes: dict[tuple[str, str, int, str], dict[s
                             f"{'-' if not margins else f'{min(margins):.3f}'} | "
                             f"{'-' if spread is None else f'{spread[0]:.3f} ({spread[1]})'} |")
     return "\n".join(rows)
+
+
+def stage_seconds_line(stage_seconds: dict[str, list[float]]) -> str:
+    """``pretrain 7.2 [3.3-12.0], ...``."""
+    return ", ".join(f"{stage} {sum(v) / len(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
+                     for stage, v in stage_seconds.items() if v) or "none recorded"
 
 
 def write_report(result: Any, grid: StudyGrid, data: dict[str, tuple[dict[str, Path], dict]], seed: int) -> None:
@@ -201,12 +208,14 @@ one. Every switcher's mean and std of p: `routes.json`.
 
 ## Run
 
-- Wall time: data {result.seconds.get('data', 0):.0f}s, pipelines {result.seconds.get('pipelines', 0):.0f}s, route
-  analysis {result.seconds.get('analysis', 0):.0f}s, total {result.seconds.get('total', 0):.0f}s (stages skipped by a
-  resume count ~0).
+- Wall time (this invocation; stages a resume skipped count ~0): data {result.seconds.get('data', 0):.0f}s,
+  pipelines {result.seconds.get('pipelines', 0):.0f}s, route analysis {result.seconds.get('analysis', 0):.0f}s,
+  total {result.seconds.get('total', 0):.0f}s.
+- Seconds per stage (mean [min-max] over pipelines, as run, with the jobs in parallel):
+  {stage_seconds_line(result.stage_seconds)}.
 - Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}.
-- Files: `results.jsonl` (one line per pipeline and task), `routes.json`, `runs/<level>/<budget>/<model>/seed<k>/<stage>`,
-  `data/<level>/<family>`.
+- Files: `results.jsonl` (one line per pipeline and task), `routes.json`,
+  `runs/<level>/<budget>/<model>/seed<k>/<stage>`, `data/<level>/<family>`.
 """
     atomic_write_text(result.report, text)
 

@@ -59,6 +59,25 @@ class StudyResult:
     # (level name, budget, seed, task) -> route analysis of that Switch-BERT pipeline's stage
     routes: dict[tuple[str, str, int, str], dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # stage -> the seconds each pipeline's run of it took (from its run directory: also those of earlier,
+    # resumed invocations)
+    stage_seconds: dict[str, list[float]] = field(default_factory=dict)
+
+
+def stage_times(cell: Cell) -> dict[str, float]:
+    """The seconds each finished stage of ``cell`` took, as its run directory recorded them."""
+    import json
+
+    from switchbert.demo.pipeline import STAGE_FILE
+
+    out = {}
+    for stage in cell.stages:
+        path = cell.run_dir / stage / STAGE_FILE
+        if path.is_file():
+            seconds = json.loads(path.read_text()).get("seconds")
+            if seconds is not None:
+                out[stage] = float(seconds)
+    return out
 
 
 def _digest(path: Path) -> str:
@@ -184,6 +203,8 @@ def _run_locked(out_dir: Path, grid: StudyGrid, jobs: int, seed: int, data_seed:
             value = res.metrics.get(task, {}).get(split, {}).get(metric)
             result.records.append(Record(p.model, p.level.name, p.level.misalignment, p.budget, p.seed, task, value))
         result.seconds[p.slug] = res.seconds
+        for stage, seconds in stage_times(cell).items():
+            result.stage_seconds.setdefault(stage, []).append(seconds)
 
     prog.start(len(stages) - 1)
     t0 = clock()
@@ -203,4 +224,4 @@ def _run_locked(out_dir: Path, grid: StudyGrid, jobs: int, seed: int, data_seed:
     return result
 
 
-__all__ = ["Record", "SHARED_FILES", "StudyResult", "pipeline_cell", "prepare_data", "run_study"]
+__all__ = ["Record", "SHARED_FILES", "StudyResult", "pipeline_cell", "prepare_data", "run_study", "stage_times"]
