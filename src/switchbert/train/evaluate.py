@@ -81,8 +81,9 @@ def evaluate(
     for split in splits:
         results[split] = task.evaluate(model, heads, split, ectx)
     if ctx.is_main:
+        name = trained_name(config, model.config.name)
         records = [
-            {"model": config.report_name, "task": config.task, "metric": record_metric(config.task, m, split),
+            {"model": name, "task": config.task, "metric": record_metric(config.task, m, split),
              "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt),
              "recipe": config.recipe_hash}
             for split, metrics in results.items() for m, v in metrics.items()
@@ -90,6 +91,18 @@ def evaluate(
         save_results(Path(config.output_dir), out, results, str(ckpt), records)
     barrier(ctx)
     return results
+
+
+def trained_name(config: ExperimentConfig, model_name: str) -> str:
+    """The model's name in result records (``ExperimentConfig.report_name``), with the checkpoint's model
+    name in place of ``from_checkpoint`` when the run took its architecture from ``model.init_from``, so
+    the records name what actually trained."""
+    from switchbert.models.build import FROM_CHECKPOINT
+
+    name = config.report_name
+    if not config.name and config.model.preset == FROM_CHECKPOINT:
+        name = model_name.removesuffix("-base") + name[len(FROM_CHECKPOINT):]
+    return name
 
 
 def save_results(output_dir: Path, eval_dir: Path, results: dict[str, dict[str, float]], checkpoint: str,

@@ -54,3 +54,20 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
             raise ConfigError(f"{source}: {key}: {value} does not exist")
     if m.bert_dir is not None and not Path(m.bert_dir).expanduser().is_dir():
         raise ConfigError(f"{source}: model.bert_dir: {m.bert_dir} is a file, expected a BERT directory")
+    if m.init_from is not None and Path(m.init_from).expanduser().is_dir():
+        check_architecture(config, source)
+
+
+def check_architecture(config: ExperimentConfig, source: str = "<config>") -> None:
+    """``model.init_from`` (a directory) holds the model ``model.preset`` plus overrides names, or the
+    preset is ``from_checkpoint``: otherwise a ``ConfigError`` naming both (``models.build.check_init_from``)."""
+    from switchbert.models.build import ArchitectureMismatchError, check_init_from
+
+    m = config.model
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}
+    try:
+        check_init_from(m.preset, Path(m.init_from).expanduser(), **overrides)
+    except ArchitectureMismatchError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except (FileNotFoundError, ValueError) as e:  # no checkpoint there, or an unreadable config.json
+        raise ConfigError(f"{source}: model.init_from: {e}") from None

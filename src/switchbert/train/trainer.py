@@ -51,6 +51,7 @@ from switchbert.data import make_dataloader
 from switchbert.models.base import VLModel
 from switchbert import models
 from switchbert.models import ExclusiveSourcesError, load_pretrained
+from switchbert.models.build import FROM_CHECKPOINT, ArchitectureMismatchError
 from switchbert.temperature import TemperatureSchedule
 from switchbert.train.checkpoint import (HEADS_NAME, TrainerState, load_heads, load_trainer_state, recover_dir,
                                          resolve_checkpoint, rng_states, save_checkpoint, set_rng_states)
@@ -87,9 +88,13 @@ def initial_model(config: ExperimentConfig) -> VLModel:
     randomly initialised without one)."""
     m = config.model
     try:
-        return models.build_model(m.preset, bert_dir=m.bert_dir, init_from=m.init_from, **model_overrides(config))
-    except ExclusiveSourcesError as e:
+        model = models.build_model(m.preset, bert_dir=m.bert_dir, init_from=m.init_from, **model_overrides(config))
+    except (ExclusiveSourcesError, ArchitectureMismatchError) as e:
         raise ConfigError(str(e)) from None
+    if m.preset == FROM_CHECKPOINT:  # the explicit choice, said once at the start
+        log.warning("model.preset=%s: training the %r model that %s holds", FROM_CHECKPOINT, model.config.name,
+                    m.init_from)
+    return model
 
 
 def _continue_heads(heads: nn.Module, init_from: Path) -> None:
