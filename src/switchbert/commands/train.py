@@ -23,7 +23,7 @@ import torch
 
 from switchbert.commands.parsing import ArgumentParser, add_verbose, run_command
 from switchbert.train.config import ConfigError, load_config
-from switchbert.train.preflight import check_paths
+from switchbert.train.preflight import check_paths, check_splits
 
 
 # ---------------------------------------------------------------------------------------- arguments
@@ -62,6 +62,8 @@ def run_train(args: argparse.Namespace, stage: str) -> int:
     if stage == "finetune" and config.task == "pretrain":
         raise ConfigError(f"{args.config}: task is 'pretrain'; use `switchbert pretrain`")
     check_paths(config, args.config)
+    if not args.resume:  # a resumed run checked them when it started
+        check_splits(config, args.config)
     result = Trainer(config, resume=args.resume, source=args.config).fit()
     if result.get("signal") is not None:  # SIGTERM / SIGINT: last/ is written; the shell's 128 + N
         return 128 + int(result["signal"])

@@ -7,10 +7,14 @@ tasks, which is why it is not part of ``train/config.py``: the task modules impo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Optional, Sequence
 
 from switchbert.train.config import ConfigError, ExperimentConfig
-from switchbert.train.tasks import task_class
+from switchbert.train.tasks import Task, build_task, task_class
+
+log = logging.getLogger(__name__)
 
 
 def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: bool = True) -> None:
@@ -71,3 +75,53 @@ def check_architecture(config: ExperimentConfig, source: str = "<config>") -> No
         raise ConfigError(f"{source}: {e}") from None
     except (FileNotFoundError, ValueError) as e:  # no checkpoint there, or an unreadable config.json
         raise ConfigError(f"{source}: model.init_from: {e}") from None
+
+
+def split_files_problem(task: Task, split: str) -> Optional[str]:
+    """What keeps ``split`` from being read: a data key it needs that is unset or names no file
+    (``"data.KEY: PATH does not exist"``), or None."""
+    d = task.config.data
+    for key in task.split_files(split):
+        path = d.path(key)
+        if path is None:
+            return f"split {split!r} needs data.{key} (it is null)"
+        if not path.exists():
+            return f"split {split!r} reads data.{key}: {path}, which does not exist"
+    return None
+
+
+def check_splits(config: ExperimentConfig, source: str = "<config>", task: Optional[Task] = None) -> None:
+    """Before the first training step: the validation split and the evaluation splits can be read.
+
+    The split validated after each epoch (``Task.val_split``) is built as training will build it, so a
+    question whose image is not in the feature store, or a malformed line, is a one-line error now rather
+    than after an epoch. The evaluation splits (``eval.splits``, else the task's test splits) are built too
+    when their files are there; a file that is not (a VQA test-std file named before it is downloaded) is a
+    warning here and an error from ``evaluate``, which needs it.
+
+    Raises:
+        ConfigError: the validation split's files are unset or missing.
+        DataError: an item of a split is bad (naming the file and the item), unless ``data.skip_bad``.
+    """
+    task = task or build_task(config)
+    val = task.val_split
+    problem = split_files_problem(task, val)
+    if problem:
+        raise ConfigError(f"{source}: validation (eval.val_split={config.eval.val_split!r}): {problem}")
+    task.dataset(val)
+    for split in dict.fromkeys(config.eval.splits or task.test_splits):
+        if split == val:
+            continue
+        problem = split_files_problem(task, split)
+        if problem:
+            log.warning("%s: evaluation: %s; `switchbert evaluate` will need it", source, problem)
+            continue
+        task.dataset(split)
+
+
+def check_eval_splits(task: Task, splits: Sequence[str], source: str = "<config>") -> None:
+    """Before ``evaluate`` scores anything: every requested split's files are set and exist."""
+    for split in splits:
+        problem = split_files_problem(task, split)
+        if problem:
+            raise ConfigError(f"{source}: {problem}")
