@@ -54,11 +54,24 @@ NOTES = {
 
 
 def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """HF config dict and state dict (base-model keys: ``visual_bert.``/``lxmert.`` stripped)."""
+    """HF config dict and state dict (base-model keys: ``visual_bert.``/``lxmert.`` stripped).
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or weight file.
+        ValueError: a weight file that cannot be read (truncated, corrupt), naming it.
+    """
     directory = Path(directory)
     hf = read_config_json(directory)
+    try:
+        raw = read_state_dict(directory)
+    except (FileNotFoundError, ValueError):
+        raise  # already name the file
+    except Exception as e:  # safetensors' and torch's own errors do not say which file
+        name = next((n for n in ("model.safetensors", "pytorch_model.bin") if (directory / n).is_file()), "")
+        raise ValueError(f"{directory / name}: cannot read the weights, the file is truncated or corrupt "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     state = {}
-    for k, v in read_state_dict(directory).items():
+    for k, v in raw.items():
         for p in HF_PREFIXES:
             if k.startswith(p):
                 k = k[len(p):]
@@ -67,15 +80,31 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor
     return hf, state
 
 
-def config_from_hf(hf: dict[str, Any], base: ModelConfig) -> ModelConfig:
+def config_from_hf(hf: dict[str, Any], base: ModelConfig, source: str = "config.json") -> ModelConfig:
     """``base`` (a preset of the right family) with the sizes of an HF VisualBERT / LXMERT config.
 
+    Args:
+        source: the config file, for the errors.
+
     Raises:
-        ValueError: the model type does not match the preset's family, or HF uses another activation.
+        ValueError: the model type does not match the preset's family, HF uses another activation, or a
+            field is missing; each naming ``source``.
     """
+    try:
+        return _config_from_hf(hf, base, source)
+    except KeyError as e:
+        raise ValueError(f"{source}: missing field {e.args[0]!r} (an HF {hf.get('model_type', '?')} config has "
+                         f"it; was the file edited or written by another library?)") from None
+    except (TypeError, ValueError) as e:  # a value ModelConfig refuses (a size of the wrong type)
+        if str(e).startswith(source):
+            raise
+        raise ValueError(f"{source}: {e}") from None
+
+
+def _config_from_hf(hf: dict[str, Any], base: ModelConfig, source: str) -> ModelConfig:
     kind = hf.get("model_type")
     if hf.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"HF config hidden_act={hf['hidden_act']!r}: only 'gelu' (exact) is supported")
+        raise ValueError(f"{source}: hidden_act={hf['hidden_act']!r}: only 'gelu' (exact) is supported")
     common = dict(hidden_size=hf["hidden_size"], num_heads=hf["num_attention_heads"],
                   intermediate_size=hf["intermediate_size"], vocab_size=hf["vocab_size"],
                   max_position=hf["max_position_embeddings"], type_vocab_size=hf["type_vocab_size"],
@@ -83,19 +112,20 @@ def config_from_hf(hf: dict[str, Any], base: ModelConfig) -> ModelConfig:
                   attention_dropout=hf.get("attention_probs_dropout_prob", 0.1))
     if kind == "visual_bert":
         if base.arch != "switchbert" or base.embedding != "visualbert":
-            raise ValueError(f"HF model_type 'visual_bert' needs a VisualBERT preset (e.g. visualbert-base), "
+            raise ValueError(f"{source}: HF model_type 'visual_bert' needs a VisualBERT preset (e.g. visualbert-base), "
                              f"got {base.name!r} (arch={base.arch}, embedding={base.embedding})")
         return base.replace(num_layers=hf["num_hidden_layers"], region_feat_dim=hf["visual_embedding_dim"],
                             layer_norm_eps=hf.get("layer_norm_eps", 1e-12), **common)
     if kind == "lxmert":
         if base.arch != "lxmert":
-            raise ValueError(f"HF model_type 'lxmert' needs an LXMERT preset (e.g. lxmert-base), got {base.name!r}")
+            raise ValueError(f"{source}: HF model_type 'lxmert' needs an LXMERT preset (e.g. lxmert-base), "
+                             f"got {base.name!r}")
         text, region, cross = hf["l_layers"], hf["r_layers"], hf["x_layers"]
         return base.replace(text_layers=text, region_layers=region, cross_layers=cross,
                             bert_layers=min(base.bert_layers, text + cross), region_feat_dim=hf["visual_feat_dim"],
                             region_box_dim=hf["visual_pos_dim"], layer_norm_eps=1e-12,  # HF LXMERT hard-codes it
                             region_hidden_size=0, region_num_heads=0, region_intermediate_size=0, **common)
-    raise ValueError(f"HF model_type {kind!r} is not importable; supported: 'visual_bert', 'lxmert'")
+    raise ValueError(f"{source}: HF model_type {kind!r} is not importable; supported: 'visual_bert', 'lxmert'")
 
 
 def hf_key_map(model: VLModel) -> KeyMap:
@@ -145,7 +175,8 @@ def import_hf(model: VLModel, state: dict[str, Tensor], model_type: str, source:
 
 def load_hf(directory: str | Path, base: ModelConfig) -> tuple[VLModel, ImportReport]:
     """Builds our model with the HF checkpoint's sizes (on ``base``'s family) and loads its weights."""
+    config_file = str(Path(directory) / "config.json")
+    config = config_from_hf(read_config_json(directory), base, config_file)  # before reading the weights
     hf, state = read_hf_dir(directory)
-    config = config_from_hf(hf, base)
     model = build_model(config)
     return model, import_hf(model, state, hf["model_type"], source=str(directory))
