@@ -101,14 +101,18 @@ def check_splits(config: ExperimentConfig, source: str = "<config>", task: Optio
 
     Raises:
         ConfigError: the validation split's files are unset or missing.
-        DataError: an item of a split is bad (naming the file and the item), unless ``data.skip_bad``.
+        DataError: an item of a split is bad (naming the file and the item), unless ``data.skip_bad``
+            (then only the files are checked).
     """
     task = task or build_task(config)
+    # With data.skip_bad a bad item is skipped and counted when the split is read, never an error: only
+    # the files are checked here, and the skip summaries are said once, by training.
+    build = (lambda split: None) if config.data.skip_bad else task.dataset
     val = task.val_split
     problem = split_files_problem(task, val)
     if problem:
         raise ConfigError(f"{source}: validation (eval.val_split={config.eval.val_split!r}): {problem}")
-    task.dataset(val)
+    build(val)
     for split in dict.fromkeys(config.eval.splits or task.test_splits):
         if split == val:
             continue
@@ -116,7 +120,7 @@ def check_splits(config: ExperimentConfig, source: str = "<config>", task: Optio
         if problem:
             log.warning("%s: evaluation: %s; `switchbert evaluate` will need it", source, problem)
             continue
-        task.dataset(split)
+        build(split)
 
 
 def check_eval_splits(task: Task, splits: Sequence[str], source: str = "<config>") -> None:
