@@ -81,6 +81,11 @@ def run_command(prog: str, func: Any, args: argparse.Namespace) -> int:
             raise
         print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment (a full disk, permissions): the message names the file
+        if getattr(args, "verbose", False):
+            raise
+        print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
+        return 1
     except Exception as e:  # anything else is a bug or an environment problem: say how to see more
         if getattr(args, "verbose", False):
             raise

@@ -212,17 +212,58 @@ def save_checkpoint(
             compares with the new one.
     """
     rng = rng if rng is not None else [rng_states()]
+    writing = [WEIGHTS_NAME]  # the file being written, for the error
 
     def write(tmp: Path) -> None:
         save_pretrained(model, tmp, training=_training_info(config, state))
+        writing[0] = HEADS_NAME
         write_heads(heads, tmp)
         payload = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                    "state": asdict(state), "rng": rng, "config": config}
+        writing[0] = STATE_NAME
         atomic_write(tmp / STATE_NAME, lambda p: torch.save(payload, p))
+        writing[0] = "the task's assets"
         if assets is not None:
             assets(tmp)
 
-    return write_dir_atomically(directory, write)
+    directory = Path(directory)
+    had = has_weights(directory)
+    try:
+        return write_dir_atomically(directory, write)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # OSError, safetensors' and torch's writer errors: none names our file
+        raise CheckpointWriteError(directory, writing[0], e, had) from None
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a file size limit, permissions). The message is one
+    line: the checkpoint, the file, the reason, and that the previous checkpoint there is intact."""
+
+    def __init__(self, directory: Path, file: str, cause: BaseException, had_previous: bool) -> None:
+        reason = _write_reason(cause)
+        try:
+            free = f"; {shutil.disk_usage(directory.parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = ""
+        kept = (f"{directory} is intact (the previous checkpoint)" if had_previous
+                else f"no earlier checkpoint was in {directory}")
+        super().__init__(f"{directory}: could not write the checkpoint ({file}: {reason}{free}); {kept}")
+
+
+def _write_reason(e: BaseException) -> str:
+    """What went wrong, in words: torch's and safetensors' writer errors carry the OS error inside."""
+    text = str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    for needle, words in (("File too large", "file too large (a file size limit)"),
+                          ("No space left", "no space left on the device"),
+                          ("Disk quota", "disk quota exceeded"), ("Permission denied", "permission denied"),
+                          ("file write failed", "the write failed (disk full or a file size limit?)")):
+        if needle in text:
+            return words
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(e).__name__}: {first[:160]}"
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:
@@ -235,12 +276,22 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path}: refused: not a trainer state this library wrote (it holds something other "
-                         f"than tensors, numbers, strings and containers, or is damaged: {first[:200]})") from None
+                         f"than tensors, numbers, strings and containers, or is damaged: {_refusal(e)})") from None
     if not isinstance(payload, dict) or not {"optimizer", "scheduler", "state", "rng"} <= set(payload):
         raise ValueError(f"{path}: not a trainer state (expected optimizer, scheduler, state and rng entries)")
     return payload
+
+
+def _refusal(e: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what was refused (``Unsupported global: GLOBAL
+    os.system``), without torch's advice to load with ``weights_only=False``, which would run the code."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = next((ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln), None)
+    if why is None:
+        why = next((ln for ln in lines if "weights_only" not in ln and "Weights only" not in ln), type(e).__name__)
+    why = why.replace("WeightsUnpickler error: ", "").split(". Please")[0]
+    return why[:200].rstrip(".")
 
 
 def has_weights(directory: Path) -> bool:

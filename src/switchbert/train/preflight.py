@@ -50,6 +50,7 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
     out = Path(config.output_dir).expanduser()
     if out.exists() and not out.is_dir():  # checked before any model is built
         raise ConfigError(f"{source}: output_dir: {out} exists and is not a directory")
+    check_writable(out, source)
     if not need_train:
         return  # evaluation loads a checkpoint, not the starting weights
     m = config.model
@@ -60,6 +61,21 @@ def check_paths(config: ExperimentConfig, source: str = "<config>", need_train: 
         raise ConfigError(f"{source}: model.bert_dir: {m.bert_dir} is a file, expected a BERT directory")
     if m.init_from is not None and Path(m.init_from).expanduser().is_dir():
         check_architecture(config, source)
+
+
+def check_writable(out: Path, source: str = "<config>") -> None:
+    """``out`` (or, when it does not exist yet, its nearest existing parent) takes new entries: checked by
+    making one as a checkpoint write does, so a read-only directory is named now, not after an epoch."""
+    import tempfile
+
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        Path(tempfile.mkdtemp(prefix=".write-check-", dir=existing)).rmdir()
+    except OSError as e:
+        raise ConfigError(f"{source}: output_dir: {existing}: not writable ({e.strerror or e}); choose another "
+                          f"output_dir or fix the directory's permissions") from None
 
 
 def check_architecture(config: ExperimentConfig, source: str = "<config>") -> None:
