@@ -91,3 +91,34 @@ def test_a_pretraining_or_plain_model_directory_is_not_a_task_model(tmp_path):
 def test_predict_answers_given_a_dict_says_so():
     with pytest.raises(TypeError, match="answer_vocab is a dict"):
         predict_answers(torch.zeros(1, 3), {"yes": 0, "no": 1, "2": 2})
+
+
+# -- switchbert predict RUN INPUTS ----------------------------------------------------------------------
+def test_predict_writes_the_server_files_of_each_task(synth, runs, tmp_path, capsys, caplog):
+    questions = json.loads((synth / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())
+    test = tmp_path / "test-questions.json"
+    test.write_text(json.dumps({"questions": questions["questions"][:5]}))
+    assert main(["predict", str(runs / "vqa"), str(test)]) == 0
+    written = json.loads((runs / "vqa" / "predict" / "vqa_results_test-questions.json").read_text())
+    assert sorted(r["question_id"] for r in written) == sorted(q["question_id"] for q in questions["questions"][:5])
+    # A question whose image is not in the store: an error naming it, or with --skip-bad a file without it.
+    bad = dict(questions["questions"][0], question_id=999999, image_id=424242)
+    test.write_text(json.dumps({"questions": questions["questions"][:5] + [bad]}))
+    assert main(["predict", str(runs / "vqa"), str(test), "--out", str(tmp_path / "o")]) == 2
+    assert "999999" in capsys.readouterr().err
+    assert main(["predict", str(runs / "vqa"), str(test), "--out", str(tmp_path / "o"), "--skip-bad"]) == 0
+    assert "dropped 1 of 6 questions" in caplog.text and "999999" in caplog.text
+    assert len(json.loads((tmp_path / "o" / "vqa_results_test-questions.json").read_text())) == 5
+
+    flickr = synth / "flickr30k" / "test.jsonl"
+    assert main(["predict", str(runs / "retrieval" / "best"), str(flickr), "--out", str(tmp_path / "r")]) == 0
+    ranking = json.loads((tmp_path / "r" / "retrieval_ranking_test.json").read_text())
+    scores = torch.load(tmp_path / "r" / "retrieval_scores_test.pt")
+    assert scores.shape == (len(ranking["captions"]), len(ranking["images"]))
+
+    store = open_feature_store(synth / "features.lmdb")
+    refs = tmp_path / "refs.json"
+    refs.write_text(json.dumps([{"ref_id": 1, "image_id": store.ids()[0], "sentence": "the red cube"}]))
+    assert main(["predict", str(runs / "refexp"), str(refs), "--out", str(tmp_path / "x")]) == 0
+    (found,) = json.loads((tmp_path / "x" / "refexp_results_refs.json").read_text())
+    assert found["ref_id"] == 1 and len(found["box"]) == 4

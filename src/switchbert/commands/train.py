@@ -155,6 +155,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser("evaluate", help="score a checkpoint on its task's splits; writes result files")
     _add_eval_args(p)
     p.set_defaults(func=run_evaluate)
+    from switchbert.commands import predict  # `switchbert predict`, beside evaluate in --help
+
+    predict.register(subparsers)
     p = subparsers.add_parser("report", help="mean ± std over seeds per model and task, as the paper's Table 3")
     _add_report_args(p)
     p.set_defaults(func=run_report)
