@@ -95,6 +95,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.splits = [s for s in args.splits if "=" not in s] or None
     run = Path(args.run)
     config_path = run / "config.yaml" if run.is_dir() else run
+    if run.is_dir() and not config_path.is_file() and (run.parent / "config.yaml").is_file():
+        config_path = run.parent / "config.yaml"  # RUN/best or RUN/last: that checkpoint of the run
     config = load_config(config_path, args.overrides)
     check_paths(config, str(config_path), need_train=False)
     checkpoint = Path(args.checkpoint) if args.checkpoint else (run if run.is_dir() else None)
