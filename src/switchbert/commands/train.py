@@ -28,9 +28,12 @@ from switchbert.train.preflight import check_paths, check_splits
 
 # ---------------------------------------------------------------------------------------- arguments
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML (docs/training.md lists every key)")
+    p.add_argument("config", help="experiment YAML or a packaged recipe name (vqa/uniter; `switchbert configs` "
+                   "lists them); --print-config shows every key resolved")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides, e.g. train.lr=2e-5")
     p.add_argument("--resume", action="store_true", help="continue output_dir/last exactly where it stopped")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved config (defaults and overrides applied) and exit without running")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -57,6 +60,12 @@ def run_train(args: argparse.Namespace, stage: str) -> int:
     from switchbert.train.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
+    if getattr(args, "print_config", False):
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        print(f"# result records name the model {config.report_name!r}; recipe hash {config.recipe_hash or '(defaults)'}")
+        return 0
     if stage == "pretrain" and config.task != "pretrain":
         raise ConfigError(f"{args.config}: task is {config.task!r}; use `switchbert finetune` for downstream tasks")
     if stage == "finetune" and config.task == "pretrain":
