@@ -94,6 +94,10 @@ def initial_model(config: ExperimentConfig) -> VLModel:
     if m.preset == FROM_CHECKPOINT:  # the explicit choice, said once at the start
         log.warning("model.preset=%s: training the %r model that %s holds", FROM_CHECKPOINT, model.config.name,
                     m.init_from)
+    source = (f"init_from {m.init_from}" if m.init_from is not None else
+              f"BERT from {m.bert_dir}" if m.bert_dir is not None else "random (no BERT, no init_from)")
+    log.info("model %s: %s parameters; weights: %s", model.config.name,
+             f"{sum(p.numel() for p in model.parameters()):,}", source)
     return model
 
 
