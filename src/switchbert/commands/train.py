@@ -46,8 +46,11 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", help="run directories (their results.jsonl) or result files (.jsonl/.json)")
+    p.add_argument("paths", nargs="+", help="run directories (their results.jsonl), a directory of runs (every "
+                   "results.jsonl under it) or result files (.jsonl/.json)")
     p.add_argument("--out", default=None, help="write the markdown table here too")
+    p.add_argument("--paper", action="store_true",
+                   help="add the paper's Table 3 rows (the default when a model of the paper's is among the runs)")
     p.add_argument("--no-paper", action="store_true", help="leave out the paper's rows")
     p.add_argument("--column", action="append", default=None, metavar="TITLE=TASK:METRIC",
                    help="a column (repeatable; replaces the default Table 3 columns, which use the splits the "
@@ -122,22 +125,32 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from switchbert.io import atomic_write_text
     from switchbert.metrics import aggregate_runs, format_table3, load_records, split_recipes
+    from switchbert.metrics.aggregate import check_columns, compare_models, default_columns, has_paper_model
     from switchbert.train.evaluate import RESULTS_NAME
 
     files = []
     for p in map(Path, args.paths):
-        f = p / RESULTS_NAME if p.is_dir() else p
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no result records (run `switchbert evaluate` on the run first)")
-        files.append(f)
-    columns = None  # metrics.default_columns: Table 3's, on the splits the records have (VQA: val)
-    if args.column:
-        columns = tuple(_parse_column(c) for c in args.column)
+        if p.is_file():
+            files.append(p)
+        elif (p / RESULTS_NAME).is_file():
+            files.append(p / RESULTS_NAME)
+        elif p.is_dir() and sorted(p.rglob(RESULTS_NAME)):  # a parent of runs: every run under it
+            files.extend(sorted(p.rglob(RESULTS_NAME)))
+        else:
+            raise FileNotFoundError(f"{p}: no result records in or under it (run `switchbert evaluate` on the run first)")
     raw = load_records(files)
     records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in raw]
     records = split_recipes(records, [r.get("recipe") for r in raw])
-    table = format_table3(aggregate_runs(records), columns=columns, include_paper=not args.no_paper,
-                          decimals=args.decimals)
+    summaries = aggregate_runs(records)
+    columns = tuple(_parse_column(c) for c in args.column) if args.column else None
+    if columns is not None:
+        check_columns(summaries, columns)
+    # The paper's rows when asked (--paper), or by default when a model of the paper's is among the runs.
+    include_paper = args.paper or (not args.no_paper and has_paper_model(summaries))
+    table = format_table3(summaries, columns=columns, include_paper=include_paper, decimals=args.decimals)
+    verdicts = compare_models(summaries, columns or default_columns(summaries), args.decimals)
+    if verdicts:
+        table += "\n\n" + "\n".join(f"- {v}" for v in verdicts)
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")
