@@ -68,3 +68,11 @@ def test_an_evaluation_that_fails_on_a_split_keeps_the_splits_already_scored(syn
     assert "accuracy" in metrics["val"] and "test-dev" not in metrics
     assert {r["split"] for r in read_jsonl(out / "results.jsonl")} == {"val"}
     assert (out / "best" / "model.safetensors").is_file()
+
+
+def test_a_feature_size_that_does_not_fit_the_model_is_refused_before_the_run_directory(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["finetune", synth_config("vqa"), f"data.root={synth}", f"output_dir={out}", "model.init_from=null",
+               "model.preset=switchbert-mini", *QUIET])
+    assert rc == 2 and "64-d region features" in capsys.readouterr().err
+    assert not out.exists()

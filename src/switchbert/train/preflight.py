@@ -121,6 +121,7 @@ def check_splits(config: ExperimentConfig, source: str = "<config>", task: Optio
             (then only the files are checked).
     """
     task = task or build_task(config)
+    _check_feature_size(config, task, source)
     # With data.skip_bad a bad item is skipped and counted when the split is read, never an error: only
     # the files are checked here, and the skip summaries are said once, by training.
     build = (lambda split: None) if config.data.skip_bad else task.dataset
@@ -137,6 +138,32 @@ def check_splits(config: ExperimentConfig, source: str = "<config>", task: Optio
             log.warning("%s: evaluation: %s; `switchbert evaluate` will need it", source, problem)
             continue
         build(split)
+
+
+def _check_feature_size(config: ExperimentConfig, task: Task, source: str) -> None:
+    """The store's feature size is the model's ``region_feat_dim`` (the model that will train: the
+    init_from directory's, else the preset's with overrides), checked before the run directory is made."""
+    from switchbert.models.build import FROM_CHECKPOINT
+    from switchbert.models.directory import read_config, resolve_checkpoint
+    from switchbert.presets import get_config
+
+    m, have = config.model, task.store.feat_dim
+    if have is None:
+        return
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}
+    try:
+        if m.init_from is not None and Path(m.init_from).expanduser().is_dir():
+            model = read_config(resolve_checkpoint(Path(m.init_from).expanduser())).replace(**overrides)
+        elif m.preset != FROM_CHECKPOINT:
+            model = get_config(m.preset, **overrides)
+        else:
+            return
+    except (OSError, ValueError):
+        return  # reported, with its own words, where the model is built
+    if model.region_feat_dim != have:
+        raise ConfigError(f"{source}: data.features: {task.store.path} has {have}-d region features but model "
+                          f"{model.name!r} expects region_feat_dim={model.region_feat_dim} (set "
+                          f"model.overrides.region_feat_dim or use other features)")
 
 
 def check_eval_splits(task: Task, splits: Sequence[str], source: str = "<config>") -> None:
