@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from switchbert.cli import main
-from switchbert.presets import PRESETS, create_model
+from switchbert import create_model
+from switchbert.presets import PRESETS
 from switchbert.train.checkpoint import resolve_checkpoint, write_dir_atomically
 from switchbert.train.config import load_config
 from switchbert.train.distributed import DistContext, ShardedSampler
