@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import signal
 import sys
@@ -91,6 +92,8 @@ def initial_model(config: ExperimentConfig) -> VLModel:
         model = models.build_model(m.preset, bert_dir=m.bert_dir, init_from=m.init_from, **model_overrides(config))
     except (ExclusiveSourcesError, ArchitectureMismatchError) as e:
         raise ConfigError(str(e)) from None
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 says it
+        return model
     if m.preset == FROM_CHECKPOINT:  # the explicit choice, said once at the start
         log.warning("model.preset=%s: training the %r model that %s holds", FROM_CHECKPOINT, model.config.name,
                     m.init_from)
