@@ -88,9 +88,13 @@ class RegionExtractor:
         """One batch of decoded images -> one record each, in order."""
         if not images:
             return []
-        batch, sizes, raws = make_batch([im.bgr for im in images], self.config, self.device)
-        dets = self.model(batch, sizes, raws, self.config)
-        return [to_record(im.image_id, d, raw) for im, d, raw in zip(images, dets, raws)]
+        groups = [list(images)] if self.config.pad_batch else [[im] for im in images]
+        out = []
+        for group in groups:
+            batch, sizes, raws = make_batch([im.bgr for im in group], self.config, self.device)
+            dets = self.model(batch, sizes, raws, self.config)
+            out += [to_record(im.image_id, d, raw) for im, d, raw in zip(group, dets, raws)]
+        return out
 
     def extract(self, images: Iterable[ImageInput], ids: Optional[Sequence[str]] = None,
                 batch_size: int = 1) -> list[DetectedRegions]:

@@ -93,6 +93,10 @@ class ExtractConfig:
         min_image_side: images with a side shorter than this are refused (1x1 and the like).
         max_aspect_ratio: images longer/shorter than this are refused (the resize would leave the
             short side a few pixels, below one feature cell).
+        pad_batch: run a batch's images as one zero-padded tensor (faster on a GPU). Padding changes
+            the convolutions near the bottom and right edges, so an image's features then depend on
+            its batch mates (py-bua's demo, batch size 4). False (default) runs each image at its own
+            size: the output is the same for any ``--batch-size`` and after a resume.
 
     Proposals (RPN):
         rpn_pre_nms_topk, rpn_post_nms_topk, rpn_nms_thresh, rpn_min_size: 6000, 300, 0.7, 0
@@ -126,6 +130,7 @@ class ExtractConfig:
     exif_transpose: bool = True
     min_image_side: int = 2
     max_aspect_ratio: float = 50.0
+    pad_batch: bool = False
     rpn_pre_nms_topk: int = 6000
     rpn_post_nms_topk: int = 300
     rpn_nms_thresh: float = 0.7

@@ -55,13 +55,14 @@ class ExtractSummary:
 def list_images(source: PathLike) -> list[tuple[str, Path]]:
     """(image id, path) for a folder (recursive, image suffixes, sorted), a list file, or one image.
 
-    The id is the path relative to the folder without its suffix (``sub/img_001``); a ``.txt`` file
+    The id is the path relative to the folder without its suffix, sub-folders joined by ``__``
+    (``sub/img_001.jpg`` -> ``sub__img_001``: an h5 store would read ``/`` as a group); a ``.txt`` file
     lists one path per line (ids = stems). Two files giving one id is an error naming both.
     """
     src = Path(source)
     if src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        pairs = [(p.relative_to(src).with_suffix("").as_posix(), p) for p in files]
+        pairs = [("__".join(p.relative_to(src).with_suffix("").parts), p) for p in files]
     elif src.is_file() and src.suffix.lower() == ".txt":
         lines = [ln.strip() for ln in src.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         pairs = [(Path(ln).stem, (src.parent / ln) if not Path(ln).is_absolute() else Path(ln)) for ln in lines]
@@ -213,6 +214,25 @@ class Progress:
 def _fmt_seconds(s: float) -> str:
     s = int(round(s))
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def extraction_metadata(path: PathLike) -> Optional[dict]:
+    """What made a store (weights file, sha256, layout, settings), if ``extract_folder`` wrote it; else None."""
+    from switchbert.data.features import FastStore, H5Store, VoltaLMDBStore, open_feature_store
+
+    store = open_feature_store(path)
+    try:
+        if isinstance(store, FastStore):
+            return store.meta.get("extract")
+        if isinstance(store, H5Store):
+            raw = store._file().attrs.get("switchbert_extract")
+        elif isinstance(store, VoltaLMDBStore):
+            raw = store._raw(b"__switchbert_extract__")
+        else:
+            return None
+        return None if raw is None else json.loads(bytes(raw) if not isinstance(raw, str) else raw)
+    finally:
+        store.close()
 
 
 def journal_path(out: PathLike) -> Path:
