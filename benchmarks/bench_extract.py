@@ -10,6 +10,11 @@ machine's load (``uptime``) with any number you record.
     python benchmarks/bench_extract.py                    # CPU, 3 images, torch's default threads
     python benchmarks/bench_extract.py --images 5 --threads 2
     python benchmarks/bench_extract.py --device cuda --images 20 --batch-size 4 --pad-batch
+    python benchmarks/bench_extract.py --memory 10000    # tiny detector, folder run: RSS over time
+
+``--memory N`` writes N small PNGs to a temporary folder and runs ``extract_folder`` with the tiny
+detector (same code path), printing the process's resident memory after every tenth of the images:
+flat memory means the numbers stop growing after the first batches.
 """
 
 from __future__ import annotations
@@ -43,6 +48,42 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_run(n: int) -> None:
+    import tempfile
+
+    from switchbert.data.extract import TINY_DETECTOR
+    from switchbert.data.extract.pipeline import Progress, extract_folder
+
+    run = ExtractConfig(min_size=96, max_size=160, min_boxes=10, max_boxes=36)
+    ex = RegionExtractor(model=random_detector(TINY_DETECTOR), config=run)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        base = Image.open(PHOTO).convert("RGB")
+        for i in range(n):
+            base.rotate(i % 360).save(folder / f"{i:06d}.png")
+        marks = {max(1, n * k // 10) for k in range(1, 11)}
+
+        class Probe(Progress):
+            def update(self, k: int, skipped: int, force: bool = False) -> None:
+                before = self.already + self.done_now
+                super().update(k, skipped, force)
+                if any(before < m <= self.already + self.done_now for m in marks):
+                    print(f"{self.already + self.done_now:>7} images: RSS {_rss_mb():7.1f} MB", flush=True)
+
+        t = time.perf_counter()
+        extract_folder(folder, ex, Path(tmp) / "store", progress=Probe(n, 0, interval=1e9), batch_size=8)
+        print(f"{n} images in {time.perf_counter() - t:.0f} s; RSS after writing the store {_rss_mb():.1f} MB")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -50,9 +91,13 @@ def main(argv=None) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--pad-batch", action="store_true", help="one padded tensor per batch (GPU throughput)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--memory", type=int, default=0, metavar="N", help="memory run over N images (tiny detector)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.memory:
+        memory_run(args.memory)
+        return
     device = torch.device(args.device)
     run = ExtractConfig(pad_batch=args.pad_batch)
     model = random_detector(DetectorConfig(), seed=0).to(device)

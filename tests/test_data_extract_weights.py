@@ -17,7 +17,7 @@ RUN = ExtractConfig(min_size=64, max_size=96, min_boxes=3, max_boxes=6)
 
 def write_layout(model, layout, path):
     """Writes ``model`` as the published files store it (test helper; the library never pickles)."""
-    sd = from_canonical(model.state_dict(), layout)
+    sd = from_canonical(model.state_dict(), layout, model.cfg)
     if layout == "py-bua":
         blob = {"model": {k: v.numpy() for k, v in sd.items()}, "__author__": "test"}
         path.write_bytes(pickle.dumps(blob, protocol=2))
@@ -108,7 +108,8 @@ def test_errors_name_missing_unexpected_and_misshaped_keys(tmp_path):
 
 def test_hf_anchors_checked_and_unsafe_pickles_refused(tmp_path):
     model = random_detector(TINY_DETECTOR)
-    sd = from_canonical(model.state_dict(), "hf")
+    sd = from_canonical(model.state_dict(), "hf", TINY_DETECTOR)
+    assert sd["proposal_generator.anchor_generator.cell_anchors.0"].shape == (12, 4)
     sd["proposal_generator.anchor_generator.cell_anchors.0"] = torch.zeros(12, 4)
     torch.save(sd, tmp_path / "hf.bin")
     with pytest.raises(WeightsError, match="anchors .* differ"):

@@ -120,12 +120,20 @@ def _milvlg_to_canonical(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def from_canonical(state: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
-    """Our state dict written in ``layout``'s names and conventions (tests and comparisons use it)."""
+def from_canonical(state: Mapping[str, torch.Tensor], layout: str,
+                   cfg: Optional[DetectorConfig] = None) -> dict[str, torch.Tensor]:
+    """Our state dict written in ``layout``'s names and conventions (tests and comparisons use it).
+
+    ``hf`` also gets the anchor generator's ``cell_anchors.0`` when ``cfg`` is given, as HF's file has.
+    """
     out = {k: v.clone() for k, v in state.items()}
     if layout == "hf":
         for k in [k for k in out if k.endswith("norm.running_var")]:
             out[k[: -len("running_var")] + "num_batches_tracked"] = torch.tensor(0)
+        if cfg is not None:
+            from switchbert.data.extract.anchors import cell_anchors
+
+            out[_ANCHOR_KEY] = cell_anchors(cfg.anchor_sizes, cfg.anchor_ratios)
     elif layout == "milvlg":
         for suffix in ("weight", "bias"):
             key = f"proposal_generator.rpn_head.objectness_logits.{suffix}"
