@@ -239,3 +239,13 @@ def test_pad_batch_is_an_option_that_changes_edge_features(model):
     (alone,) = padded.extract([other])
     together = padded.extract([arr, other], batch_size=2)
     assert together[1].num_regions >= 4 and not np.allclose(together[1].features, alone.features, atol=1e-4)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, tiny_json):
+    photos = _folder(tmp_path, n=1)
+    base = ["features", "extract", str(photos), "--out", str(tmp_path / "s"), "--detector-config", str(tiny_json)]
+    assert _main(base + ["--weights", str(tmp_path / "missing.pkl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "missing.pkl: weights file not found" in err and "\n" not in err
+    assert _main(base + ["--weights", str(PHOTO), "--boxes", "0"]) == 2
+    assert "--boxes '0'" in capsys.readouterr().err
