@@ -5,7 +5,6 @@ import argparse
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from switchbert.commands.data import register
@@ -249,3 +247,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys, tiny_json):
     assert err.startswith("error: ") and "missing.pkl: weights file not found" in err and "\n" not in err
     assert _main(base + ["--weights", str(PHOTO), "--boxes", "0"]) == 2
     assert "--boxes '0'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(model):
+    (cpu,) = extract_regions([PHOTO], model=model, config=RUN)
+    (gpu,) = extract_regions([PHOTO], model=random_detector(TINY_DETECTOR, seed=5), config=RUN, device="cuda")
+    assert cpu.num_regions == gpu.num_regions
+    assert np.allclose(cpu.features, gpu.features, atol=1e-3) and np.allclose(cpu.boxes_px, gpu.boxes_px, atol=1e-2)
