@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from switchbert.commands.data import register
@@ -249,9 +250,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys, tiny_json):
     assert "--boxes '0'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(model):
     (cpu,) = extract_regions([PHOTO], model=model, config=RUN)
     (gpu,) = extract_regions([PHOTO], model=random_detector(TINY_DETECTOR, seed=5), config=RUN, device="cuda")
     assert cpu.num_regions == gpu.num_regions
     assert np.allclose(cpu.features, gpu.features, atol=1e-3) and np.allclose(cpu.boxes_px, gpu.boxes_px, atol=1e-2)
+
+
+def test_max_conf_selection_matches_a_naive_generate_tsv_loop(model):
+    from switchbert.data.extract.nms import nms
+
+    cfg = ExtractConfig(**{**RUN.settings(), "nms_mode": "max_conf", "nms_thresholds": (0.3,), "score_thresh": 0.2})
+    arr = np.asarray(Image.open(PHOTO).convert("RGB"))[:, :, ::-1].copy()
+    (rec,) = RegionExtractor(model=model, config=cfg).extract([arr])
+    # the same selection written as generate_tsv.py does it, from the model's own proposals and scores
+    from switchbert.data.extract.preprocess import make_batch
+
+    x, sizes, raws = make_batch([arr], cfg)
+    with torch.no_grad():
+        feats = model.backbone(x)
+        props = model.proposal_generator(feats, sizes, cfg)[0]
+        logits = model.roi_heads.box_predictor(model.roi_heads.pooled_features(feats, [props]))[0]
+    scores = logits.softmax(-1)[:, :-1]
+    max_conf = np.zeros(len(props), np.float32)
+    for c in range(scores.shape[1]):
+        keep = nms(props, scores[:, c], 0.3).numpy()
+        max_conf[keep] = np.maximum(max_conf[keep], scores[keep, c].numpy())
+    want = np.flatnonzero(max_conf >= 0.2)
+    if len(want) < 4 or len(want) > 8:
+        want = np.argsort(-max_conf, kind="stable")[: 4 if len(want) < 4 else 8]
+    scale = np.array([raws[0][1] / sizes[0][1], raws[0][0] / sizes[0][0]] * 2, np.float32)
+    assert rec.num_regions == len(want)
+    assert np.allclose(rec.boxes_px, props[want].numpy() * scale, atol=1e-3)

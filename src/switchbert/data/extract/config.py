@@ -108,8 +108,10 @@ class ExtractConfig:
 
     Detections:
         nms_mode: "max_class" (py-bua's demo: one box per proposal, its best non-background class,
-            class-agnostic NMS) or "per_class" (detectron2's default: NMS within each class over
-            every (proposal, class) above ``score_thresh``).
+            class-agnostic NMS), "per_class" (detectron2's default: NMS within each class over every
+            (proposal, class) above ``score_thresh``) or "max_conf" (the original Caffe extractor,
+            generate_tsv.py: per-class NMS at ``nms_thresholds[0]`` gives each proposal a confidence;
+            proposals at or above ``score_thresh`` are kept, bounded by min/max_boxes; proposal boxes).
         nms_thresholds: tried in turn until ``min_boxes`` survive (py-bua: 0.3, 0.4, ..., 0.9); if
             none gives enough, the last one's result is kept (HF's port fails there instead).
         score_thresh: drop detections below this; py-bua's demo passes 0.2 but never applies it,
@@ -137,7 +139,7 @@ class ExtractConfig:
     rpn_min_size: float = 0.0
     anchor_offset: float = 0.0
     box_plus_one: bool = False
-    nms_mode: Literal["max_class", "per_class"] = "max_class"
+    nms_mode: Literal["max_class", "per_class", "max_conf"] = "max_class"
     nms_thresholds: tuple[float, ...] = PY_BUA_NMS_THRESHOLDS
     score_thresh: float = 0.0
     min_boxes: int = 36
@@ -148,7 +150,7 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         choices = {"channel_order": ("bgr", "rgb"), "resize": ("pil", "torch"),
-                   "nms_mode": ("max_class", "per_class"), "feature_boxes": ("proposal", "regressed"),
+                   "nms_mode": ("max_class", "per_class", "max_conf"), "feature_boxes": ("proposal", "regressed"),
                    "cls_prob_background": ("first", "last")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -168,7 +170,8 @@ class ExtractConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
-CAFFE_CONVENTIONS = {"anchor_offset": 0.46875, "box_plus_one": True, "rpn_min_size": 16.0}
+CAFFE_CONVENTIONS = {"anchor_offset": 0.46875, "box_plus_one": True, "rpn_min_size": 16.0, "nms_mode": "max_conf",
+                     "nms_thresholds": (0.3,), "score_thresh": 0.2}
 """The original Caffe model's conventions (MILVLG's bottom-up-attention.pytorch follows them)."""
 
 HF_PORT_CONVENTIONS = {"channel_order": "rgb", "resize": "torch", "exif_transpose": False}

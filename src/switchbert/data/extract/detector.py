@@ -7,7 +7,8 @@ The selection is py-bottom-up-attention's ``demo/detectron2_mscoco_proposal_maxn
 each proposal gets its best non-background class and that class's regressed box, class-agnostic NMS
 runs at 0.3, 0.4, ... until ``min_boxes`` survive, the first ``max_boxes`` are kept, and each kept
 region's feature is the one pooled from its *proposal* box. ``nms_mode="per_class"`` is detectron2's
-standard per-class inference instead. Every switch is in config.ExtractConfig.
+standard per-class inference instead, and ``"max_conf"`` the original Caffe extractor's
+(generate_tsv.py; MILVLG's caffe mode). Every switch is in config.ExtractConfig.
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ class BottomUpDetector(nn.Module):
         boxes = clip_boxes(boxes, float(h), float(w), run.box_plus_one)  # (R, M, 4)
         if run.nms_mode == "max_class":
             idx, classes, scores, kept_boxes = _max_class(boxes, probs[:, :-1], run)
-        else:
+        elif run.nms_mode == "per_class":
             idx, classes, scores, kept_boxes = _per_class(boxes, probs[:, :-1], run)
+        else:
+            idx, classes, scores, kept_boxes = _max_conf(proposals, probs[:, :-1], run)
         # back to the original image's pixels, as detectron2's detector_postprocess does
         rh, rw = raw
         scale = kept_boxes.new_tensor([rw / w, rh / h, rw / w, rh / h])
@@ -162,3 +165,39 @@ def _per_class(boxes: torch.Tensor, scores: torch.Tensor, run: ExtractConfig):
     pair_boxes = boxes[pairs[:, 0], pairs[:, 1]]
     keep = _nms_loop(run, lambda t: batched_nms(pair_boxes, pair_scores, pairs[:, 1], t, run.box_plus_one))
     return pairs[keep, 0], pairs[keep, 1], pair_scores[keep], pair_boxes[keep]
+
+
+def _max_conf(proposals: torch.Tensor, scores: torch.Tensor, run: ExtractConfig):
+    """The Caffe extractor's selection (bottom-up-attention's generate_tsv.py, MILVLG's caffe mode).
+
+    Per class, NMS over the proposals at ``nms_thresholds[0]``; a proposal's confidence is its best
+    score among the classes where it survives. Proposals with confidence >= ``score_thresh`` are kept
+    in proposal order; fewer than ``min_boxes`` or more than ``max_boxes`` -> the most confident
+    ``min_boxes`` / ``max_boxes``. Regions keep their *proposal* boxes.
+    """
+    import numpy as np
+
+    from switchbert.data.extract.nms import box_iou
+
+    num, classes = scores.shape
+    over = (box_iou(proposals, proposals, run.box_plus_one) > run.nms_thresholds[0]).cpu().numpy()
+    sc = scores.detach().cpu().numpy()
+    order = np.argsort(-sc, axis=0, kind="stable")  # (R, M): each class's proposals by score
+    max_conf = np.zeros(num, dtype=sc.dtype)
+    for c in range(classes):
+        removed = np.zeros(num, dtype=bool)
+        col = sc[:, c]
+        for i in order[:, c]:
+            if removed[i]:
+                continue
+            if col[i] > max_conf[i]:
+                max_conf[i] = col[i]
+            removed |= over[i]
+    conf = torch.as_tensor(max_conf, device=proposals.device)
+    keep = torch.nonzero(conf >= run.score_thresh).squeeze(1)
+    if len(keep) < run.min_boxes:
+        keep = torch.argsort(conf, descending=True, stable=True)[: run.min_boxes]
+    elif len(keep) > run.max_boxes:
+        keep = torch.argsort(conf, descending=True, stable=True)[: run.max_boxes]
+    best, best_cls = scores[keep].max(1)
+    return keep, best_cls, best, proposals[keep]
