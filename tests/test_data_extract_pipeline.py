@@ -180,6 +180,8 @@ def test_progress_line_with_an_injected_clock():
     now[0] = 10.0
     p.update(20, skipped=1)
     assert out.getvalue().strip() == "extract: 30/100 images (1 skipped), 2.00 images/s, 0m35s left"
+    p.update(0, skipped=1, force=True)  # the final forced line is not a repeat
+    assert out.getvalue().count("\n") == 1
 
 
 def test_kill_9_leaves_no_torn_record_and_resume_recomputes_nothing(tmp_path, model, tiny_json):

@@ -194,6 +194,7 @@ class Progress:
         self.stream = stream if stream is not None else sys.stderr
         self.start = self.last = clock()
         self.done_now = 0
+        self._printed_at = -1  # the count of the last printed line: a forced final line is not repeated
 
     def line(self, skipped: int) -> str:
         elapsed = max(self.clock() - self.start, 1e-9)
@@ -206,8 +207,8 @@ class Progress:
     def update(self, n: int, skipped: int, force: bool = False) -> None:
         self.done_now += n
         now = self.clock()
-        if force or now - self.last >= self.interval:
-            self.last = now
+        if (force and self._printed_at != self.done_now) or now - self.last >= self.interval:
+            self.last, self._printed_at = now, self.done_now
             print(self.line(skipped), file=self.stream, flush=True)
 
 
