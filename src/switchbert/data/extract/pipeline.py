@@ -2,7 +2,7 @@
 
 Regions go first into a journal next to the output (``<out>.partial``, an LMDB directory). Each batch
 of images is one LMDB transaction: after a crash or ``kill -9`` an image is either wholly in the
-journal or not at all (LMDB commits are atomic), never torn. A rerun with the same inputs, weights and
+journal or not at all (LMDB commits are atomic), never torn. A rerun with the same weights and
 settings skips what the journal holds and computes the rest; different weights or settings are
 refused with the differences named. When every image is done, the journal is written out as the
 requested store (``fast``, ``volta`` or ``h5``, streaming, so memory stays flat) with the weights'
@@ -255,7 +255,8 @@ def extract_folder(images: PathLike, extractor: RegionExtractor, out: PathLike, 
     """
     t0 = time.monotonic()
     pairs = list_images(images)
-    settings = {"inputs": {"count": len(pairs)}, "format": {"format": fmt}, **extractor.metadata()}
+    # what must match for a resume: weights and settings (images may be added to the folder meanwhile)
+    settings = {"format": {"format": fmt}, **extractor.metadata()}
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as they come back from the journal
     journal = Journal(journal_path(out), settings)
     try:
