@@ -285,3 +285,23 @@ def test_max_conf_selection_matches_a_naive_generate_tsv_loop(model):
     scale = np.array([raws[0][1] / sizes[0][1], raws[0][0] / sizes[0][0]] * 2, np.float32)
     assert rec.num_regions == len(want)
     assert np.allclose(rec.boxes_px, props[want].numpy() * scale, atol=1e-3)
+
+
+def test_a_vqa_finetuning_batch_reads_the_extracted_store(tmp_path, model):
+    from switchbert.data import VQADataset, build_answer_vocab, load_tokenizer
+
+    photos = tmp_path / "coco"
+    photos.mkdir()
+    for i in (1, 2):
+        Image.open(PHOTO).rotate(90 * i, expand=True).save(photos / f"{i}.jpg")  # ids as COCO's integers
+    extract_folder(photos, RegionExtractor(model=model, config=RUN), tmp_path / "s", progress_interval=1e9)
+    qs = {"questions": [{"question_id": 10 + i, "image_id": i, "question": "what is in the photo?"} for i in (1, 2)]}
+    anns = {"annotations": [{"question_id": 10 + i, "image_id": i, "multiple_choice_answer": "man",
+                             "answers": [{"answer": "man", "answer_id": k + 1} for k in range(10)]} for i in (1, 2)]}
+    (tmp_path / "q.json").write_text(json.dumps(qs))
+    (tmp_path / "a.json").write_text(json.dumps(anns))
+    vocab = build_answer_vocab([tmp_path / "a.json"])
+    ds = VQADataset(tmp_path / "q.json", tmp_path / "a.json", open_feature_store(tmp_path / "s"), load_tokenizer(), vocab)
+    batch, labels = ds.collate([ds[0], ds[1]])
+    batch.validate(128)
+    assert batch.region_mask.sum(1).min() >= 4
