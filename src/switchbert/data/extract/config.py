@@ -174,7 +174,7 @@ CAFFE_CONVENTIONS = {"anchor_offset": 0.46875, "box_plus_one": True, "rpn_min_si
                      "nms_thresholds": (0.3,), "score_thresh": 0.2}
 """The original Caffe model's conventions (MILVLG's bottom-up-attention.pytorch follows them)."""
 
-HF_PORT_CONVENTIONS = {"channel_order": "rgb", "resize": "torch", "exif_transpose": False}
+HF_PORT_CONVENTIONS = {"channel_order": "rgb", "resize": "torch"}
 """What HF's LXMERT research example does differently (docs/data.md, "Against HF's port")."""
 
 
