@@ -19,7 +19,7 @@ from PIL import Image
 from switchbert.commands.data import register
 from switchbert.data.errors import DataError
 from switchbert.data.extract import TINY_DETECTOR, ExtractConfig, RegionExtractor, extract_regions, random_detector
-from switchbert.data.extract.cli_glue import build_config
+from switchbert.data.extract.settings import build_config
 from switchbert.data.extract.pipeline import Progress, extract_folder, extraction_metadata, journal_path
 from switchbert.data.extract.preprocess import BadImageError, resized_size
 from switchbert.data.features import open_feature_store

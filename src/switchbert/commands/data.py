@@ -116,12 +116,38 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from switchbert.data.extract.cli_glue import run_extract
-
     try:
         return run_extract(args)
     except (DataError, ValueError) as err:
         return _fail(err)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    """``features extract``: the extractor from the arguments, then the folder run; prints a summary."""
+    from switchbert.data.extract.api import RegionExtractor
+    from switchbert.data.extract.pipeline import extract_folder
+    from switchbert.data.extract.settings import build_config, load_detector_config
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    config = build_config(args.boxes, args.conventions, args.set)
+    detector = load_detector_config(args.detector_config) if args.detector_config else None
+    extractor = RegionExtractor(args.weights, config=config, detector=detector, device=args.device,
+                                layout=args.layout)
+    w = extractor.weights
+    print(f"weights {w.path}: sha256 {w.sha256}, layout {w.layout}"
+          + (f", {w.filled_bn_stats} frozen-norm statistics filled (0/1)" if w.filled_bn_stats else ""),
+          file=sys.stderr)
+    summary = extract_folder(args.images, extractor, args.out, args.format, args.batch_size,
+                             skip_bad=not args.strict, progress_interval=args.progress_every)
+    skipped = sum(summary.skipped.values())
+    print(f"wrote {summary.written} images to {args.out} ({args.format}); {summary.computed} computed now, "
+          f"{summary.resumed} from an earlier run's journal, {skipped} skipped, {summary.seconds:.1f} s")
+    if skipped:
+        kinds = ", ".join(f"{n} {k}" for k, n in summary.skipped.most_common())
+        print(f"warning: skipped {skipped} bad images ({kinds}); e.g. " + " | ".join(summary.skipped_examples[:3]),
+              file=sys.stderr)
+    return 0
 
 
 def _question_types(spec):

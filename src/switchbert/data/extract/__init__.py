@@ -7,7 +7,7 @@ a store", has the conventions table and the weight files.
 
 Modules: config (settings), backbone (ResNet C4), anchors (anchors, box coder), rpn, roi (RoIPool),
 nms, heads (res5 + predictors), detector (the model + region selection), keymaps (weight layouts),
-weights (files, sha256), preprocess (images), api, pipeline (folder runs), cli_glue.
+weights (files, sha256), preprocess (images), api, pipeline (folder runs), settings (the text form of the settings).
 """
 
 from switchbert.data.extract.api import DetectedRegions, RegionExtractor, extract_regions

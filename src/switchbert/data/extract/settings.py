@@ -1,14 +1,13 @@
-"""``switchbert features extract``: turn parsed arguments into an extractor and a folder run.
+"""Extraction settings from their text form: ``--boxes``, ``--conventions`` presets, ``--set KEY=VALUE``
+overrides and a detector-config JSON, each checked with a message naming what is wrong.
 
-Kept in the library (not in commands/) so that the settings parsing is testable without argparse;
-commands/data.py only parses and calls :func:`run_extract`.
+``switchbert features extract`` (``commands/data.py``) parses its arguments and calls these.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -59,29 +58,3 @@ def load_detector_config(path) -> DetectorConfig:
     if unknown:
         raise ValueError(f"{path}: unknown detector fields {unknown}; known: {sorted(names)}")
     return DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-def run_extract(args) -> int:
-    from switchbert.data.extract.api import RegionExtractor
-    from switchbert.data.extract.pipeline import extract_folder
-
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be at least 1")
-    config = build_config(args.boxes, args.conventions, args.set)
-    detector = load_detector_config(args.detector_config) if args.detector_config else None
-    extractor = RegionExtractor(args.weights, config=config, detector=detector, device=args.device,
-                                layout=args.layout)
-    w = extractor.weights
-    print(f"weights {w.path}: sha256 {w.sha256}, layout {w.layout}"
-          + (f", {w.filled_bn_stats} frozen-norm statistics filled (0/1)" if w.filled_bn_stats else ""),
-          file=sys.stderr)
-    summary = extract_folder(args.images, extractor, args.out, args.format, args.batch_size,
-                             skip_bad=not args.strict, progress_interval=args.progress_every)
-    skipped = sum(summary.skipped.values())
-    print(f"wrote {summary.written} images to {args.out} ({args.format}); {summary.computed} computed now, "
-          f"{summary.resumed} from an earlier run's journal, {skipped} skipped, {summary.seconds:.1f} s")
-    if skipped:
-        kinds = ", ".join(f"{n} {k}" for k, n in summary.skipped.most_common())
-        print(f"warning: skipped {skipped} bad images ({kinds}); e.g. " + " | ".join(summary.skipped_examples[:3]),
-              file=sys.stderr)
-    return 0
