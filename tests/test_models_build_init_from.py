@@ -54,3 +54,17 @@ def test_finetune_refuses_before_any_work_and_from_checkpoint_records_what_train
     assert main(["evaluate", str(out), "--no-progress"]) == 0
     models = {r["model"] for r in read_jsonl(out / "results.jsonl")}
     assert models == {"uniter-tiny"}, models
+
+
+def test_from_checkpoint_takes_runtime_overrides_and_needs_init_from(uniter_run, tmp_path):
+    from switchbert.train.config import ConfigError, from_dict
+
+    base = {"task": "vqa", "output_dir": str(tmp_path / "r")}
+    cfg = from_dict({**base, "model": {"preset": "from_checkpoint", "init_from": str(uniter_run),
+                                       "overrides": {"hidden_dropout": 0.0}}})
+    assert cfg.model.overrides == {"hidden_dropout": 0.0}
+    with pytest.raises(ConfigError, match="did you mean model.overrides.hidden_dropout"):
+        from_dict({**base, "model": {"preset": "from_checkpoint", "init_from": str(uniter_run),
+                                     "overrides": {"hiden_dropout": 0.0}}})
+    with pytest.raises(ConfigError, match="from_checkpoint trains the model that model.init_from holds"):
+        from_dict({**base, "model": {"preset": "from_checkpoint"}})
