@@ -163,7 +163,7 @@ class TrainSection:
     retrieval_shared_noise: bool = True
     checkpoint_every: int = 0  # also write last/ every N steps (0 = at each epoch end only)
     progress: bool = True
-    tensorboard: bool = True
+    tensorboard: bool = False  # mirror scalars to TensorBoard (needs the tensorboard package; the paper's recipes ask for it)
     device: str = "auto"  # auto | cpu | cuda
     compile: bool = False  # run the training forward + backward through torch.compile
     best_metric: Optional[str] = None  # null = the task's default (docs/training.md)
