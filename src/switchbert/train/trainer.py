@@ -304,11 +304,11 @@ class Trainer:
         watch = NonFiniteWatch(ctx.device)
         autocast = self._autocast(ctx)
         show = t.progress and ctx.is_main and sys.stderr.isatty()
+        if ctx.is_main:  # before the bar is drawn, so the line stands on its own
+            log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, t.batch_size, ctx, micro))
         # Without a bar (no terminal: SLURM, nohup; or train.progress=false) a line every log_every steps.
         progress = TrainProgress(total, state.step, f"{cfg.task} {model.config.name}", show=show,
                                  print_lines=ctx.is_main and not show)
-        if ctx.is_main:
-            log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, t.batch_size, ctx, micro))
         return _Run(model=model, heads=heads, task=task, best_name=best_name, higher_better=higher_better,
                     train_set=train_set, indices=indices, micro=micro, steps_per_epoch=steps_per_epoch, total=total,
                     optimizer=optimizer, scheduler=scheduler, tau=tau, state=state, metrics_log=metrics_log,
@@ -405,7 +405,8 @@ class Trainer:
         values.update(training_flops_log_for_batch(run.model.config, step.routes, self._routes_batch,
                                                    self.config.train.route_active_threshold))
         run.metrics_log.log("train", run.state.step, run.state.epoch, values)
-        run.progress.report(run.state.step, run.state.epoch, loss, step.lr, step.tau, samples_per_s)
+        tau = step.tau if run.model.switchers() else None  # a model without switches has no temperature
+        run.progress.report(run.state.step, run.state.epoch, loss, step.lr, tau, samples_per_s)
 
     def _should_stop(self, run: _Run, ctx: DistContext, log_step: bool) -> bool:
         """A signal (under DDP, agreed on log steps) or ``train.stop_after`` ends the run after this step;
