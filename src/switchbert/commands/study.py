@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     name = "quick" if args.quick else args.grid
     grid = GRIDS[name]
     jobs = args.jobs or default_jobs(len(grid.pipelines()))
-    print(f"[study] grid {name}: projected {duration(projected_seconds(grid, jobs))} on 2 reference CPU cores "
+    print(f"[study] grid {name}: projected {duration(projected_seconds(grid, jobs))} on the 2-core reference machine "
           f"with {jobs} job(s) (from measured per-stage times; a loaded machine takes longer)")
     if args.dry_run:
         return 0

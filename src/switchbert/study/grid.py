@@ -159,8 +159,8 @@ def _size(**kw: Any) -> DemoSize:
 
 QUICK = StudyGrid(
     "quick",
-    # the tiny preset on 160 scenes: ~5 minutes projected on 2 idle cores, 12 measured on the shared VM at
-    # load 6 with 20% more steps (BENCHMARKS.md "The study")
+    # the tiny preset on 160 scenes: ~5 minutes projected on 2 idle cores, 6m24s measured on the shared VM
+    # at load 4-5 (BENCHMARKS.md "The study")
     _size(images=160, preset="switchbert-tiny", feat_dim=64, num_classes=40, batch_size=32, max_steps=50,
           task_steps=(("retrieval", 40), ("refexp", 30)), task_batch=(("retrieval", 16),), lr=1e-3,
           retrieval_val_images=10, route_samples=128),
@@ -192,9 +192,9 @@ GRIDS: dict[str, StudyGrid] = {"quick": QUICK, "default": DEFAULT, "full": FULL}
 
 # Seconds per unit of the demo's stage weight (``demo.progress.stage_weight``, calibrated on
 # switchbert-mini) for each preset, measured on one thread of the 2-core VM (BENCHMARKS.md "The study").
-# The tiny preset's stages are mostly start-up, checkpoints and evaluation: its fastest quick-grid stages
-# took 1.2-1.4x the mini-calibrated weight x 0.35, so 0.5; on the VM shared with other jobs (load ~6) the
-# stages took ~3x that.
+# The tiny preset's stages are mostly start-up, checkpoints and evaluation: the fastest stages of the first
+# quick-grid run took 1.0-1.2x (pretraining 2x) the mini-calibrated weight x 0.35, so 0.5; on the VM shared
+# with other jobs (load 4-6) whole quick grids ran 1.3-2.5x slower than projected.
 PRESET_COST: dict[str, float] = {"switchbert-mini": 1.0, "switchbert-tiny": 0.5}
 
 
