@@ -86,3 +86,20 @@ def test_an_interrupted_study_resumes_and_gives_the_same_table(study_dir, tmp_pa
     calls.clear()
     run_study(tmp_path, MICRO, jobs=1, echo=lambda line: None)
     assert calls == []
+
+
+def test_families_share_a_pretraining_only_with_identical_non_question_files(tmp_path):
+    import shutil
+
+    from switchbert.study.grid import VQA_FAMILIES
+    from switchbert.study.runner import prepare_data
+
+    grid = replace(MICRO, tasks=tuple(f"vqa_{f}" for f in VQA_FAMILIES))
+    dirs, _ = prepare_data(tmp_path, grid, MICRO.levels[0], data_seed=0)
+    assert sorted(dirs) == sorted(VQA_FAMILIES)
+    questions = [(d / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json").read_text() for d in dirs.values()]
+    assert len(set(questions)) == 3  # each family its own questions
+    captions = dirs["intra_modal"] / "cc" / "caption_train.json"
+    shutil.copy(dirs["intra_modal"] / "cc" / "caption_valid.json", captions)  # a caption file that differs
+    with pytest.raises(RuntimeError, match="cc_train.*differs"):
+        prepare_data(tmp_path, grid, MICRO.levels[0], data_seed=0)
