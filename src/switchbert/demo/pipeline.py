@@ -121,7 +121,8 @@ def stage_overrides(cell: Cell, stage: str, manifest: Mapping[str, Any]) -> dict
 
 def stage_config(cell: Cell, stage: str, manifest: Mapping[str, Any]) -> ExperimentConfig:
     """The experiment config of one stage: ``synth/<recipe>`` plus :func:`stage_overrides`."""
-    raw = load_config(recipe_path(f"synth/{cell.recipe(stage)}")).to_dict()  # the packaged file, whatever the cwd holds
+    # the packaged file, whatever the cwd holds
+    raw = load_config(recipe_path(f"synth/{cell.recipe(stage)}")).to_dict()
     source = f"demo:{run_slug(cell.model)}/seed{cell.seed}/{stage}"
     for key, value in stage_overrides(cell, stage, manifest).items():
         set_dotted(raw, key, value, source=source)
