@@ -8,6 +8,7 @@ import pytest
 
 from switchbert.study.report import collect, comparisons
 from switchbert.study.runner import Record
+from switchbert.study.grid import QUICK as QUICK_GRID
 from switchbert.study.stats import BEATS, NO_DIFFERENCE, T975, TRAILS, paired, t975
 
 
@@ -68,3 +69,21 @@ def test_a_run_without_a_value_is_excluded_from_the_comparison():
     assert values[("UNITER", "a0-c0", "short", "refexp")] == {0: 50.0, 1: 60.0}
     comp = comparisons(QUICK, values)[("Switch-BERT", "a0-c0", "short", "refexp")]
     assert comp.seeds == (0, 1) and comp.diffs == (2.0, 1.0)
+
+
+def test_the_trend_is_the_paired_change_of_the_gain_between_levels():
+    from dataclasses import replace
+
+    from switchbert.study.grid import Level
+    from switchbert.study.report import trend_table
+
+    grid = replace(QUICK_GRID, models=("UNITER", "Switch-BERT"), tasks=("refexp",))
+    lo, hi = grid.levels[0].name, grid.levels[-1].name
+    values = {("UNITER", lo, "short", "refexp"): {0: 50.0, 1: 50.0, 2: 50.0},
+              ("Switch-BERT", lo, "short", "refexp"): {0: 50.0, 1: 51.0, 2: 49.0},  # gains 0, +1, -1
+              ("UNITER", hi, "short", "refexp"): {0: 40.0, 1: 40.0, 2: 40.0},
+              ("Switch-BERT", hi, "short", "refexp"): {0: 45.0, 1: 47.0, 2: 44.0}}  # gains 5, 7, 4
+    row = trend_table(grid, values).splitlines()[-1]
+    # per seed 5, 6, 5: mean 5.33, std 0.577, half-width 4.3027 * 0.577 / sqrt(3) = 1.434
+    assert "+5.3 [+3.9, +6.8] **grows**" in row
+    assert "no trend" in trend_table(replace(grid, levels=(Level(0.0, 0.0),)), values)

@@ -83,6 +83,31 @@ def verdict_summary(grid: StudyGrid, comp: dict) -> str:
     return "\n".join(lines)
 
 
+def trend_table(grid: StudyGrid, values: Values) -> str:
+    """The hypothesis itself: does a model's gain over UNITER grow from the most aligned level to the most
+    misaligned one? Per seed, (model − UNITER) at the last level minus (model − UNITER) at the first, with
+    its 95% t-interval; "grows" / "shrinks" only where the interval excludes 0."""
+    if len(grid.levels) < 2:
+        return "One misalignment level: no trend to measure."
+    lo, hi = grid.levels[0].name, grid.levels[-1].name
+    others = [m for m in grid.models if m != REFERENCE]
+    head = ["budget", "task"] + [f"{m}: gain at {hi} − gain at {lo}" for m in others]
+    rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for budget, steps in grid.budgets:
+        for task in grid.tasks:
+            cells = [f"{budget} ({steps})", HEADLINE[task][0]]
+            for m in others:
+                gains = {}
+                for level in (lo, hi):
+                    mv, rv = values.get((m, level, budget, task), {}), values.get((REFERENCE, level, budget, task), {})
+                    gains[level] = {s: mv[s] - rv[s] for s in set(mv) & set(rv)}
+                c = paired(gains[hi], gains[lo])
+                word = {BEATS: " **grows**", TRAILS: " **shrinks**"}.get(c.verdict, "")
+                cells.append(c.to_markdown() + word)
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def plot_gains(grid: StudyGrid, comp: dict, path: Path) -> Path:
     """Gain over UNITER (mean paired difference, 95% interval as error bars) against misalignment, one
     line per task, one panel per (budget, model)."""
@@ -194,6 +219,12 @@ where the interval excludes 0; otherwise no difference is shown.
 
 {verdict_summary(grid, comp)}
 
+**Does the gain grow with misalignment?** (the paper's hypothesis: more gain where the modalities are
+further apart). Per seed, the gain over {REFERENCE} at the most misaligned level minus the gain at the
+most aligned one, mean [95% t-interval]; **grows** / **shrinks** only where the interval excludes 0.
+
+{trend_table(grid, values)}
+
 ![gain over UNITER against misalignment]({result.figure.name})
 
 ## Switch-BERT's routes
@@ -220,4 +251,5 @@ one. Every switcher's mean and std of p: `routes.json`.
     atomic_write_text(result.report, text)
 
 
-__all__ = ["collect", "comparisons", "plot_gains", "results_table", "routes_table", "verdict_summary", "write_report"]
+__all__ = ["collect", "comparisons", "plot_gains", "results_table", "routes_table", "trend_table", "verdict_summary",
+           "write_report"]
