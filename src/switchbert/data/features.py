@@ -56,10 +56,10 @@ class RegionRecord:
 
     Attributes:
         image_id: the store key (always a string).
-        features: (n, F) float32.
+        features: (n, F) float32 (float16 from ``get(..., native=True)`` on a float16 store).
         boxes_px: (n, 4) float32 pixel x1y1x2y2.
         image_w, image_h: image size in pixels.
-        cls_prob: (n, C) float32 detector class distribution, or None.
+        cls_prob: (n, C) detector class distribution (dtype as ``features``), or None.
     """
 
     image_id: str
@@ -117,15 +117,42 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
     if not (np.isfinite(w) and np.isfinite(h) and w > 0 and h > 0):
         raise DataError(path, iid, f"corrupt record: image size {w}x{h} is not finite and positive")
     # A NaN feature would train silently on garbage; the check costs a few microseconds per image.
-    if not np.isfinite(f).all() or not np.isfinite(b).all():
+    if not _all_finite(f) or not np.isfinite(b).all():
         raise DataError(path, iid, "corrupt record: features or boxes contain NaN/inf")
-    # min() is NaN when any entry is (so NaN fails ">= 0"); two reductions, no temporary arrays.
-    if p is not None and p.size and not (p.min() >= 0 and p.max() < np.inf):
+    if p is not None and p.size and not _finite_non_negative(p):
         # A NaN target would make the region an MRC target whose KL loss is silently 0 (or NaN).
         raise DataError(path, iid, "corrupt record: cls_prob contains NaN/inf or negative values")
     if n:
         _check_boxes(b, float(w), float(h), path, iid)
     return record
+
+
+_FP16_EXPONENT = 0x7C00
+"""float16 bits: exponent all ones = inf or NaN. Checks of float16 arrays work on these bits, because
+numpy's float16 arithmetic is emulated: ``isfinite`` on 36 x 2048 float16 takes ~330 us, ``min`` ~850 us,
+the unsigned maximum of the raw bits ~3 us (BENCHMARKS.md, "Input pipeline")."""
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    if x.dtype != np.float16:
+        return bool(np.isfinite(x).all())
+    if not x.size:
+        return True
+    bits = x.view(np.uint16)
+    # Fast path: the largest bit pattern below the exponent mask means every value is a finite
+    # non-negative number (BUTD features are post-ReLU); otherwise clear the sign bits and look again.
+    return bool(bits.max() < _FP16_EXPONENT) or bool((bits & 0x7FFF).max() < _FP16_EXPONENT)
+
+
+def _finite_non_negative(x: np.ndarray) -> bool:
+    """All entries finite and >= 0 (-0.0 included)."""
+    if x.dtype == np.float16:
+        bits = x.view(np.uint16)
+        if bits.max() < _FP16_EXPONENT:  # no sign bit, no inf/NaN exponent
+            return True
+        return bool(_all_finite(x)) and bool(np.all(x >= 0))
+    # min() is NaN when any entry is (so NaN fails ">= 0"); two reductions, no temporary arrays.
+    return bool(x.min() >= 0 and x.max() < np.inf)
 
 
 def _check_boxes(b: np.ndarray, w: float, h: float, path: PathLike, iid: str) -> None:
@@ -170,12 +197,19 @@ class FeatureStore(ABC):
     def __contains__(self, image_id: object) -> bool:
         return str(image_id) in self._id_set
 
-    def get(self, image_id: object) -> RegionRecord:
-        """The record of ``image_id``; DataError if missing or corrupt."""
+    def get(self, image_id: object, native: bool = False) -> RegionRecord:
+        """The record of ``image_id``; DataError if missing or corrupt.
+
+        Args:
+            native: features and ``cls_prob`` in the store's own float type (float16 for the fast
+                store, which the datasets hand to the model as is: half the bytes through the loader);
+                False = float32.
+        """
         iid = str(image_id)
-        if iid not in self._id_set:
+        if iid not in self:
             raise DataError(self.path, iid, "missing image id: not in the feature store")
-        return validate_record(self._read(iid), self.path, self.feat_dim, self.num_classes)
+        record = self._read_native(iid) if native else self._read(iid)
+        return validate_record(record, self.path, self.feat_dim, self.num_classes)
 
     def __iter__(self) -> Iterator[RegionRecord]:
         for iid in self._ids:
@@ -183,7 +217,11 @@ class FeatureStore(ABC):
 
     @abstractmethod
     def _read(self, image_id: str) -> RegionRecord:
-        """Reads and decodes one record (the id is known to exist)."""
+        """Reads and decodes one record (the id is known to exist), arrays in float32."""
+
+    def _read_native(self, image_id: str) -> RegionRecord:
+        """Like ``_read``, features and class distribution in the store's float type."""
+        return self._read(image_id)
 
     def close(self) -> None:
         """Releases file handles (they reopen lazily on the next read)."""
@@ -390,13 +428,19 @@ class FastStore(_LMDBMixin, FeatureStore):
         self.num_classes = self.meta.get("num_classes")
 
     def _read(self, image_id: str) -> RegionRecord:
+        return self._read_record(image_id, widen=True)
+
+    def _read_native(self, image_id: str) -> RegionRecord:
+        return self._read_record(image_id, widen=False)
+
+    def _read_record(self, image_id: str, widen: bool) -> RegionRecord:
         with self._env().begin(buffers=True) as txn:
             buf = txn.get(image_id.encode())
             if buf is None:
                 raise DataError(self.path, image_id, "missing image id: listed but has no record")
-            return self._decode(image_id, buf)
+            return self._decode(image_id, buf, widen)
 
-    def _decode(self, image_id: str, buf) -> RegionRecord:
+    def _decode(self, image_id: str, buf, widen: bool = True) -> RegionRecord:
         size = len(buf)
         if size < _FAST_HEADER.size:
             raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
@@ -408,8 +452,11 @@ class FastStore(_LMDBMixin, FeatureStore):
         # np.frombuffer views the LMDB page; astype copies out before the transaction ends.
         boxes = np.frombuffer(buf, np.float32, n * 4, off).reshape(n, 4).copy()
         off += n * 16
-        # features and cls_prob are adjacent float16 blocks: widen both in one call
-        wide = _widen_fp16(buf, n * (f + c), off)
+        # features and cls_prob are adjacent float16 blocks: widen (or copy) both in one call
+        if widen:
+            wide = _widen_fp16(buf, n * (f + c), off)
+        else:  # copied out of the LMDB page, which is only valid inside the transaction
+            wide = np.frombuffer(buf, np.float16, n * (f + c), off).copy()
         feats = wide[: n * f].reshape(n, f)
         probs = wide[n * f:].reshape(n, c) if c else None
         return RegionRecord(image_id, feats, boxes, float(w), float(h), probs)
@@ -712,6 +759,9 @@ def inspect_store(path: PathLike, sample_size: int = 1000, sample_id: Optional[s
 def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, require_regions: bool = False):
     """Reads and processes one image's regions (docs/method.md §2): at most ``max_regions``, 5-d boxes.
 
+    Features and class distributions keep the store's float type (float16 for the fast store): the
+    model widens them on the device (``layers.embeddings.common.add_img_token``).
+
     Raises:
         DataError: missing id, corrupt record, wrong dimensions, or (``require_regions``) zero regions.
 
@@ -720,7 +770,7 @@ def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, r
     """
     from switchbert.data.regions import process_regions
 
-    r = store.get(image_id)
+    r = store.get(image_id, native=True)
     if require_regions and r.num_regions == 0:
         raise DataError(store.path, r.image_id, "zero regions: this task needs at least one region")
-    return process_regions(r.features, r.boxes_px, r.image_w, r.image_h, r.cls_prob, max_regions)
+    return process_regions(r.features, r.boxes_px, r.image_w, r.image_h, r.cls_prob, max_regions, keep_half=True)

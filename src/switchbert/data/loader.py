@@ -59,23 +59,46 @@ def pad_labels(labels: Sequence[np.ndarray], length: int, fill: int) -> Tensor:
     return out
 
 
+def new_tensor(shape: Sequence[int], dtype: torch.dtype, zero: bool = True) -> Tensor:
+    """A CPU tensor for a collated batch; in a DataLoader worker, allocated in shared memory.
+
+    A worker hands a batch to the main process by moving every tensor into shared memory, a second
+    copy of the whole batch. Collating straight into shared memory (as torch's ``default_collate``
+    does) makes that move free (BENCHMARKS.md, "Input pipeline").
+
+    Args:
+        zero: fill with zeros; False = uninitialised (the caller writes every element).
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return torch.zeros(shape, dtype=dtype) if zero else torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape, dtype=np.int64))
+    proto = torch.empty(0, dtype=dtype)
+    out = proto.new(proto._typed_storage()._new_shared(numel)).view(tuple(shape))
+    return out.zero_() if zero else out
+
+
 def pad_regions(regions: Sequence[Regions], feat_dim: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Stacks regions, zero-padding to the most regions in the batch.
 
     Returns:
-        feats (B, N, F) float32, boxes (B, N, 5) float32, mask (B, N) bool, boxes_px (B, N, 4) float32.
+        feats (B, N, F) float16 when every sample's features are float16 (a float16 store; the model
+        widens them on the device), else float32; boxes (B, N, 5) float32, mask (B, N) bool,
+        boxes_px (B, N, 4) float32.
     """
     B = len(regions)
     N = max(r.num_regions for r in regions)
     F = feat_dim or next((r.features.shape[1] for r in regions if r.features.ndim == 2), 0)
-    feats = np.zeros((B, N, F), dtype=np.float32)
+    half = all(r.features.dtype == np.float16 for r in regions)
+    feats_t = new_tensor((B, N, F), torch.float16 if half else torch.float32, zero=False)
+    feats = feats_t.numpy()
     boxes = np.zeros((B, N, BOX_DIM), dtype=np.float32)
     boxes_px = np.zeros((B, N, 4), dtype=np.float32)
     mask = np.zeros((B, N), dtype=bool)
     for i, r in enumerate(regions):
         n = r.num_regions
         feats[i, :n], boxes[i, :n], boxes_px[i, :n], mask[i, :n] = r.features, r.boxes, r.boxes_px, True
-    return torch.from_numpy(feats), torch.from_numpy(boxes), torch.from_numpy(mask), torch.from_numpy(boxes_px)
+        feats[i, n:] = 0  # only the padding is zeroed: the rest is written once
+    return feats_t, torch.from_numpy(boxes), torch.from_numpy(mask), torch.from_numpy(boxes_px)
 
 
 def make_batch(token_ids: Sequence[np.ndarray], regions: Sequence[Regions]) -> tuple[Batch, Tensor]:

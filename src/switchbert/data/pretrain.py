@@ -19,9 +19,9 @@ from torch.utils.data import Dataset
 from switchbert.batch import Batch
 from switchbert.data.errors import BadItemPolicy, DataError, PathLike, load_json
 from switchbert.data.features import FeatureStore, read_regions
-from switchbert.data.loader import TensorFields, drop_skipped, make_batch, pad_labels
-from switchbert.data.masking import (IGNORE_INDEX, apply_region_mask, mask_regions, mask_tokens,
-                                     sample_itm_negative, sample_rng)
+from switchbert.data.loader import TensorFields, drop_skipped, make_batch, new_tensor, pad_labels
+from switchbert.data.masking import (IGNORE_INDEX, mask_regions, mask_tokens, sample_itm_negative, sample_rng,
+                                     zero_rows_in_place)
 from switchbert.data.regions import Regions
 from switchbert.data.tokenizer import encode
 from switchbert.heads.pretrain import flat_index
@@ -56,7 +56,10 @@ class PretrainLabels(TensorFields):
 
     Attributes:
         mlm_labels: (B, T) long, -100 = ignore.
-        mrc_targets: (B, N, C) float detector class distribution of each region (0 at padding).
+        mrc_targets: (K_r, C) the detector's class distribution of each MRC target region of a matched
+            pair, in ``mrc_index`` order, in the store's float type (float16 for the fast store);
+            only the ~15% of regions that are targets travel. Labels built by hand may instead give the
+            dense (B, N, C) distribution of every region; ``pretrain_loss`` takes either.
         mrc_mask: (B, N) bool, True = an MRC target region (never True for a mismatched pair).
         itm_labels: (B,) long, 1 = matched pair.
         image_ids: the B image ids.
@@ -75,6 +78,16 @@ class PretrainLabels(TensorFields):
     image_ids: list[str] = field(default_factory=list)
     mlm_index: Optional[Tensor] = None
     mrc_index: Optional[Tensor] = None
+
+    def dense_mrc_targets(self) -> Tensor:
+        """(B, N, C) float32 distributions, zero except at the target rows (the pre-compact layout)."""
+        if self.mrc_targets.dim() == 3:
+            return self.mrc_targets.float()
+        B, N = self.mrc_mask.shape
+        index = self.mrc_index if self.mrc_index is not None else flat_index(self.mrc_mask & (self.itm_labels == 1)[:, None])
+        out = torch.zeros((B * N, self.mrc_targets.shape[-1]), dtype=torch.float32, device=self.mrc_targets.device)
+        out[index] = self.mrc_targets.float()
+        return out.view(B, N, -1)
 
 
 def load_captions(path: PathLike) -> dict[str, str]:
@@ -160,7 +173,9 @@ class CaptionPairsDataset(Dataset):
         # captions came without [MASK] tokens, ITM could be solved by spotting [MASK].
         text_ids, mlm_labels = mask_tokens(ids, rng, self.mlm_prob)
         targets, zeroed = mask_regions(regions.num_regions, rng, self.region_mask_prob, self.region_zero_prob)
-        regions.features = apply_region_mask(regions.features, zeroed)
+        # In place: read_regions decoded a fresh array for this sample (apply_region_mask's copy would
+        # be a third copy of 147 KB per sample; BENCHMARKS.md, "Input pipeline").
+        regions.features = zero_rows_in_place(regions.features, zeroed)
         if not self.mrc:
             targets = np.zeros_like(targets)
         matched = other is None
@@ -175,20 +190,34 @@ class CaptionPairsDataset(Dataset):
 
 
 def collate_pretrain(examples: list[Optional[PretrainExample]], num_classes: int) -> tuple[Batch, PretrainLabels]:
-    """Pads examples into a :class:`Batch` and :class:`PretrainLabels` (skipped items dropped)."""
+    """Pads examples into a :class:`Batch` and :class:`PretrainLabels` (skipped items dropped).
+
+    Region features stay in the store's float type; MRC targets are the (K_r, C) distributions of the
+    target regions of matched pairs only (about 15% of the regions), not a dense (B, N, C) tensor:
+    ~3x fewer bytes per sample at 36 x 2048 with 1601 classes (BENCHMARKS.md, "Input pipeline").
+    """
     examples = drop_skipped(examples)
     if not examples:
         raise DataError(None, None, "every item of the batch was skipped as bad")
     batch, _ = make_batch([e.text_ids for e in examples], [e.regions for e in examples])
     B, T = batch.text_ids.shape
     N = batch.region_mask.shape[1]
-    mrc_targets = torch.zeros((B, N, num_classes), dtype=torch.float32)
-    mrc_mask = torch.zeros((B, N), dtype=torch.bool)
+    mrc_mask = np.zeros((B, N), dtype=bool)
+    rows = []  # the target regions' distributions, row-major (b, n): the order of mrc_index below
+    dtype = np.float32
     for i, e in enumerate(examples):
         n = e.regions.num_regions
-        if e.regions.cls_prob is not None and num_classes:
-            mrc_targets[i, :n] = torch.from_numpy(e.regions.cls_prob)
-        mrc_mask[i, :n] = torch.from_numpy(e.mrc_mask)
+        mrc_mask[i, :n] = e.mrc_mask
+        probs = e.regions.cls_prob
+        if probs is not None and num_classes:
+            dtype = probs.dtype
+            if e.itm_label == 1 and e.mrc_mask.any():
+                rows.append(probs[e.mrc_mask])
+    mrc_targets = new_tensor((sum(len(r) for r in rows), num_classes),
+                             torch.float16 if dtype == np.float16 else torch.float32, zero=False)
+    if rows:
+        np.concatenate(rows, out=mrc_targets.numpy())
+    mrc_mask = torch.from_numpy(mrc_mask)
     mlm_labels = pad_labels([e.mlm_labels for e in examples], T, IGNORE_INDEX)
     itm_labels = torch.tensor([e.itm_label for e in examples], dtype=torch.long)
     # The targets left after losses.ignore_mismatched, which the training step applies (the dataset

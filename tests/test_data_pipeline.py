@@ -1,0 +1,175 @@
+"""The input pipeline's bytes and their equivalence: float16 region features and MRC targets for the
+target regions only give the same losses as the float32, dense (B, N, C) batches they replaced."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import switchbert
+from switchbert.data import (CaptionPairsDataset, RetrievalTrainDataset, load_tokenizer, make_dataloader,
+                             open_feature_store, write_store)
+from switchbert.data.errors import DataError
+from switchbert.data.features import RegionRecord, validate_record
+from switchbert.data.synth import generate
+from switchbert.heads import PretrainHeads
+from switchbert.heads.losses import ignore_mismatched, pretrain_loss
+
+FEAT, CLASSES = 64, 20
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth_pipeline")
+    return root, generate(root, 40, seed=5, feat_dim=FEAT, num_classes=CLASSES, questions_per_image=1)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+def _dataset(synth, tok, **kw):
+    root, m = synth
+    return CaptionPairsDataset(root / m["cc_train"], open_feature_store(root / m["features"]), tok,
+                               max_text_len=12, seed=0, **kw)
+
+
+def _dense_reference(ds, examples, N):
+    """What the collate produced before: every region's distribution, float32, (B, N, C)."""
+    out = torch.zeros(len(examples), N, CLASSES)
+    for i, e in enumerate(examples):
+        rec = ds.store.get(e.image_id)
+        n = e.regions.num_regions
+        out[i, :n] = torch.from_numpy(rec.cls_prob[:n])
+    return out
+
+
+def test_compact_batch_gives_the_dense_batchs_loss(synth, tok):
+    ds = _dataset(synth, tok)
+    examples = [ds[i] for i in range(len(ds))]
+    batch, labels = ds.collate(examples)
+    assert batch.region_feats.dtype == torch.float16 and labels.mrc_targets.dtype == torch.float16
+    dense = _dense_reference(ds, examples, batch.region_mask.shape[1])
+    torch.manual_seed(0)
+    model = switchbert.create_model("uniter-tiny").eval()
+    c = model.config
+    heads = PretrainHeads(model.get_word_embeddings(), c.region_hidden_size_, c.pooler_size,
+                          num_region_classes=CLASSES).eval()
+    with torch.no_grad():
+        out16 = model(batch)
+        out32 = model(replace(batch, region_feats=batch.region_feats.float()))
+        assert torch.equal(out16.pooled, out32.pooled)  # widened on the device: the same numbers
+        mlm, mrc = ignore_mismatched(labels.itm_labels, labels.mlm_labels, labels.mrc_mask)
+        logits = heads(out16, mlm_labels=mlm, mrc_target_mask=mrc, mlm_index=labels.mlm_index,
+                       mrc_index=labels.mrc_index)
+        compact = pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets)
+        before = pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=dense)
+        assert float(compact.mrc) > 0
+        torch.testing.assert_close(compact.mrc, before.mrc, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(compact.total, before.total, rtol=1e-6, atol=1e-7)
+        # Full (ungathered) MRC logits with the compact targets: the same loss again.
+        full = heads(out16, mlm_labels=mlm)
+        full_loss = pretrain_loss(full, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets,
+                                  mrc_target_mask=mrc)
+        torch.testing.assert_close(full_loss.mrc, before.mrc, rtol=1e-5, atol=1e-6)
+    # The dense view of the compact targets is the old tensor at the targets and 0 elsewhere.
+    view = labels.dense_mrc_targets()
+    target = labels.mrc_mask & (labels.itm_labels == 1)[:, None]
+    assert torch.equal(view[target], dense[target]) and not view[~target].any()
+
+
+def test_gathered_targets_must_match_the_gathered_logits(synth, tok):
+    ds = _dataset(synth, tok)
+    batch, labels = ds.collate([ds[i] for i in range(8)])
+    model = switchbert.create_model("uniter-tiny").eval()
+    c = model.config
+    heads = PretrainHeads(model.get_word_embeddings(), c.region_hidden_size_, c.pooler_size, num_region_classes=CLASSES)
+    with torch.no_grad():
+        logits = heads(model(batch), mlm_labels=labels.mlm_labels, mrc_target_mask=labels.mrc_mask,
+                       mrc_index=labels.mrc_index)
+        with pytest.raises(ValueError, match="rows"):
+            pretrain_loss(logits, itm_labels=labels.itm_labels, mrc_target_probs=labels.mrc_targets[:-1])
+
+
+def _record(n, feat_dim=2048, classes=1601, seed=0, iid="1"):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 300, (n, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(20, 300, (n, 2))], 1).astype(np.float32)
+    probs = rng.dirichlet(np.ones(classes), n).astype(np.float32)
+    return RegionRecord(iid, np.maximum(rng.standard_normal((n, feat_dim), dtype=np.float32), 0), boxes, 640.0,
+                        640.0, probs)
+
+
+def test_pretraining_sample_at_36x2048x1601_is_under_170kb(tmp_path, tok):
+    # The issue's goal: <= 170 KB per pretraining sample at 36 regions x 2048-d with 1601 classes
+    # (about 530 KB with float32 features and dense float32 MRC targets).
+    ids = [str(i) for i in range(64)]
+    write_store(tmp_path / "s", (_record(36, seed=i, iid=iid) for i, iid in enumerate(ids)), "fast")
+    (tmp_path / "cc.json").write_text("{" + ",".join(f'"{i}": "a red cube left of a blue sphere"' for i in ids) + "}")
+    ds = CaptionPairsDataset(tmp_path / "cc.json", open_feature_store(tmp_path / "s"), tok, seed=0)
+    batch, labels = ds.collate([ds[i] for i in range(len(ds))])
+    tensors = [*vars(batch).values(), *vars(labels).values()]
+    per_sample = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor)) / len(ds)
+    assert per_sample <= 170_000, per_sample
+    assert per_sample >= 36 * 2048 * 2  # the float16 features themselves
+
+
+def test_float16_records_are_checked_like_float32(tmp_path):
+    good = _record(3, feat_dim=8, classes=5)
+    half = replace(good, features=good.features.astype(np.float16), cls_prob=good.cls_prob.astype(np.float16))
+    validate_record(half, tmp_path, 8, 5)
+    signed = replace(half, features=-half.features)  # negative features are fine, only non-finite are not
+    validate_record(signed, tmp_path, 8, 5)
+    zero = half.cls_prob.copy()
+    zero[0, 0] = -0.0
+    validate_record(replace(half, cls_prob=zero), tmp_path, 8, 5)
+    for bad_value in (np.nan, np.inf, -np.inf):
+        f = half.features.copy()
+        f[1, 2] = bad_value
+        with pytest.raises(DataError, match="NaN/inf"):
+            validate_record(replace(half, features=f), tmp_path, 8, 5)
+        with pytest.raises(DataError, match="NaN/inf"):
+            validate_record(replace(half, features=-f), tmp_path, 8, 5)
+    for bad_value in (np.nan, np.inf, -0.5):
+        p = half.cls_prob.copy()
+        p[2, 1] = bad_value
+        with pytest.raises(DataError, match="cls_prob"):
+            validate_record(replace(half, cls_prob=p), tmp_path, 8, 5)
+
+
+def test_store_reads_native_float16_or_widened_float32(synth):
+    root, m = synth
+    store = open_feature_store(root / m["features"])
+    iid = store.ids()[0]
+    wide, native = store.get(iid), store.get(iid, native=True)
+    assert wide.features.dtype == np.float32 and native.features.dtype == np.float16
+    assert native.cls_prob.dtype == np.float16
+    np.testing.assert_array_equal(native.features.astype(np.float32), wide.features)
+    np.testing.assert_array_equal(native.cls_prob.astype(np.float32), wide.cls_prob)
+
+
+def test_worker_batches_equal_main_process_batches(synth, tok):
+    # Collated into shared memory in the worker; the same tensors as in the main process.
+    ds = _dataset(synth, tok)
+    main = list(make_dataloader(ds, 8, num_workers=0))
+    worker = list(make_dataloader(ds, 8, num_workers=1))
+    assert len(main) == len(worker)
+    for (b0, l0), (b1, l1) in zip(main, worker):
+        assert torch.equal(b0.region_feats, b1.region_feats) and b1.region_feats.dtype == torch.float16
+        assert torch.equal(l0.mrc_targets, l1.mrc_targets) and torch.equal(l0.mrc_index, l1.mrc_index)
+        assert torch.equal(b0.text_ids, b1.text_ids) and torch.equal(l0.mlm_labels, l1.mlm_labels)
+
+
+def test_retrieval_sample_decodes_each_image_once(synth, tok):
+    # 4 candidates: (caption, own image) x 3 and (caption, random image): two reads, not four.
+    root, m = synth
+    store = open_feature_store(root / m["features"])
+    ds = RetrievalTrainDataset(root / m["flickr_train"], store, tok, cache_path=None)
+    calls = []
+    get = store.get
+    store.get = lambda iid, native=False: calls.append(iid) or get(iid, native)
+    ex = ds[0]
+    assert len(calls) == 2 and len(ex.regions) == 4
+    assert ex.regions[0] is ex.regions[1] is ex.regions[3]
