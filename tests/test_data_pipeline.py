@@ -173,3 +173,51 @@ def test_retrieval_sample_decodes_each_image_once(synth, tok):
     ex = ds[0]
     assert len(calls) == 2 and len(ex.regions) == 4
     assert ex.regions[0] is ex.regions[1] is ex.regions[3]
+
+
+# ------------------------------------------------------------- indices without a Python object per item
+def test_string_table_and_id_index():
+    from switchbert.data.index import IdIndex, Ragged, StringTable
+
+    ids = ["10", "1", "b\u00e9", "100", "x" * 5, "2"]
+    table = StringTable.from_strings(ids)
+    assert len(table) == 6 and table[2] == "b\u00e9" and table[-1] == "2" and table[1:3] == ids[1:3]
+    assert table == ids and list(table) == ids and table == StringTable.from_joined("\n".join(ids).encode())
+    with pytest.raises(IndexError):
+        table[6]
+    index = IdIndex(table)
+    assert index.positions(["1", "10", "100", "2", "b\u00e9", "xxxxx"]).tolist() == [1, 0, 3, 5, 2, 4]
+    # absent: a prefix, an extension, longer than every id, empty
+    assert index.positions(["0", "1000", "x" * 9, "", "3"]).tolist() == [-1] * 5
+    assert "100" in index and "1000" not in index and "x" * 9 not in index
+    assert StringTable.from_joined(b"") == [] and IdIndex(StringTable.from_strings([])).position("1") == -1
+    rag = Ragged.from_rows([[1, 2], [], [3, 4, 5]], np.uint16)
+    assert rag.row(2).tolist() == [3, 4, 5] and rag.row(1).tolist() == []
+    taken = rag.take(np.array([2, 0, 2]))
+    assert [taken.row(i).tolist() for i in range(3)] == [[3, 4, 5], [1, 2], [3, 4, 5]]
+
+
+def test_store_ids_and_membership(synth):
+    root, m = synth
+    store = open_feature_store(root / m["features"])
+    ids = store.ids()
+    assert isinstance(ids, list) and len(ids) == len(store) == 40 and all(i in store for i in ids)
+    assert "no-such-image" not in store and store.contains_many([ids[3], "nope"]).tolist() == [True, False]
+    with pytest.raises(DataError, match="missing image id"):
+        store.get("nope")
+
+
+def test_captions_tokenised_once_equal_per_sample_encoding(synth, tok, tmp_path):
+    from switchbert.data.tokenizer import encode
+    from switchbert.data.tokens import caption_tokens, with_specials
+
+    ds = _dataset(synth, tok)
+    for i in range(len(ds)):
+        assert with_specials(ds.tokens.row(i)).tolist() == encode(tok, ds.captions[i], 12)
+    cache = tmp_path / "tokens.npz"
+    first = caption_tokens(ds.captions, tok, 12, cache)
+    assert cache.exists()
+    again = caption_tokens(ds.captions, tok, 12, cache)  # read back
+    assert np.array_equal(first.values, again.values) and np.array_equal(first.offsets, again.offsets)
+    other = caption_tokens(ds.captions, tok, 5, cache)  # another cap: the cache does not match, rebuilt
+    assert max(other.lengths()) <= 3

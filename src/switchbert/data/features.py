@@ -34,12 +34,13 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
 from switchbert.data.errors import BadItemPolicy, DataError, PathLike
+from switchbert.data.index import IdIndex, StringTable
 from switchbert.data.safe_pickle import safe_loads
 
 FORMATS = ("fast", "volta", "volta-b64", "h5")
@@ -182,8 +183,10 @@ class FeatureStore(ABC):
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
-        self._ids: list[str] = []
-        self._id_set: set[str] = set()
+        # The ids as numpy arrays, not a list and a set of 2.7M str: forked DataLoader workers share
+        # them for good (switchbert.data.index, "copy-on-read").
+        self._ids: StringTable = StringTable.from_strings([])
+        self._index = IdIndex(self._ids)
         self.feat_dim: Optional[int] = None
         self.num_classes: Optional[int] = None
 
@@ -194,8 +197,16 @@ class FeatureStore(ABC):
         """Every image id, in store order."""
         return list(self._ids)
 
+    def id_table(self) -> StringTable:
+        """Every image id, in store order, as a packed table (no list of str)."""
+        return self._ids
+
     def __contains__(self, image_id: object) -> bool:
-        return str(image_id) in self._id_set
+        return str(image_id) in self._index
+
+    def contains_many(self, image_ids) -> np.ndarray:
+        """(k,) bool: which of ``image_ids`` the store holds (one vectorised search)."""
+        return self._index.positions([str(i) for i in image_ids]) >= 0
 
     def get(self, image_id: object, native: bool = False) -> RegionRecord:
         """The record of ``image_id``; DataError if missing or corrupt.
@@ -233,9 +244,9 @@ class FeatureStore(ABC):
             state[key] = None
         return state
 
-    def _set_ids(self, ids: Iterable[object]) -> None:
-        self._ids = [str(i) for i in ids]
-        self._id_set = set(self._ids)
+    def _set_ids(self, ids: Union[Iterable[object], StringTable]) -> None:
+        self._ids = ids if isinstance(ids, StringTable) else StringTable.from_strings(str(i) for i in ids)
+        self._index = IdIndex(self._ids)
 
 
 # --------------------------------------------------------------------------------------------- LMDB
@@ -423,7 +434,7 @@ class FastStore(_LMDBMixin, FeatureStore):
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(self.path, _FAST_META_KEY.decode(), f"corrupt record: metadata is not JSON ({exc})") from exc
         ids_blob = self._raw(_FAST_IDS_KEY) or b""
-        self._set_ids(ids_blob.decode().split("\n") if ids_blob else [])
+        self._set_ids(StringTable.from_joined(ids_blob))
         self.feat_dim = self.meta.get("feat_dim")
         self.num_classes = self.meta.get("num_classes")
 

@@ -23,7 +23,8 @@ from switchbert.data.loader import TensorFields, drop_skipped, make_batch, new_t
 from switchbert.data.masking import (IGNORE_INDEX, mask_regions, mask_tokens, sample_itm_negative, sample_rng,
                                      zero_rows_in_place)
 from switchbert.data.regions import Regions
-from switchbert.data.tokenizer import encode
+from switchbert.data.index import StringTable
+from switchbert.data.tokens import caption_tokens, with_specials
 from switchbert.heads.pretrain import flat_index
 
 
@@ -110,6 +111,8 @@ class CaptionPairsDataset(Dataset):
         mlm_prob, region_mask_prob, region_zero_prob, itm_mismatch_prob: docs/method.md §6 rates.
         mrc: produce MRC targets (needs a store with ``cls_prob``).
         skip_bad: skip bad items (counted, warned) instead of raising.
+        tokens_cache: an ``.npz`` file for the tokenised captions (reused while the captions, the
+            length cap and the vocabulary match; rewritten otherwise). None = tokenise at every build.
     """
 
     def __init__(
@@ -126,6 +129,7 @@ class CaptionPairsDataset(Dataset):
         itm_mismatch_prob: float = 0.5,
         mrc: bool = True,
         skip_bad: bool = False,
+        tokens_cache: Optional[PathLike] = None,
     ) -> None:
         self.path = str(captions_path)
         self.store, self.tokenizer = store, tokenizer
@@ -136,21 +140,29 @@ class CaptionPairsDataset(Dataset):
         if mrc and store.num_classes is None:
             raise DataError(store.path, None, "MRC-KL needs the detector's class distribution (cls_prob); "
                                               "this store has none (pass mrc=False)")
-        self.image_ids: list[str] = []
-        self.captions: list[str] = []
-        for iid, cap in load_captions(captions_path).items():
+        captions = load_captions(captions_path)
+        in_store = store.contains_many(captions.keys()) if captions else np.zeros(0, dtype=bool)
+        keep_ids: list[str] = []
+        keep_caps: list[str] = []
+        for (iid, cap), known in zip(captions.items(), in_store):
             try:
                 if not isinstance(cap, str) or not cap.strip():
                     raise DataError(captions_path, iid, "empty caption")
-                if iid not in store:
+                if not known:
                     raise DataError(captions_path, iid, f"missing image id: not in the feature store {store.path}")
             except DataError as err:
                 self.policy.handle(err)
                 continue
-            self.image_ids.append(iid)
-            self.captions.append(cap)
-        if not self.image_ids:
+            keep_ids.append(iid)
+            keep_caps.append(cap)
+        del captions
+        if not keep_ids:
             raise DataError(captions_path, None, "no usable caption")
+        # Packed numpy tables, not lists of str: forked workers share them without copying
+        # (switchbert.data.index). The captions are tokenised once here, not once per sample per epoch.
+        self.image_ids = StringTable.from_strings(keep_ids)
+        self.captions = StringTable.from_strings(keep_caps)
+        self.tokens = caption_tokens(self.captions, tokenizer, max_text_len, tokens_cache)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -168,7 +180,7 @@ class CaptionPairsDataset(Dataset):
         except DataError as err:
             self.policy.handle(err)
             return None
-        ids = np.asarray(encode(self.tokenizer, self.captions[cap_index], self.max_text_len), dtype=np.int64)
+        ids = with_specials(self.tokens.row(cap_index))
         # Corrupt mismatched pairs exactly like matched ones and only drop their labels: if mismatched
         # captions came without [MASK] tokens, ITM could be solved by spotting [MASK].
         text_ids, mlm_labels = mask_tokens(ids, rng, self.mlm_prob)
