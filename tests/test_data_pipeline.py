@@ -221,3 +221,27 @@ def test_captions_tokenised_once_equal_per_sample_encoding(synth, tok, tmp_path)
     assert np.array_equal(first.values, again.values) and np.array_equal(first.offsets, again.offsets)
     other = caption_tokens(ds.captions, tok, 5, cache)  # another cap: the cache does not match, rebuilt
     assert max(other.lengths()) <= 3
+
+
+def test_pair_batches_equal_the_dataloader_batches(synth, tok):
+    # Retrieval evaluation builds its batches from each image read once and the captions tokenised once;
+    # they must be the batches the per-pair DataLoader path produced, so every score stays the same.
+    from switchbert.data import RetrievalEvalDataset
+    from switchbert.data.retrieval import iter_pair_batches
+
+    root, m = synth
+    ds = RetrievalEvalDataset(root / m["flickr_test"], open_feature_store(root / m["features"]), tok)
+    pairs = [i * ds.num_captions + c for i in range(ds.num_images) for c in range(ds.num_captions)][3:]
+    reads = []
+    get = ds.store.get
+    ds.store.get = lambda iid, native=False: reads.append(iid) or get(iid, native)
+    fast = list(iter_pair_batches(ds, pairs, 7))
+    assert len(reads) == ds.num_images  # each image once
+    ds.store.get = get
+    slow = list(make_dataloader(ds, 7, sampler=pairs))
+    assert len(fast) == len(slow)
+    for (b0, l0), (b1, l1) in zip(slow, fast):
+        for name in ("text_ids", "text_mask", "region_feats", "region_boxes", "region_mask"):
+            x, y = getattr(b0, name), getattr(b1, name)
+            assert x.dtype == y.dtype and torch.equal(x, y), name
+        assert torch.equal(l0.caption_index, l1.caption_index) and torch.equal(l0.image_index, l1.image_index)

@@ -1,0 +1,172 @@
+"""Conceptual Captions scale, before vs after: building the caption index of 10k, 300k and 2.7M images,
+a DataLoader worker's start-up, and the memory each forked worker makes its own.
+
+For each size, a captions file and a fast store of that many tiny records (1 region, 4-d features,
+2 classes: the index is what is measured, not the decoding) are written once; then, at each revision
+(``--before``, default main before this work; and this tree), in a fresh process:
+
+    build      seconds to build ``CaptionPairsDataset`` (read the JSON, check every id against the
+               store, and, after, tokenise every caption), and the process's resident memory
+    start-up   seconds from ``iter(DataLoader(num_workers=1))`` to the first batch (fork + first batch)
+    worker     the worker's private memory (USS = Private_Clean + Private_Dirty of smaps_rollup)
+               after 20 batches
+    epoch walk a forked child reads every item's index entries as ``__getitem__`` does (image id,
+               caption, store membership) without decoding: its private memory afterwards is what
+               one worker owns by the end of an epoch (copy-on-read: reading a Python object writes
+               its reference count, so the page becomes the worker's own)
+
+    PYTHONPATH=src python benchmarks/bench_data_scale.py [--sizes 10000,300000,2700000] [--before REV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_compare import BEFORE_DEFAULT, REPO, child_setup, extract_src, load, run_child
+
+WORDS = ("a red cube left of the big blue sphere near green cylinder small metal rubber shiny on top behind "
+         "two three man woman dog street city river tree house").split()
+
+
+def uss_mb(pid: int) -> float:
+    """Private (unshared) memory of ``pid`` in MB."""
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def child(args) -> dict:
+    child_setup(args.src)
+    import torch
+
+    from switchbert.data import CaptionPairsDataset, load_tokenizer, make_dataloader, open_feature_store
+
+    torch.set_num_threads(1)
+    root = Path(args.root)
+    out = {"load": load()}
+    gc.collect()
+    base = rss_mb(os.getpid())
+    t0 = time.perf_counter()
+    store = open_feature_store(root / "store")
+    ds = CaptionPairsDataset(root / "captions.json", store, load_tokenizer(), seed=0)
+    out["build_s"] = time.perf_counter() - t0
+    gc.collect()
+    out["parent_rss_mb"] = rss_mb(os.getpid()) - base
+    dl = make_dataloader(ds, 64, shuffle=True, num_workers=1, seed=0, persistent_workers=True)
+    t0 = time.perf_counter()
+    it = iter(dl)
+    next(it)
+    out["startup_s"] = time.perf_counter() - t0
+    for _ in range(20):
+        next(it)
+    pid = it._workers[0].pid
+    out["worker_uss_mb"] = uss_mb(pid)
+    del it, dl
+    # The epoch walk, in a forked child: what every item's __getitem__ reads from the index.
+    r, w = os.pipe()
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        n = len(ds)
+        for i in np.random.default_rng(0).permutation(n).tolist():
+            iid = ds.image_ids[i]
+            _ = ds.captions[i]
+            _ = iid in ds.store
+        os.write(w, json.dumps({"uss": uss_mb(os.getpid())}).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    os.waitpid(pid, 0)
+    out["walk_s"] = time.perf_counter() - t0
+    out["walk_uss_mb"] = json.loads(data)["uss"]
+    return out
+
+
+def build(root: Path, n: int) -> None:
+    """captions.json and a fast store of ``n`` tiny records."""
+    sys.path.insert(0, str(REPO / "src"))
+    from switchbert.data import write_store
+    from switchbert.data.features import RegionRecord
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ids = [str(1_000_000 + i) for i in range(n)]
+    lens = rng.integers(6, 16, n)
+    words = rng.integers(0, len(WORDS), int(lens.sum()))
+    caps, at = {}, 0
+    for iid, k in zip(ids, lens):
+        caps[iid] = " ".join(WORDS[j] for j in words[at:at + k])
+        at += k
+    (root / "captions.json").write_text(json.dumps(caps))
+    del caps
+    feats, boxes, probs = np.ones((1, 4), np.float32), np.array([[1, 1, 9, 9]], np.float32), np.full((1, 2), 0.5, np.float32)
+    write_store(root / "store", (RegionRecord(iid, feats, boxes, 10.0, 10.0, probs) for iid in ids), "fast")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", default=BEFORE_DEFAULT)
+    ap.add_argument("--sizes", default="10000,300000,2700000")
+    ap.add_argument("--dir", default=None, help="keep the data here (default: a temporary directory)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--src", help=argparse.SUPPRESS)
+    ap.add_argument("--json", help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        Path(args.json).write_text(json.dumps(child(args)))
+        return
+    scratch = Path(args.dir or tempfile.mkdtemp(prefix="bench_scale_"))
+    try:
+        before_src = extract_src(args.before, scratch)
+        rows = []
+        for n in [int(s) for s in args.sizes.split(",")]:
+            root = scratch / f"cc{n}"
+            if not (root / "store" / "data.mdb").exists():
+                t0 = time.perf_counter()
+                build(root, n)
+                print(f"{n:,} images: captions + store written in {time.perf_counter() - t0:.0f} s", flush=True)
+            b = run_child("bench_data_scale.py", before_src, ["--root", str(root)])
+            a = run_child("bench_data_scale.py", REPO / "src", ["--root", str(root)])
+            rows.append((n, b, a))
+            print(f"  before {b}\n  after  {a}", flush=True)
+        print(f"\nbefore = {args.before}, after = this tree (load averages: "
+              f"{', '.join(r['load'] for _, b, a in rows for r in (b, a))})")
+        print(f"{'images':>10} | {'build s':>15} | {'parent MB':>15} | {'start-up s':>15} | {'worker USS MB':>15} | "
+              f"{'epoch-walk USS MB':>18}")
+        print(f"{'':>10} | {'before  after':>15} | {'before  after':>15} | {'before  after':>15} | "
+              f"{'before  after':>15} | {'before  after':>18}")
+        for n, b, a in rows:
+            cells = [f"{b[k]:>7.1f}{a[k]:>8.1f}" for k in ("build_s", "parent_rss_mb", "startup_s", "worker_uss_mb")]
+            print(f"{n:>10,} | " + " | ".join(cells) + f" | {b['walk_uss_mb']:>10.1f}{a['walk_uss_mb']:>8.1f}")
+    finally:
+        if args.dir is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
