@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -36,6 +37,13 @@ H200_STEP_S = 0.028
 
 
 # ------------------------------------------------------------------------------------------- child
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (from /proc)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        parts = fh.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tensor_bytes(obj) -> int:
     """Bytes of every tensor reachable through dataclass fields, tuples and lists."""
     import torch
@@ -98,7 +106,7 @@ def child(args) -> dict:
                                   "to_shared_memory": float(np.median(shm_s)) / B * 1e6}
 
     # 2b. samples/s through the DataLoader
-    rates = {}
+    rates, cpu_per_sample = {}, {}
     for w in args.workers:
         dl = make_dataloader(cc, B, shuffle=True, num_workers=w, seed=0, drop_last=True, persistent_workers=w > 0)
 
@@ -109,12 +117,19 @@ def child(args) -> dict:
         it = endless()
         next(it)
         next(it)  # start-up and one warm batch excluded
+        pids = [os.getpid()] + [p.pid for p in getattr(dl, "_iterator", None)._workers] if w else [os.getpid()]
+        cpu0 = [cpu_seconds(p) for p in pids]
         t0 = time.perf_counter()
         for _ in range(args.batches):
             next(it)
         rates[str(w)] = args.batches * B / (time.perf_counter() - t0)
+        cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
+        # CPU seconds per sample, main process and workers: on a shared 2-core machine the wall rate of
+        # two workers is capped by the cores left free; the CPU cost says what each worker delivers.
+        cpu_per_sample[str(w)] = {"main": cpu[0] / (args.batches * B), "workers": sum(cpu[1:]) / (args.batches * B)}
         del it, dl
     out["samples_per_s"] = rates
+    out["cpu_us_per_sample"] = {w: {k: v * 1e6 for k, v in d.items()} for w, d in cpu_per_sample.items()}
     out["load_end"] = load()
     return out
 
@@ -202,7 +217,24 @@ def report(args, runs: dict[str, list[dict]]) -> None:
         print(f"  {w:<10}{best['before'][w]:>9,.0f}{best['after'][w]:>9,.0f}{ratio(best['after'][w], best['before'][w]):>14}")
     for k in ("before", "after"):
         if "1" in best[k] and "2" in best[k]:
-            print(f"  {k}: two workers / one = {best[k]['2'] / best[k]['1']:.2f}x")
+            print(f"  {k}: two workers / one = {best[k]['2'] / best[k]['1']:.2f}x (wall clock)")
+    cpu = {k: {w: min(r["cpu_us_per_sample"][w]["workers"] for r in v) for w in v[0]["cpu_us_per_sample"] if w != "0"}
+           for k, v in runs.items()}
+    main_cpu = {k: {w: min(r["cpu_us_per_sample"][w]["main"] for r in v) for w in v[0]["cpu_us_per_sample"]}
+                for k, v in runs.items()}
+    print(f"\nCPU us per sample (all workers together / main process), best of {args.rounds}")
+    print(f"  {'workers':<10}{'before':>16}{'after':>16}")
+    for w in best["before"]:
+        if w == "0":
+            print(f"  {w:<10}{'- / ' + format(main_cpu['before'][w], ',.0f'):>16}{'- / ' + format(main_cpu['after'][w], ',.0f'):>16}")
+        else:
+            cells = [f"{cpu[k][w]:,.0f} / {main_cpu[k][w]:,.0f}" for k in ("before", "after")]
+            print(f"  {w:<10}{cells[0]:>16}{cells[1]:>16}")
+    for k in ("before", "after"):
+        if "1" in cpu[k] and "2" in cpu[k]:
+            # each worker's own rate (samples per CPU second) with two, relative to one alone, times two
+            print(f"  {k}: two workers deliver {2 * cpu[k]['1'] / cpu[k]['2']:.2f}x one worker's samples per "
+                  f"wall second given a free core each (CPU cost per sample {cpu[k]['2'] / cpu[k]['1']:.2f}x)")
     print(f"\nH200 step: {H200_STEP_S * 1e3:.0f} ms at batch {args.batch_size} "
           f"({args.batch_size / H200_STEP_S:,.0f} samples/s)")
     for k in ("before", "after"):

@@ -323,7 +323,8 @@ def iter_pair_batches(dataset: RetrievalEvalDataset, pairs: Sequence[int], batch
     What the DataLoader path did per pair (decode the image's regions, copy its 36 x 2048 features
     into the batch, copy the batch to the device) is done once per image here: the captions are
     padded into one (n_captions, T) tensor and each image's regions read once and moved to the device
-    once; a batch is then an ``index_select`` of both on the device. For Flickr30k test (5,000 x 1,000)
+    once; a batch is then an ``index_select`` of both on the device (a broadcast view of the image
+    when the whole batch pairs one image with many captions). For Flickr30k test (5,000 x 1,000)
     that is 1,000 image reads instead of 5M row copies (BENCHMARKS.md, "Retrieval evaluation").
 
     Each batch is padded to its own longest caption and most regions, as ``make_batch`` does, so the
@@ -361,9 +362,15 @@ def iter_pair_batches(dataset: RetrievalEvalDataset, pairs: Sequence[int], batch
         feats = torch.stack([_pad_rows(images[i][0][0], N) for i in wanted.tolist()])
         boxes = torch.stack([_pad_rows(images[i][1][0], N) for i in wanted.tolist()])
         rmask = torch.stack([_pad_rows(images[i][2][0], N) for i in wanted.tolist()])
-        rows = torch.as_tensor(np.array([slot[i] for i in img.tolist()]), dtype=torch.long).to(device)
         capt = torch.as_tensor(cap, dtype=torch.long).to(device)
-        batch = Batch(text_ids[capt, :T], text_mask[capt, :T], feats[rows], boxes[rows], rmask[rows])
+        if len(wanted) == 1:  # the usual case (image-major, 5 captions per image): a view, no copy
+            B = len(chunk)
+            feats, boxes, rmask = feats.expand(B, -1, -1), boxes.expand(B, -1, -1), rmask.expand(B, -1)
+        else:
+            rows = torch.as_tensor(np.array([slot[i] for i in img.tolist()]), dtype=torch.long).to(device)
+            feats, boxes, rmask = feats.index_select(0, rows), boxes.index_select(0, rows), rmask.index_select(0, rows)
+        batch = Batch(text_ids.index_select(0, capt)[:, :T], text_mask.index_select(0, capt)[:, :T], feats, boxes,
+                      rmask)
         labels = RetrievalEvalLabels(torch.as_tensor(cap, dtype=torch.long).to(device),
                                      torch.as_tensor(img, dtype=torch.long).to(device))
         yield batch, labels
