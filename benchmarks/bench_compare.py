@@ -26,6 +26,7 @@ BEFORE_DEFAULT = "2e32e28"
 
 def extract_src(rev: str, into: Path) -> Path:
     """``rev``'s ``src/`` under ``into``; returns the ``src`` directory."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = into / "src.tar"
     with open(archive, "wb") as fh:
         subprocess.run(["git", "-C", str(REPO), "archive", rev, "src"], stdout=fh, check=True)

@@ -169,7 +169,7 @@ def test_retrieval_sample_decodes_each_image_once(synth, tok):
     ds = RetrievalTrainDataset(root / m["flickr_train"], store, tok, cache_path=None)
     calls = []
     get = store.get
-    store.get = lambda iid, native=False: calls.append(iid) or get(iid, native)
+    store.get = lambda iid, *a, **k: calls.append(iid) or get(iid, *a, **k)
     ex = ds[0]
     assert len(calls) == 2 and len(ex.regions) == 4
     assert ex.regions[0] is ex.regions[1] is ex.regions[3]
@@ -234,7 +234,7 @@ def test_pair_batches_equal_the_dataloader_batches(synth, tok):
     pairs = [i * ds.num_captions + c for i in range(ds.num_images) for c in range(ds.num_captions)][3:]
     reads = []
     get = ds.store.get
-    ds.store.get = lambda iid, native=False: reads.append(iid) or get(iid, native)
+    ds.store.get = lambda iid, *a, **k: reads.append(iid) or get(iid, *a, **k)
     fast = list(iter_pair_batches(ds, pairs, 7))
     assert len(reads) == ds.num_images  # each image once
     ds.store.get = get
@@ -245,3 +245,43 @@ def test_pair_batches_equal_the_dataloader_batches(synth, tok):
             x, y = getattr(b0, name), getattr(b1, name)
             assert x.dtype == y.dtype and torch.equal(x, y), name
         assert torch.equal(l0.caption_index, l1.caption_index) and torch.equal(l0.image_index, l1.image_index)
+
+
+def test_cls_prob_rows_equal_the_full_read_in_every_format(tmp_path):
+    records = [_record(5, feat_dim=8, classes=6, seed=i, iid=str(i)) for i in range(3)]
+    rows = np.array([4, 0, 2])
+    for fmt in ("fast", "volta"):
+        write_store(tmp_path / fmt, records, fmt)
+        store = open_feature_store(tmp_path / fmt)
+        full = store.get("1", native=True).cls_prob
+        got = store.cls_prob_rows("1", rows)
+        assert got.dtype == full.dtype and np.array_equal(got, full[rows])
+        assert store.cls_prob_rows("2", np.zeros(0, np.int64)).shape == (0, 6)
+        without = store.get("1", native=True, cls_prob=False)
+        assert without.cls_prob is None and np.array_equal(without.features, store.get("1", native=True).features)
+    bad = replace(records[0], cls_prob=records[0].cls_prob.copy())
+    bad.cls_prob[3, 1] = np.nan  # a row no sample asks for still fails the record
+    write_store(tmp_path / "bad", [bad], "fast")
+    with pytest.raises(DataError, match="cls_prob contains NaN"):
+        open_feature_store(tmp_path / "bad").cls_prob_rows("0", np.array([0]))
+
+
+def test_pretraining_masks_are_unchanged(synth, tok):
+    # The corruption is still the same function of (seed, epoch, index): the generator is drawn in the
+    # same order as before captions were tokenised once and distributions read by row.
+    from switchbert.data.masking import mask_regions, mask_tokens, sample_itm_negative, sample_rng
+    from switchbert.data.tokenizer import encode
+
+    ds = _dataset(synth, tok)
+    ds.set_epoch(2)
+    for index in range(len(ds)):
+        ex = ds[index]
+        rng = sample_rng(0, 2, index)
+        other = sample_itm_negative(rng, index, len(ds), 0.5)
+        cap = index if other is None else other
+        text, labels = mask_tokens(np.asarray(encode(tok, ds.captions[cap], 12)), rng, 0.15)
+        targets, _ = mask_regions(ex.regions.num_regions, rng, 0.15, 0.9)
+        assert np.array_equal(ex.text_ids, text)
+        assert np.array_equal(ex.mrc_mask, targets if other is None else np.zeros_like(targets))
+        rec = ds.store.get(ex.image_id, native=True)
+        assert np.array_equal(ex.mrc_probs, rec.cls_prob[: ex.regions.num_regions][ex.mrc_mask])

@@ -82,7 +82,7 @@ the record's boxes or image size are wrong (other units, another image size, swa
 
 
 def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int],
-                    num_classes: Optional[int] = None) -> RegionRecord:
+                    num_classes: Optional[int] = None, cls_prob: bool = True) -> RegionRecord:
     """Checks shapes, sizes and values; raises DataError naming ``path`` and the image id.
 
     Args:
@@ -92,7 +92,11 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
     Checked: features (n, F) finite; boxes (n, 4) finite, x1 < x2 and y1 < y2 (no inverted or
     zero-area box), inside the image up to ``BOX_TOLERANCE``; the image size finite and positive;
     ``cls_prob`` (n, C) with the store's C, finite and non-negative, present iff the store has one.
+    ``cls_prob=False``: the record was read without its distribution (``get(..., cls_prob=False)``),
+    which is then not checked here (``FeatureStore.cls_prob_rows`` checks it).
     """
+    if not cls_prob:
+        num_classes = None
     iid = record.image_id
     f, b, p = record.features, record.boxes_px, record.cls_prob
     if f.ndim != 2:
@@ -208,19 +212,38 @@ class FeatureStore(ABC):
         """(k,) bool: which of ``image_ids`` the store holds (one vectorised search)."""
         return self._index.positions([str(i) for i in image_ids]) >= 0
 
-    def get(self, image_id: object, native: bool = False) -> RegionRecord:
+    def get(self, image_id: object, native: bool = False, cls_prob: bool = True) -> RegionRecord:
         """The record of ``image_id``; DataError if missing or corrupt.
 
         Args:
             native: features and ``cls_prob`` in the store's own float type (float16 for the fast
                 store, which the datasets hand to the model as is: half the bytes through the loader);
                 False = float32.
+            cls_prob: False = leave the class distribution out (``cls_prob`` None, not read where the
+                format allows): pretraining reads the rows of its MRC targets with
+                :meth:`cls_prob_rows` instead of copying all of them.
         """
         iid = str(image_id)
         if iid not in self:
             raise DataError(self.path, iid, "missing image id: not in the feature store")
-        record = self._read_native(iid) if native else self._read(iid)
-        return validate_record(record, self.path, self.feat_dim, self.num_classes)
+        record = self._read_native(iid, cls_prob) if native else self._read(iid)
+        if not cls_prob:
+            record.cls_prob = None
+        return validate_record(record, self.path, self.feat_dim, self.num_classes, cls_prob=cls_prob)
+
+    def cls_prob_rows(self, image_id: object, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of the record's class distribution, in the store's float type: (k, C).
+
+        The whole distribution is checked (finite, non-negative) as :meth:`get` checks it, so a bad
+        record fails whichever rows are asked for. DataError if missing or corrupt.
+
+        Args:
+            rows: (k,) int indices of regions (in store order).
+        """
+        probs = self.get(image_id, native=True).cls_prob
+        if probs is None:
+            raise DataError(self.path, str(image_id), "no cls_prob: the store has no class distributions")
+        return probs[np.asarray(rows, dtype=np.int64)]
 
     def __iter__(self) -> Iterator[RegionRecord]:
         for iid in self._ids:
@@ -230,8 +253,9 @@ class FeatureStore(ABC):
     def _read(self, image_id: str) -> RegionRecord:
         """Reads and decodes one record (the id is known to exist), arrays in float32."""
 
-    def _read_native(self, image_id: str) -> RegionRecord:
-        """Like ``_read``, features and class distribution in the store's float type."""
+    def _read_native(self, image_id: str, cls_prob: bool = True) -> RegionRecord:
+        """Like ``_read``, features and class distribution in the store's float type; without the
+        distribution (None) when ``cls_prob`` is False and the format can skip it."""
         return self._read(image_id)
 
     def close(self) -> None:
@@ -441,17 +465,52 @@ class FastStore(_LMDBMixin, FeatureStore):
     def _read(self, image_id: str) -> RegionRecord:
         return self._read_record(image_id, widen=True)
 
-    def _read_native(self, image_id: str) -> RegionRecord:
-        return self._read_record(image_id, widen=False)
+    def _read_native(self, image_id: str, cls_prob: bool = True) -> RegionRecord:
+        return self._read_record(image_id, widen=False, cls_prob=cls_prob)
 
-    def _read_record(self, image_id: str, widen: bool) -> RegionRecord:
+    def _read_record(self, image_id: str, widen: bool, cls_prob: bool = True) -> RegionRecord:
         with self._env().begin(buffers=True) as txn:
             buf = txn.get(image_id.encode())
             if buf is None:
                 raise DataError(self.path, image_id, "missing image id: listed but has no record")
-            return self._decode(image_id, buf, widen)
+            return self._decode(image_id, buf, widen, cls_prob)
 
-    def _decode(self, image_id: str, buf, widen: bool = True) -> RegionRecord:
+    def cls_prob_rows(self, image_id: object, rows: np.ndarray) -> np.ndarray:
+        # Checked on the LMDB page and only the k rows copied out: a 36 x 1601 float16 distribution is
+        # 115 KB per image, of which pretraining needs ~15% (BENCHMARKS.md, "Input pipeline").
+        iid = str(image_id)
+        if iid not in self:
+            raise DataError(self.path, iid, "missing image id: not in the feature store")
+        rows = np.asarray(rows, dtype=np.int64)
+        with self._env().begin(buffers=True) as txn:
+            buf = txn.get(iid.encode())
+            if buf is None:
+                raise DataError(self.path, iid, "missing image id: listed but has no record")
+            n, f, c, off = self._check_header(iid, buf)
+            if not c:
+                raise DataError(self.path, iid, "no cls_prob: the store has no class distributions")
+            if self.num_classes is not None and c != self.num_classes:
+                raise DataError(self.path, iid, f"wrong dimensions: cls_prob has {c} classes, the store's is "
+                                                f"{self.num_classes}")
+            probs = np.frombuffer(buf, np.float16, n * c, off + n * 16 + n * f * 2).reshape(n, c)
+            if n and not _finite_non_negative(probs):
+                raise DataError(self.path, iid, "corrupt record: cls_prob contains NaN/inf or negative values")
+            if rows.size and (rows.min() < 0 or rows.max() >= n):
+                raise IndexError(f"{self.path}: image {iid} has {n} regions, rows {rows.tolist()} asked for")
+            return probs[rows]  # fancy indexing copies out of the page
+
+    def _check_header(self, image_id: str, buf) -> tuple[int, int, int, int]:
+        """(n, F, C, offset of the boxes) of a record; DataError if its size does not match."""
+        size = len(buf)
+        if size < _FAST_HEADER.size:
+            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
+        magic, n, f, c, _, _ = _FAST_HEADER.unpack_from(buf, 0)
+        expect = _FAST_HEADER.size + n * 16 + n * f * 2 + n * c * 2
+        if magic != _FAST_MAGIC or size != expect:
+            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, header implies {expect}")
+        return n, f, c, _FAST_HEADER.size
+
+    def _decode(self, image_id: str, buf, widen: bool = True, cls_prob: bool = True) -> RegionRecord:
         size = len(buf)
         if size < _FAST_HEADER.size:
             raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
@@ -467,7 +526,9 @@ class FastStore(_LMDBMixin, FeatureStore):
         if widen:
             wide = _widen_fp16(buf, n * (f + c), off)
         else:  # copied out of the LMDB page, which is only valid inside the transaction
-            wide = np.frombuffer(buf, np.float16, n * (f + c), off).copy()
+            wide = np.frombuffer(buf, np.float16, n * (f + (c if cls_prob else 0)), off).copy()
+            if not cls_prob:
+                return RegionRecord(image_id, wide.reshape(n, f), boxes, float(w), float(h), None)
         feats = wide[: n * f].reshape(n, f)
         probs = wide[n * f:].reshape(n, c) if c else None
         return RegionRecord(image_id, feats, boxes, float(w), float(h), probs)
@@ -767,11 +828,16 @@ def inspect_store(path: PathLike, sample_size: int = 1000, sample_id: Optional[s
     return info
 
 
-def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, require_regions: bool = False):
+def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, require_regions: bool = False,
+                 cls_prob: bool = True):
     """Reads and processes one image's regions (docs/method.md §2): at most ``max_regions``, 5-d boxes.
 
     Features and class distributions keep the store's float type (float16 for the fast store): the
     model widens them on the device (``layers.embeddings.common.add_img_token``).
+
+    Args:
+        cls_prob: False = without the class distribution (``Regions.cls_prob`` None; see
+            :meth:`FeatureStore.cls_prob_rows`).
 
     Raises:
         DataError: missing id, corrupt record, wrong dimensions, or (``require_regions``) zero regions.
@@ -781,7 +847,7 @@ def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, r
     """
     from switchbert.data.regions import process_regions
 
-    r = store.get(image_id, native=True)
+    r = store.get(image_id, native=True, cls_prob=cls_prob)
     if require_regions and r.num_regions == 0:
         raise DataError(store.path, r.image_id, "zero regions: this task needs at least one region")
     return process_regions(r.features, r.boxes_px, r.image_w, r.image_h, r.cls_prob, max_regions, keep_half=True)

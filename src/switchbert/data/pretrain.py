@@ -36,10 +36,14 @@ class PretrainExample:
         image_id: the image.
         text_ids: (T,) int64 caption ids after MLM corruption.
         mlm_labels: (T,) int64 original ids at MLM targets, -100 elsewhere (all -100 if mismatched).
-        regions: the image's regions; features of zeroed MRC targets are 0, boxes kept.
+        regions: the image's regions; features of zeroed MRC targets are 0, boxes kept; ``cls_prob``
+            None when ``mrc_probs`` is given.
         mrc_mask: (N,) bool MRC targets (all False if mismatched).
         itm_label: 1 if the caption belongs to the image, 0 if it was replaced.
         caption_image_id: the image the caption was written for.
+        mrc_probs: (k, C) the detector's class distribution of the ``mrc_mask`` regions, in region
+            order (the dataset reads only these rows; ``regions.cls_prob`` is then None). None = take
+            them from ``regions.cls_prob``.
     """
 
     image_id: str
@@ -49,6 +53,7 @@ class PretrainExample:
     mrc_mask: np.ndarray
     itm_label: int
     caption_image_id: str
+    mrc_probs: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -175,8 +180,11 @@ class CaptionPairsDataset(Dataset):
         rng = sample_rng(self.seed, self.epoch, index)
         other = sample_itm_negative(rng, index, len(self), self.itm_mismatch_prob)
         cap_index = index if other is None else other
+        image_id = self.image_ids[index]
         try:
-            regions = read_regions(self.store, self.image_ids[index], self.max_regions, require_regions=self.mrc)
+            # With MRC, the class distributions are read below, only the target rows (~15%).
+            regions = read_regions(self.store, image_id, self.max_regions, require_regions=self.mrc,
+                                   cls_prob=not self.mrc)
         except DataError as err:
             self.policy.handle(err)
             return None
@@ -194,8 +202,15 @@ class CaptionPairsDataset(Dataset):
         if not matched:
             mlm_labels = np.full_like(mlm_labels, IGNORE_INDEX)
             targets = np.zeros_like(targets)
-        return PretrainExample(self.image_ids[index], text_ids, mlm_labels, regions, targets, int(matched),
-                               self.image_ids[cap_index])
+        probs = None
+        if self.mrc:
+            try:  # always read (even for no row): a bad distribution fails the sample, as a full read did
+                probs = self.store.cls_prob_rows(image_id, np.flatnonzero(targets))
+            except DataError as err:
+                self.policy.handle(err)
+                return None
+        return PretrainExample(image_id, text_ids, mlm_labels, regions, targets, int(matched),
+                               self.image_ids[cap_index], probs)
 
     def collate(self, examples: list[Optional[PretrainExample]]) -> tuple[Batch, PretrainLabels]:
         return collate_pretrain(examples, self.store.num_classes or 0)
@@ -220,11 +235,11 @@ def collate_pretrain(examples: list[Optional[PretrainExample]], num_classes: int
     for i, e in enumerate(examples):
         n = e.regions.num_regions
         mrc_mask[i, :n] = e.mrc_mask
-        probs = e.regions.cls_prob
+        probs = e.mrc_probs if e.mrc_probs is not None else e.regions.cls_prob
         if probs is not None and num_classes:
             dtype = probs.dtype
             if e.itm_label == 1 and e.mrc_mask.any():
-                rows.append(probs[e.mrc_mask])
+                rows.append(probs if e.mrc_probs is not None else probs[e.mrc_mask])
     mrc_targets = new_tensor((sum(len(r) for r in rows), num_classes),
                              torch.float16 if dtype == np.float16 else torch.float32, zero=False)
     if rows:
