@@ -71,15 +71,15 @@ def child(args) -> dict:
     base = rss_mb(os.getpid())
     t0 = time.perf_counter()
     store = open_feature_store(root / "store")
-    cached = "tokens_cache" in inspect.signature(CaptionPairsDataset).parameters
-    extra = {"tokens_cache": root / "tokens.npz"} if cached else {}
+    cached = "index_cache" in inspect.signature(CaptionPairsDataset).parameters
+    extra = {"index_cache": root / "captions.index.npz"} if cached else {}
     if cached:
-        (root / "tokens.npz").unlink(missing_ok=True)
+        (root / "captions.index.npz").unlink(missing_ok=True)
     ds = CaptionPairsDataset(root / "captions.json", store, load_tokenizer(), seed=0, **extra)
     out["build_s"] = time.perf_counter() - t0
     gc.collect()
     out["parent_rss_mb"] = rss_mb(os.getpid()) - base
-    if cached:  # again, the captions' tokens read from the cache the first build wrote
+    if cached:  # again, the caption index read from the cache the first build wrote
         del ds
         gc.collect()
         t0 = time.perf_counter()

@@ -285,3 +285,40 @@ def test_pretraining_masks_are_unchanged(synth, tok):
         assert np.array_equal(ex.mrc_mask, targets if other is None else np.zeros_like(targets))
         rec = ds.store.get(ex.image_id, native=True)
         assert np.array_equal(ex.mrc_probs, rec.cls_prob[: ex.regions.num_regions][ex.mrc_mask])
+
+
+@pytest.mark.filterwarnings("ignore::switchbert.data.errors.DataWarning")
+def test_caption_index_cache(synth, tok, tmp_path, monkeypatch):
+    import json
+    import os
+
+    import switchbert.data.caption_index as caption_index
+
+    root, m = synth
+    captions = json.loads((root / m["cc_train"]).read_text())
+    captions["999999"] = "an image the store does not hold"
+    captions[next(iter(captions))] = "  "
+    path = tmp_path / "cc.json"
+    path.write_text(json.dumps(captions))
+    store = open_feature_store(root / m["features"])
+    cache = tmp_path / "cache" / "cc.index.npz"
+    first = CaptionPairsDataset(path, store, tok, max_text_len=12, skip_bad=True, index_cache=cache)
+    assert cache.exists() and len(first) == len(captions) - 2 and first.policy.skipped == 2
+
+    def no_json(p):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(caption_index, "load_json", no_json)
+    again = CaptionPairsDataset(path, store, tok, max_text_len=12, skip_bad=True, index_cache=cache)
+    assert again.image_ids == first.image_ids and again.captions == first.captions
+    assert np.array_equal(again.tokens.values, first.tokens.values) and again.policy.skipped == 2
+    assert all(np.array_equal(a.text_ids, b.text_ids) for a, b in zip((first[i] for i in range(5)), (again[i] for i in range(5))))
+    with pytest.raises(AssertionError, match="cache"):  # another length cap: not this cache
+        CaptionPairsDataset(path, store, tok, max_text_len=10, skip_bad=True, index_cache=cache)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the file changed: not this cache
+    with pytest.raises(AssertionError, match="cache"):
+        CaptionPairsDataset(path, store, tok, max_text_len=12, skip_bad=True, index_cache=cache)
+    with pytest.raises(DataError, match="empty caption"):  # without skip_bad the first bad item raises
+        monkeypatch.undo()
+        CaptionPairsDataset(path, store, tok, max_text_len=12, index_cache=cache)

@@ -209,8 +209,11 @@ class FeatureStore(ABC):
         return str(image_id) in self._index
 
     def contains_many(self, image_ids) -> np.ndarray:
-        """(k,) bool: which of ``image_ids`` the store holds (one vectorised search)."""
-        return self._index.positions([str(i) for i in image_ids]) >= 0
+        """(k,) bool: which of ``image_ids`` (strings, or a StringTable) the store holds, in one
+        vectorised search."""
+        if not isinstance(image_ids, StringTable):
+            image_ids = [str(i) for i in image_ids]
+        return self._index.positions(image_ids) >= 0
 
     def get(self, image_id: object, native: bool = False, cls_prob: bool = True) -> RegionRecord:
         """The record of ``image_id``; DataError if missing or corrupt.

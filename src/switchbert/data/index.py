@@ -154,15 +154,23 @@ class IdIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def positions(self, ids: Union[Sequence[str], np.ndarray]) -> np.ndarray:
+    def positions(self, ids: Union[Sequence[str], np.ndarray, "StringTable"]) -> np.ndarray:
         """(k,) int64 position of each id in the index, -1 where absent (vectorised)."""
         if len(self._sorted) == 0:
             return np.full(len(ids), -1, dtype=np.int64)
+        if isinstance(ids, StringTable):  # no Python object per id
+            width = self._sorted.dtype.itemsize
+            too_long = ids._rows.lengths() > width
+            keys = ids.fixed_width().astype(self._sorted.dtype) if len(ids) else np.zeros(0, self._sorted.dtype)
+            return self._lookup(keys, too_long)
         query = np.asarray([i.encode("utf-8") if isinstance(i, str) else i for i in ids], dtype=object)
         # Longer than every stored id: cannot be one of them (and must not be truncated into a match).
         width = self._sorted.dtype.itemsize
         too_long = np.fromiter((len(q) > width for q in query), dtype=bool, count=len(query))
         keys = query.astype(self._sorted.dtype) if len(query) else np.zeros(0, self._sorted.dtype)
+        return self._lookup(keys, too_long)
+
+    def _lookup(self, keys: np.ndarray, too_long: np.ndarray) -> np.ndarray:
         at = np.searchsorted(self._sorted, keys)
         at_c = np.minimum(at, len(self._sorted) - 1)
         found = (at < len(self._sorted)) & (self._sorted[at_c] == keys) & ~too_long

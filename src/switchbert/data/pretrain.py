@@ -23,8 +23,8 @@ from switchbert.data.loader import TensorFields, drop_skipped, make_batch, new_t
 from switchbert.data.masking import (IGNORE_INDEX, mask_regions, mask_tokens, sample_itm_negative, sample_rng,
                                      zero_rows_in_place)
 from switchbert.data.regions import Regions
-from switchbert.data.index import StringTable
-from switchbert.data.tokens import caption_tokens, with_specials
+from switchbert.data.caption_index import load_caption_index
+from switchbert.data.tokens import with_specials
 from switchbert.heads.pretrain import flat_index
 
 
@@ -116,8 +116,9 @@ class CaptionPairsDataset(Dataset):
         mlm_prob, region_mask_prob, region_zero_prob, itm_mismatch_prob: docs/method.md §6 rates.
         mrc: produce MRC targets (needs a store with ``cls_prob``).
         skip_bad: skip bad items (counted, warned) instead of raising.
-        tokens_cache: an ``.npz`` file for the tokenised captions (reused while the captions, the
-            length cap and the vocabulary match; rewritten otherwise). None = tokenise at every build.
+        index_cache: an ``.npz`` for the parsed and tokenised captions file (:mod:`~switchbert.data.caption_index`;
+            reused while the file, the length cap and the vocabulary match, rewritten otherwise).
+            None = read and tokenise the file at every build.
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class CaptionPairsDataset(Dataset):
         itm_mismatch_prob: float = 0.5,
         mrc: bool = True,
         skip_bad: bool = False,
-        tokens_cache: Optional[PathLike] = None,
+        index_cache: Optional[PathLike] = None,
     ) -> None:
         self.path = str(captions_path)
         self.store, self.tokenizer = store, tokenizer
@@ -145,29 +146,23 @@ class CaptionPairsDataset(Dataset):
         if mrc and store.num_classes is None:
             raise DataError(store.path, None, "MRC-KL needs the detector's class distribution (cls_prob); "
                                               "this store has none (pass mrc=False)")
-        captions = load_captions(captions_path)
-        in_store = store.contains_many(captions.keys()) if captions else np.zeros(0, dtype=bool)
-        keep_ids: list[str] = []
-        keep_caps: list[str] = []
-        for (iid, cap), known in zip(captions.items(), in_store):
-            try:
-                if not isinstance(cap, str) or not cap.strip():
-                    raise DataError(captions_path, iid, "empty caption")
-                if not known:
-                    raise DataError(captions_path, iid, f"missing image id: not in the feature store {store.path}")
-            except DataError as err:
-                self.policy.handle(err)
-                continue
-            keep_ids.append(iid)
-            keep_caps.append(cap)
-        del captions
-        if not keep_ids:
-            raise DataError(captions_path, None, "no usable caption")
         # Packed numpy tables, not lists of str: forked workers share them without copying
         # (switchbert.data.index). The captions are tokenised once here, not once per sample per epoch.
-        self.image_ids = StringTable.from_strings(keep_ids)
-        self.captions = StringTable.from_strings(keep_caps)
-        self.tokens = caption_tokens(self.captions, tokenizer, max_text_len, tokens_cache)
+        table = load_caption_index(captions_path, tokenizer, max_text_len, index_cache)
+        known = store.contains_many(table.image_ids)
+        bad = table.empty | ~known
+        for i in np.flatnonzero(bad):  # in file order, as a loop over the file would find them
+            iid = table.image_ids[int(i)]
+            err = (DataError(captions_path, iid, "empty caption") if table.empty[i] else
+                   DataError(captions_path, iid, f"missing image id: not in the feature store {store.path}"))
+            self.policy.handle(err)
+        keep = np.flatnonzero(~bad)
+        if not len(keep):
+            raise DataError(captions_path, None, "no usable caption")
+        everything = not bad.any()
+        self.image_ids = table.image_ids if everything else table.image_ids.take(keep)
+        self.captions = table.captions if everything else table.captions.take(keep)
+        self.tokens = table.tokens if everything else table.tokens.take(keep)
 
     def __len__(self) -> int:
         return len(self.image_ids)
