@@ -6,8 +6,8 @@ For each size, a captions file and a fast store of that many tiny records (1 reg
 (``--before``, default main before this work; and this tree), in a fresh process:
 
     build      seconds to build ``CaptionPairsDataset`` (read the JSON, check every id against the
-               store, and, after, tokenise every caption; then again with the token cache), and the
-               growth of the process's resident memory
+               store, and, after, tokenise every caption and write the index cache; "cached": a fresh
+               process that reads the cache instead), and the growth of the process's resident memory
     start-up   seconds from ``iter(DataLoader(num_workers=1))`` to the first batch (fork + first batch)
     worker     the worker's private memory (USS = Private_Clean + Private_Dirty of smaps_rollup)
                after 20 batches
@@ -71,20 +71,14 @@ def child(args) -> dict:
     base = rss_mb(os.getpid())
     t0 = time.perf_counter()
     store = open_feature_store(root / "store")
-    cached = "index_cache" in inspect.signature(CaptionPairsDataset).parameters
-    extra = {"index_cache": root / "captions.index.npz"} if cached else {}
-    if cached:
-        (root / "captions.index.npz").unlink(missing_ok=True)
+    supported = "index_cache" in inspect.signature(CaptionPairsDataset).parameters
+    extra = {"index_cache": root / "captions.index.npz"} if supported else {}
+    if supported and not args.use_cache:
+        (root / "captions.index.npz").unlink(missing_ok=True)  # parse and tokenise; write the cache
     ds = CaptionPairsDataset(root / "captions.json", store, load_tokenizer(), seed=0, **extra)
     out["build_s"] = time.perf_counter() - t0
     gc.collect()
     out["parent_rss_mb"] = rss_mb(os.getpid()) - base
-    if cached:  # again, the caption index read from the cache the first build wrote
-        del ds
-        gc.collect()
-        t0 = time.perf_counter()
-        ds = CaptionPairsDataset(root / "captions.json", store, load_tokenizer(), seed=0, **extra)
-        out["build_cached_s"] = time.perf_counter() - t0
     dl = make_dataloader(ds, 64, shuffle=True, num_workers=1, seed=0, persistent_workers=True)
     t0 = time.perf_counter()
     it = iter(dl)
@@ -149,6 +143,7 @@ def main(argv=None) -> None:
     ap.add_argument("--src", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--use-cache", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         Path(args.json).write_text(json.dumps(child(args)))
@@ -165,21 +160,18 @@ def main(argv=None) -> None:
                 print(f"{n:,} images: captions + store written in {time.perf_counter() - t0:.0f} s", flush=True)
             b = run_child("bench_data_scale.py", before_src, ["--root", str(root)])
             a = run_child("bench_data_scale.py", REPO / "src", ["--root", str(root)])
-            rows.append((n, b, a))
-            print(f"  before {b}\n  after  {a}", flush=True)
-        print(f"\nbefore = {args.before}, after = this tree (load averages: "
-              f"{', '.join(r['load'] for _, b, a in rows for r in (b, a))})")
-        for n, b, a in rows:
-            if "build_cached_s" in a:
-                print(f"  {n:,} images, after: build {a['build_s']:.1f} s tokenising, {a['build_cached_s']:.1f} s with "
-                      f"the token cache")
-        print(f"{'images':>10} | {'build s':>15} | {'parent MB':>15} | {'start-up s':>15} | {'worker USS MB':>15} | "
-              f"{'epoch-walk USS MB':>18}")
-        print(f"{'':>10} | {'before  after':>15} | {'before  after':>15} | {'before  after':>15} | "
-              f"{'before  after':>15} | {'before  after':>18}")
-        for n, b, a in rows:
-            cells = [f"{b[k]:>7.1f}{a[k]:>8.1f}" for k in ("build_s", "parent_rss_mb", "startup_s", "worker_uss_mb")]
-            print(f"{n:>10,} | " + " | ".join(cells) + f" | {b['walk_uss_mb']:>10.1f}{a['walk_uss_mb']:>8.1f}")
+            c = run_child("bench_data_scale.py", REPO / "src", ["--root", str(root), "--use-cache"])
+            rows.append((n, b, a, c))
+            print(f"  before {b}\n  after  {a}\n  cached {c}", flush=True)
+        print(f"\nbefore = {args.before}; after = this tree, first build (parses and tokenises the captions, "
+              f"writes the index cache); cached = this tree, a fresh process reading the cache. Load averages: "
+              f"{', '.join(r['load'] for row in rows for r in row[1:])}")
+        keys = (("build_s", "build s", 1), ("parent_rss_mb", "parent MB", 0), ("startup_s", "start-up s", 2),
+                ("worker_uss_mb", "worker USS MB", 0), ("walk_uss_mb", "epoch-walk USS MB", 0))
+        print(f"{'images':>10} | " + " | ".join(f"{label:>23}" for _, label, _ in keys))
+        print(f"{'':>10} | " + " | ".join(f"{'before  after  cached':>23}" for _ in keys))
+        for n, b, a, c in rows:
+            print(f"{n:>10,} | " + " | ".join(f"{b[k]:>9.{d}f}{a[k]:>7.{d}f}{c[k]:>7.{d}f}" for k, _, d in keys))
     finally:
         if args.dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
