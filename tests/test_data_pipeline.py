@@ -322,3 +322,25 @@ def test_caption_index_cache(synth, tok, tmp_path, monkeypatch):
     with pytest.raises(DataError, match="empty caption"):  # without skip_bad the first bad item raises
         monkeypatch.undo()
         CaptionPairsDataset(path, store, tok, max_text_len=12, index_cache=cache)
+
+
+def test_shuffled_order_is_random_samplers(synth, tok):
+    # PermutationSampler hands out RandomSampler's permutations (same generator, same draws), epoch
+    # after epoch, without building a Python list of every index.
+    from torch.utils.data import DataLoader
+
+    ds = _dataset(synth, tok)
+    ours = make_dataloader(ds, 5, shuffle=True, seed=7, collate_fn=lambda ex: [e.image_id for e in ex])
+    gen = torch.Generator()
+    gen.manual_seed(7)
+    ref = DataLoader(range(len(ds)), batch_size=5, shuffle=True, generator=gen, collate_fn=list)
+    for _ in range(3):
+        order = [iid for b in ours for iid in b]
+        assert order == [ds.image_ids[i] for b in ref for i in b]
+    partial = iter(ours)  # an epoch broken off early, as RandomSampler's would be
+    next(partial)
+    del partial
+    ref_partial = iter(ref)
+    next(ref_partial)
+    del ref_partial
+    assert [iid for b in ours for iid in b] == [ds.image_ids[i] for b in ref for i in b]

@@ -273,6 +273,36 @@ class SummarizingDataLoader(DataLoader):
                       f"({reasons}); {items - skipped:,} used", DataWarning, stacklevel=3)
 
 
+class PermutationSampler(Sampler[int]):
+    """``RandomSampler``'s order (the same permutations from the same generator), without its list.
+
+    ``RandomSampler`` turns each epoch's permutation into a Python list of n ints (at 2.7M images,
+    ~110 MB built in the main process after the workers were forked). Every page of it the main
+    process writes was shared with the workers until then, so each worker keeps the old copy: memory
+    per worker grows with the dataset (BENCHMARKS.md, "Input pipeline at Conceptual Captions
+    scale"). Here the permutation stays one int64 tensor and indices are handed out one at a time.
+
+    Args:
+        n: the dataset's length.
+        generator: the DataLoader's generator (drawn exactly as ``RandomSampler`` draws it, so a run
+            shuffles as it did with ``RandomSampler`` and the same seed).
+    """
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = int(n), generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=self.generator).numpy()
+        for i in perm:
+            yield int(i)
+        # RandomSampler draws a second permutation for its (empty) remainder once the first is used up;
+        # drawing it too keeps the generator, and so every later epoch, where it would have been.
+        torch.randperm(self.n, generator=self.generator)
+
+
 def _worker_init(worker_id: int) -> None:
     # Masks come from per-sample generators (masking.sample_rng); this only keeps torch/numpy global
     # state distinct per worker for any user code that draws from it.
@@ -299,6 +329,7 @@ def make_dataloader(
         dataset: a dataset with a ``collate`` method (used unless ``collate_fn`` is given).
         shuffle: shuffle with a generator seeded by ``seed`` (ignored when ``sampler`` is given, e.g. a
             ``DistributedSampler``; call its ``set_epoch`` and the dataset's ``set_epoch`` each epoch).
+            The order is ``RandomSampler``'s, drawn by :class:`PermutationSampler` (no list of n ints).
         pin_memory: pin batches and labels (both implement ``pin_memory``).
 
     Returns:
@@ -315,10 +346,12 @@ def make_dataloader(
         kwargs.update(worker_init_fn=_worker_init, persistent_workers=persistent_workers)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
+    if shuffle and sampler is None:
+        sampler = PermutationSampler(len(dataset), generator)
     return SummarizingDataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
+        shuffle=False,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
