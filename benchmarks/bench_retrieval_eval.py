@@ -7,7 +7,10 @@ decoded regions (copied into every row) and the batch copied to the device. Afte
 The store holds 36 regions x 2048-d float16 per image (bench_data_pipeline.py writes it); pairs are
 image-major as ``RetrievalTask.evaluate`` orders them.
 
-    PYTHONPATH=src python benchmarks/bench_retrieval_eval.py [--images 20] [--captions 400] [--batch-size 256]
+Defaults: 4 images x 5,000 captions (the synthetic train split), so that, as in Flickr30k test, a run
+of one image's pairs fills 19.5 batches of 256 and about one batch in 20 spans two images.
+
+    PYTHONPATH=src python benchmarks/bench_retrieval_eval.py [--images 4] [--captions 5000] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def child(args) -> dict:
 
     torch.set_num_threads(1)
     root = Path(args.root)
-    ds = RetrievalEvalDataset(root / "flickr30k" / "test.jsonl", open_feature_store(root / "features36.lmdb"),
+    ds = RetrievalEvalDataset(root / "flickr30k" / f"{args.split}.jsonl", open_feature_store(root / "features36.lmdb"),
                               load_tokenizer())
     n_img, n_cap = min(args.images, ds.num_images), min(args.captions, ds.num_captions)
     pairs = [i * ds.num_captions + c for i in range(n_img) for c in range(n_cap)]
@@ -72,8 +75,9 @@ def child(args) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before", default=BEFORE_DEFAULT)
-    ap.add_argument("--images", type=int, default=20)
-    ap.add_argument("--captions", type=int, default=400)
+    ap.add_argument("--split", default="train", help="synthetic Flickr30k split to pair (train has 8,000 captions)")
+    ap.add_argument("--images", type=int, default=4)
+    ap.add_argument("--captions", type=int, default=5000, help="captions per image run (5,000 as in Flickr30k test)")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--model-pairs", type=int, default=2048, help="pairs through the tiny model")
     ap.add_argument("--data", default=None, help="bench_data_pipeline.py's data directory (DIR/data) to reuse")
@@ -94,7 +98,7 @@ def main(argv=None) -> None:
 
             build_root(root, 400)
         before_src = extract_src(args.before, scratch)
-        common = ["--root", str(root), "--images", str(args.images), "--captions", str(args.captions),
+        common = ["--root", str(root), "--split", args.split, "--images", str(args.images), "--captions", str(args.captions),
                   "--batch-size", str(args.batch_size), "--model-pairs", str(args.model_pairs)]
         b = run_child("bench_retrieval_eval.py", before_src, common)
         a = run_child("bench_retrieval_eval.py", REPO / "src", common)
