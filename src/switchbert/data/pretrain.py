@@ -17,13 +17,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
+from switchbert.data.caption_index import load_caption_index
 from switchbert.data.errors import BadItemPolicy, DataError, PathLike, load_json
 from switchbert.data.features import FeatureStore, read_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch, new_tensor, pad_labels
 from switchbert.data.masking import (IGNORE_INDEX, mask_regions, mask_tokens, sample_itm_negative, sample_rng,
                                      zero_rows_in_place)
 from switchbert.data.regions import Regions
-from switchbert.data.caption_index import load_caption_index
 from switchbert.data.tokens import with_specials
 from switchbert.heads.pretrain import flat_index
 
