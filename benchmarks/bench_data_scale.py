@@ -9,11 +9,12 @@ For each size, a captions file and a fast store of that many tiny records (1 reg
                store, and, after, tokenise every caption and write the index cache; "cached": a fresh
                process that reads the cache instead), and the growth of the process's resident memory
     start-up   seconds from ``iter(DataLoader(num_workers=1))`` to the first batch (fork + first batch)
-    worker     the worker's private memory (USS = Private_Clean + Private_Dirty of smaps_rollup)
-               after 20 batches
+    worker     the worker's private memory after 20 batches, split: written (Private_Dirty: its copies
+               of the parent's pages and its own allocations) and store pages (Private_Clean: the
+               LMDB file pages it read, page cache that only it maps; grows with the store, not a copy)
     epoch walk a forked child reads every item's index entries as ``__getitem__`` does (image id,
-               caption, store membership) without decoding: its private memory afterwards is what
-               one worker owns by the end of an epoch (copy-on-read: reading a Python object writes
+               caption, store membership) without decoding: the memory it has written afterwards is
+               what one worker owns by the end of an epoch (copy-on-read: reading a Python object writes
                its reference count, so the page becomes the worker's own)
 
     PYTHONPATH=src python benchmarks/bench_data_scale.py [--sizes 10000,300000,2700000] [--before REV]
@@ -48,6 +49,17 @@ def uss_mb(pid: int) -> float:
             if line.startswith(("Private_Clean:", "Private_Dirty:")):
                 total += int(line.split()[1])
     return total / 1024
+
+
+def private_mb(pid: int) -> tuple[float, float]:
+    """(Private_Dirty, Private_Clean) of ``pid`` in MB: memory the process wrote (its own copies and
+    allocations) vs clean pages only it maps (here: the store's file pages it read, page cache)."""
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out["Private_Dirty"], out["Private_Clean"]
 
 
 def rss_mb(pid: int) -> float:
@@ -88,6 +100,7 @@ def child(args) -> dict:
         next(it)
     pid = dl._iterator._workers[0].pid  # persistent workers: the loader keeps its iterator
     out["worker_uss_mb"] = uss_mb(pid)
+    out["worker_dirty_mb"], out["worker_clean_mb"] = private_mb(pid)
     del it, dl
     # The epoch walk, in a forked child: what every item's __getitem__ reads from the index.
     r, w = os.pipe()
@@ -101,7 +114,7 @@ def child(args) -> dict:
             iid = ds.image_ids[i]
             _ = ds.captions[i]
             _ = iid in ds.store
-        os.write(w, json.dumps({"uss": uss_mb(os.getpid())}).encode())
+        os.write(w, json.dumps({"uss": uss_mb(os.getpid()), "dirty": private_mb(os.getpid())[0]}).encode())
         os._exit(0)
     os.close(w)
     data = b""
@@ -110,6 +123,7 @@ def child(args) -> dict:
     os.waitpid(pid, 0)
     out["walk_s"] = time.perf_counter() - t0
     out["walk_uss_mb"] = json.loads(data)["uss"]
+    out["walk_dirty_mb"] = json.loads(data)["dirty"]
     return out
 
 
@@ -139,6 +153,8 @@ def main(argv=None) -> None:
     ap.add_argument("--before", default=BEFORE_DEFAULT)
     ap.add_argument("--sizes", default="10000,300000,2700000")
     ap.add_argument("--dir", default=None, help="keep the data here (default: a temporary directory)")
+    ap.add_argument("--reuse-cache", action="store_true",
+                    help="skip the first (tokenising) build where --dir already holds an index cache")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--src", help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
@@ -159,7 +175,8 @@ def main(argv=None) -> None:
                 build(root, n)
                 print(f"{n:,} images: captions + store written in {time.perf_counter() - t0:.0f} s", flush=True)
             b = run_child("bench_data_scale.py", before_src, ["--root", str(root)])
-            a = run_child("bench_data_scale.py", REPO / "src", ["--root", str(root)])
+            cache_ok = (root / "captions.index.npz").exists() and args.reuse_cache
+            a = None if cache_ok else run_child("bench_data_scale.py", REPO / "src", ["--root", str(root)])
             c = run_child("bench_data_scale.py", REPO / "src", ["--root", str(root), "--use-cache"])
             rows.append((n, b, a, c))
             print(f"  before {b}\n  after  {a}\n  cached {c}", flush=True)
@@ -167,11 +184,14 @@ def main(argv=None) -> None:
               f"writes the index cache); cached = this tree, a fresh process reading the cache. Load averages: "
               f"{', '.join(r['load'] for row in rows for r in row[1:])}")
         keys = (("build_s", "build s", 1), ("parent_rss_mb", "parent MB", 0), ("startup_s", "start-up s", 2),
-                ("worker_uss_mb", "worker USS MB", 0), ("walk_uss_mb", "epoch-walk USS MB", 0))
+                ("worker_dirty_mb", "worker written MB", 0), ("worker_clean_mb", "worker store pages MB", 0),
+                ("walk_dirty_mb", "epoch-walk written MB", 0))
         print(f"{'images':>10} | " + " | ".join(f"{label:>23}" for _, label, _ in keys))
         print(f"{'':>10} | " + " | ".join(f"{'before  after  cached':>23}" for _ in keys))
         for n, b, a, c in rows:
-            print(f"{n:>10,} | " + " | ".join(f"{b[k]:>9.{d}f}{a[k]:>7.{d}f}{c[k]:>7.{d}f}" for k, _, d in keys))
+            a = a or {}
+            print(f"{n:>10,} | " + " | ".join(f"{b[k]:>9.{d}f}{a.get(k, float('nan')):>7.{d}f}{c[k]:>7.{d}f}"
+                                              for k, _, d in keys))
     finally:
         if args.dir is None:
             shutil.rmtree(scratch, ignore_errors=True)
