@@ -116,3 +116,47 @@ def test_top_k_of_the_sab_and_of_the_sib_are_separate_settings(top_k, sib_top_k)
     assert model.sib_switchers[0].top_k == (None if sib_top_k in (None, 3) else sib_top_k)
     with pytest.raises(ValueError, match="sib_top_k"):
         create_model("switchbert-tiny", sib_top_k=0)
+
+
+def test_identity_logit_starts_at_the_identity_option():
+    # switch_init="identity" [ours]: bias b on the identity option gives p = e^b / (e^b + K - 1) for any input.
+    torch.manual_seed(3)
+    s = Switcher(16, 4, 1, identity_option=3, identity_logit=4.0)
+    s.reset_output_layer()
+    g = torch.randn(32, 16)
+    p = s(g, g.roll(1, 0), hard=True).probs
+    expected = math.exp(4.0) / (math.exp(4.0) + 3)
+    torch.testing.assert_close(p[..., 3], torch.full((32, 1), expected), atol=5e-3, rtol=0)
+    sib = Switcher(16, 3, 2, identity_option=0, identity_logit=4.0)
+    sib.reset_output_layer()
+    assert (sib(g, g, hard=True).choice == 0).all()  # both groups (text, regions) start at `out`
+
+
+def test_uniform_init_is_unchanged_by_the_new_arguments():
+    torch.manual_seed(4)
+    s = Switcher(16, 4, 1)
+    s.reset_output_layer()
+    assert s.identity_logit == 0.0 and (s.mlp[-1].bias == 0).all()
+    with pytest.raises(ValueError):
+        Switcher(16, 4, 1, identity_option=4)
+
+
+def test_overrides_give_soft_hard_and_identity_weights():
+    torch.manual_seed(5)
+    s = Switcher(16, 4, 1, identity_option=3)
+    torch.nn.init.normal_(s.mlp[-1].weight, std=1.0)
+    s.tau.fill_(0.5)
+    g = torch.randn(8, 16)
+    normal = s(g, g, hard=True)
+    s.override = "soft"
+    soft = s(g, g, hard=False)
+    torch.testing.assert_close(soft.weights, torch.softmax(normal.probs.log() / 0.5, -1))
+    s.override = "hard"
+    torch.testing.assert_close(s(g, g, hard=False).weights, normal.weights)  # no Gumbel noise, even in training
+    s.override = "identity"
+    ident = s(g, g, hard=False)
+    assert (ident.choice == 3).all() and (ident.weights.sum(-1) == 1).all()
+    torch.testing.assert_close(ident.probs, normal.probs)  # p itself is still reported
+    s.override = "bogus"
+    with pytest.raises(ValueError):
+        s(g, g, hard=True)

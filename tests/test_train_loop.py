@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from switchbert.cli import main
-from switchbert.presets import PRESETS, create_model
+from switchbert import create_model
+from switchbert.presets import PRESETS
 from switchbert.train.checkpoint import resolve_checkpoint, write_dir_atomically
 from switchbert.train.config import load_config
 from switchbert.train.distributed import DistContext, ShardedSampler
@@ -397,3 +398,23 @@ def test_the_loop_runs_its_named_parts_in_order(synth, tmp_path, monkeypatch):
     assert result["step"] == 2 and result["stopped_early"] and result["signal"] is None
     assert calls == [("_setup", 0), ("_train_step", 1), ("_log", 1), ("_should_stop", 1, False),
                      ("_maybe_checkpoint", 1), ("_train_step", 2), ("_should_stop", 2, True), ("_stop", 2)]
+
+
+def test_the_trainer_gives_the_switchers_their_own_rate(synth, tmp_path, monkeypatch):
+    """train.switch_lr_scale reaches the optimizer the trainer builds: four groups, the switchers' at lr x scale."""
+    from switchbert.train import trainer as trainer_module
+
+    built = []
+
+    def recording(*args, **kwargs):
+        built.append(build_optimizer(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(trainer_module, "build_optimizer", recording)
+    config = load_config(synth_config("vqa"), [f"data.root={synth}", f"output_dir={tmp_path / 'r'}",
+                                               "model.init_from=null", "train.batch_size=8", "train.max_steps=1",
+                                               "train.warmup=0", "train.switch_lr_scale=10", *QUIET])
+    Trainer(config).fit()
+    groups = built[0].param_groups
+    assert len(groups) == 4
+    assert groups[2]["initial_lr"] == pytest.approx(10 * groups[0]["initial_lr"])

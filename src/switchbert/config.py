@@ -15,6 +15,7 @@ Fields tagged [ours] fill a gap in the paper; docs/method.md gives the reasoning
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -84,6 +85,16 @@ class ModelConfig:
     sib_top_k: Optional[int] = None
     # "soft": Gumbel-softmax mixture (paper). "hard_st": straight-through one-hot (ablation only).
     switch_training: str = "soft"
+    # Where the switchers start: "uniform" (near-uniform p, the paper's reading) or "identity" [ours]: the
+    # last layer's bias gives the identity option (J for a SAB, ``out`` for a SIB) the logit
+    # ``switch_init_logit``, so the model starts as its UNITER and learns to depart from it
+    # (docs/method.md "Switcher initialisation"). Only a model built from scratch is affected: loaded
+    # weights (init_from, checkpoints) replace the initial ones.
+    switch_init: str = "uniform"
+    switch_init_logit: float = 4.0  # p(identity) = e^4 / (e^4 + K - 1): 0.95 of 4 modes, 0.96 of 3 inputs
+    # Scale of the training-time Gumbel noise [ours]: 1 = the paper's Gumbel-softmax, 0 = the noise-free
+    # mixture softmax(log p / tau) (docs/method.md "Switcher initialisation and route noise").
+    switch_noise: float = 1.0
 
     # Dual-stream baselines (arch="lxmert" / "vilbert"); see models/ of the baselines.
     text_layers: int = 0
@@ -172,6 +183,12 @@ class ModelConfig:
             bad("sib_top_k", f"must be None or a positive integer, got {self.sib_top_k!r}")
         if self.switch_training not in ("soft", "hard_st"):
             bad("switch_training", f"must be 'soft' or 'hard_st', got {self.switch_training!r}")
+        if self.switch_init not in ("uniform", "identity"):
+            bad("switch_init", f"must be 'uniform' or 'identity', got {self.switch_init!r}")
+        if not (self.switch_init_logit >= 0 and math.isfinite(self.switch_init_logit)):
+            bad("switch_init_logit", f"must be finite and >= 0, got {self.switch_init_logit}")
+        if not (self.switch_noise >= 0 and math.isfinite(self.switch_noise)):
+            bad("switch_noise", f"must be finite and >= 0, got {self.switch_noise}")
         if self.attention_impl not in ATTENTION_IMPLS:
             bad("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.region_hidden_size and self.region_hidden_size % self.region_num_heads_ != 0:

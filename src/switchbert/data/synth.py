@@ -50,7 +50,7 @@ import json
 import pickle
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -446,18 +446,130 @@ LOCKED_MESSAGE = ("synthetic data directory {directory} is being written by anot
                   "it to finish or write to another directory")
 
 
+MANIFEST_PATHS: dict[str, str] = {
+    "features": "features.lmdb",
+    "cc_train": "cc/caption_train.json", "cc_valid": "cc/caption_valid.json",
+    "vqa_train_questions": "vqa/v2_OpenEnded_mscoco_train2014_questions.json",
+    "vqa_val_questions": "vqa/v2_OpenEnded_mscoco_val2014_questions.json",
+    "vqa_train_annotations": "vqa/v2_mscoco_train2014_annotations.json",
+    "vqa_val_annotations": "vqa/v2_mscoco_val2014_annotations.json",
+    "flickr_train": "flickr30k/train.jsonl", "flickr_val": "flickr30k/val.jsonl", "flickr_test": "flickr30k/test.jsonl",
+    "refcoco_refs": "refcoco+/refs(unc).p", "refcoco_instances": "refcoco+/instances.json",
+}
+"""Where each file of the benchmark goes, under the data keys of the experiment configs (``data.<key>``)."""
+
+
+@dataclass
+class _Annotations:
+    """Every text annotation of the benchmark, filled scene by scene in the official formats.
+
+    The two random streams are consumed in a fixed order per scene (captions, questions, referring
+    expressions), so the same seed gives the same files whatever else changes.
+    """
+
+    lang: np.random.Generator  # captions and referring expressions
+    ask: np.random.Generator  # questions and their simulated answers
+    questions_per_image: int
+    qtypes: tuple[str, ...]
+    captions: dict = field(default_factory=lambda: {"train": {}, "valid": {}})
+    flickr: dict = field(default_factory=lambda: defaultdict(list))
+    questions: dict = field(default_factory=lambda: {"train2014": [], "val2014": []})
+    annotations: dict = field(default_factory=lambda: {"train2014": [], "val2014": []})
+    refs: list = field(default_factory=list)
+    instances: list = field(default_factory=list)
+    images_meta: list = field(default_factory=list)
+    qtype_counts: Counter = field(default_factory=Counter)
+    oracle: list = field(default_factory=list)  # VQA accuracy of answering from the scene itself (val)
+
+    def add_scene(self, s: "Scene", sp: str) -> None:
+        caps = make_captions(s, self.lang)
+        if sp in ("train", "val"):
+            self.captions["train" if sp == "train" else "valid"][str(s.image_id)] = caps[0]
+        self.flickr[sp].append({"id": str(s.image_id), "sentences": caps, "img_path": f"synth_{s.image_id:06d}.jpg"})
+        self._add_questions(s, "train2014" if sp == "train" else "val2014")
+        self.images_meta.append({"id": s.image_id, "width": s.width, "height": s.height,
+                                 "file_name": f"synth_{s.image_id:06d}.jpg"})
+        for i in range(len(s.shape)):
+            x1, y1, x2, y2 = (float(v) for v in s.boxes[i])
+            self.instances.append({"id": s.image_id * 100 + i, "image_id": s.image_id,
+                                   "category_id": int(s.shape[i]) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                   "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        self._add_refs(s, sp)
+
+    def _add_questions(self, s: "Scene", vqa_split: str) -> None:
+        for q in range(self.questions_per_image):
+            made = None
+            for qtype in self.ask.permutation(self.qtypes):  # fall back when a scene cannot pose one
+                made = make_question(s, str(qtype), self.ask)
+                if made:
+                    break
+            if made is None:  # no type of the chosen set fits this scene (only with a narrow set)
+                continue
+            text, answer, atype = made
+            qid = s.image_id * 100 + q
+            self.qtype_counts[str(qtype)] += 1
+            self.questions[vqa_split].append({"image_id": s.image_id, "question": text, "question_id": qid})
+            answers = annotate(answer, atype, self.ask)
+            if vqa_split == "val2014":
+                self.oracle.append(soft_score(answer, answers))
+            self.annotations[vqa_split].append({
+                "question_id": qid, "image_id": s.image_id, "question_type": str(qtype), "answer_type": atype,
+                "multiple_choice_answer": majority_answer(answers),
+                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1}
+                            for j, a in enumerate(answers)],
+            })
+
+    def _add_refs(self, s: "Scene", sp: str) -> None:
+        for obj, sents in make_refs(s, self.lang):
+            ref_split = sp if sp != "test" else ("testA" if s.shape[obj] < 4 else "testB")
+            ref_id = len(self.refs)
+            self.refs.append({"ref_id": ref_id, "ann_id": s.image_id * 100 + obj, "image_id": s.image_id,
+                              "split": ref_split, "category_id": int(s.shape[obj]) + 1,
+                              "file_name": f"synth_{s.image_id:06d}_{ref_id}.jpg",
+                              "sentences": [{"sent": t, "raw": t, "tokens": t.split(), "sent_id": ref_id * 10 + j}
+                                            for j, t in enumerate(sents)],
+                              "sent_ids": [ref_id * 10 + j for j in range(len(sents))]})
+
+    def write(self, out: Path) -> None:
+        """The files of ``MANIFEST_PATHS`` (all but the feature store), in the official formats."""
+        paths = MANIFEST_PATHS
+        _dump(out / paths["cc_train"], self.captions["train"])
+        _dump(out / paths["cc_valid"], self.captions["valid"])
+        for sp in ("train2014", "val2014"):
+            short = "train" if sp == "train2014" else "val"
+            _dump(out / paths[f"vqa_{short}_questions"], {
+                "info": {"description": "switchbert synthetic"}, "task_type": "Open-Ended", "data_type": "mscoco",
+                "data_subtype": sp, "questions": self.questions[sp]})
+            _dump(out / paths[f"vqa_{short}_annotations"], {
+                "info": {"description": "switchbert synthetic"}, "data_type": "mscoco", "data_subtype": sp,
+                "annotations": self.annotations[sp]})
+        for sp in ("train", "val", "test"):
+            with open(out / paths[f"flickr_{sp}"], "w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(item) + "\n" for item in self.flickr[sp])
+        with open(out / paths["refcoco_refs"], "wb") as fh:
+            pickle.dump(self.refs, fh, protocol=2)  # REFER's files are Python 2 pickles
+        _dump(out / paths["refcoco_instances"], {
+            "images": self.images_meta, "annotations": self.instances,
+            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPES)]})
+
+
+def _split_images(num_images: int, seed: int) -> np.ndarray:
+    """80 / 10 / 10 train / val / test, by a random permutation of the images: (num_images,) of str."""
+    perm = np.random.default_rng([seed, 1]).permutation(num_images)
+    n_train, n_val = int(num_images * 0.8), int(num_images * 0.1)
+    split = np.empty(num_images, dtype=object)
+    split[perm[:n_train]], split[perm[n_train:n_train + n_val]], split[perm[n_train + n_val:]] = "train", "val", "test"
+    return split
+
+
 def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: int, questions_per_image: int,
            detector_seed: int, abstraction: float, noise: float, clutter: float, qtypes: tuple[str, ...]) -> dict:
     """``generate``'s body, run under the directory's lock."""
     t0 = time.perf_counter()
     for sub in ("cc", "vqa", "flickr30k", "refcoco+"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 0])
-    scenes = make_scenes(num_images, rng)
-    perm = np.random.default_rng([seed, 1]).permutation(num_images)
-    n_train, n_val = int(num_images * 0.8), int(num_images * 0.1)
-    split = np.empty(num_images, dtype=object)
-    split[perm[:n_train]], split[perm[n_train:n_train + n_val]], split[perm[n_train + n_val:]] = "train", "val", "test"
+    scenes = make_scenes(num_images, np.random.default_rng([seed, 0]))
+    split = _split_images(num_images, seed)
 
     detector = Detector(feat_dim, num_classes, detector_seed, noise=noise, abstraction=abstraction, clutter=clutter)
     det_rng = np.random.default_rng([seed, 2])
@@ -466,100 +578,29 @@ def _write(out: Path, num_images: int, seed: int, feat_dim: int, num_classes: in
         for start in range(0, num_images, 500):  # chunks bound memory for 2048-d features
             yield from detector.detect(scenes[start:start + 500], det_rng)
 
-    write_store(out / "features.lmdb", records(), "fast")
+    write_store(out / MANIFEST_PATHS["features"], records(), "fast")
 
-    lang = np.random.default_rng([seed, 3])  # captions and referring expressions
     # Questions draw from a stream of their own, so the question mix (``question_types``,
     # ``questions_per_image``) changes the questions alone: the same scenes keep the same captions and refs.
-    ask = np.random.default_rng([seed, 4])
-    captions = {"train": {}, "valid": {}}
-    flickr = defaultdict(list)
-    questions = {"train2014": [], "val2014": []}
-    annotations = {"train2014": [], "val2014": []}
-    refs, instances, images_meta = [], [], []
-    qtype_counts: Counter = Counter()
-    oracle: list[float] = []  # VQA accuracy of answering from the scene itself (val)
+    ann = _Annotations(lang=np.random.default_rng([seed, 3]), ask=np.random.default_rng([seed, 4]),
+                       questions_per_image=questions_per_image, qtypes=qtypes)
     for s, sp in zip(scenes, split):
-        caps = make_captions(s, lang)
-        if sp in ("train", "val"):
-            captions["train" if sp == "train" else "valid"][str(s.image_id)] = caps[0]
-        flickr[sp].append({"id": str(s.image_id), "sentences": caps, "img_path": f"synth_{s.image_id:06d}.jpg"})
-        vqa_split = "train2014" if sp == "train" else "val2014"
-        for q in range(questions_per_image):
-            made = None
-            for qtype in ask.permutation(qtypes):  # fall back when a scene cannot pose one
-                made = make_question(s, str(qtype), ask)
-                if made:
-                    break
-            if made is None:  # no type of the chosen set fits this scene (only with a narrow set)
-                continue
-            text, answer, atype = made
-            qid = s.image_id * 100 + q
-            qtype_counts[str(qtype)] += 1
-            questions[vqa_split].append({"image_id": s.image_id, "question": text, "question_id": qid})
-            answers = annotate(answer, atype, ask)
-            if vqa_split == "val2014":
-                oracle.append(soft_score(answer, answers))
-            annotations[vqa_split].append({
-                "question_id": qid, "image_id": s.image_id, "question_type": str(qtype), "answer_type": atype,
-                "multiple_choice_answer": majority_answer(answers),
-                "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": j + 1} for j, a in enumerate(answers)],
-            })
-        images_meta.append({"id": s.image_id, "width": s.width, "height": s.height,
-                            "file_name": f"synth_{s.image_id:06d}.jpg"})
-        for i in range(len(s.shape)):
-            x1, y1, x2, y2 = (float(v) for v in s.boxes[i])
-            instances.append({"id": s.image_id * 100 + i, "image_id": s.image_id, "category_id": int(s.shape[i]) + 1,
-                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
-        for obj, sents in make_refs(s, lang):
-            ref_split = sp if sp != "test" else ("testA" if s.shape[obj] < 4 else "testB")
-            ref_id = len(refs)
-            refs.append({"ref_id": ref_id, "ann_id": s.image_id * 100 + obj, "image_id": s.image_id,
-                         "split": ref_split, "category_id": int(s.shape[obj]) + 1,
-                         "file_name": f"synth_{s.image_id:06d}_{ref_id}.jpg",
-                         "sentences": [{"sent": t, "raw": t, "tokens": t.split(), "sent_id": ref_id * 10 + j}
-                                       for j, t in enumerate(sents)],
-                         "sent_ids": [ref_id * 10 + j for j in range(len(sents))]})
-
-    paths = {
-        "features": "features.lmdb",
-        "cc_train": "cc/caption_train.json", "cc_valid": "cc/caption_valid.json",
-        "vqa_train_questions": "vqa/v2_OpenEnded_mscoco_train2014_questions.json",
-        "vqa_val_questions": "vqa/v2_OpenEnded_mscoco_val2014_questions.json",
-        "vqa_train_annotations": "vqa/v2_mscoco_train2014_annotations.json",
-        "vqa_val_annotations": "vqa/v2_mscoco_val2014_annotations.json",
-        "flickr_train": "flickr30k/train.jsonl", "flickr_val": "flickr30k/val.jsonl", "flickr_test": "flickr30k/test.jsonl",
-        "refcoco_refs": "refcoco+/refs(unc).p", "refcoco_instances": "refcoco+/instances.json",
-    }
-    _dump(out / paths["cc_train"], captions["train"])
-    _dump(out / paths["cc_valid"], captions["valid"])
-    for sp in ("train2014", "val2014"):
-        short = "train" if sp == "train2014" else "val"
-        _dump(out / paths[f"vqa_{short}_questions"], {"info": {"description": "switchbert synthetic"}, "task_type": "Open-Ended",
-                                                    "data_type": "mscoco", "data_subtype": sp, "questions": questions[sp]})
-        _dump(out / paths[f"vqa_{short}_annotations"], {"info": {"description": "switchbert synthetic"}, "data_type": "mscoco",
-                                                      "data_subtype": sp, "annotations": annotations[sp]})
-    for sp in ("train", "val", "test"):
-        with open(out / paths[f"flickr_{sp}"], "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(item) + "\n" for item in flickr[sp])
-    with open(out / paths["refcoco_refs"], "wb") as fh:
-        pickle.dump(refs, fh, protocol=2)  # REFER's files are Python 2 pickles
-    _dump(out / paths["refcoco_instances"], {"images": images_meta, "annotations": instances,
-                                             "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPES)]})
-    text_only = text_only_accuracy(annotations["train2014"], annotations["val2014"], questions)
+        ann.add_scene(s, sp)
+    ann.write(out)
+    text_only = text_only_accuracy(ann.annotations["train2014"], ann.annotations["val2014"], ann.questions)
     manifest = {
         "generator": "switchbert.data.synth", "version": 1, "seed": seed, "num_images": num_images,
         "feat_dim": feat_dim, "num_classes": num_classes, "detector_seed": detector_seed,
         "abstraction": abstraction, "noise": noise, "clutter": clutter,
         "question_types": list(qtypes),
-        **paths,
+        **MANIFEST_PATHS,
         "stats": {
             "splits": {k: int((split == k).sum()) for k in ("train", "val", "test")},
-            "question_types": dict(qtype_counts),
-            "refs_per_split": dict(Counter(r["split"] for r in refs)),
+            "question_types": dict(ann.qtype_counts),
+            "refs_per_split": dict(Counter(r["split"] for r in ann.refs)),
             "text_only_vqa_accuracy": text_only[0],
             "text_only_vqa_accuracy_by_type": text_only[1],
-            "scene_oracle_vqa_accuracy": round(float(np.mean(oracle)), 4) if oracle else 0.0,
+            "scene_oracle_vqa_accuracy": round(float(np.mean(ann.oracle)), 4) if ann.oracle else 0.0,
             "seconds": round(time.perf_counter() - t0, 2),
         },
     }

@@ -6,7 +6,9 @@ Dimension legend
 
 Per sample: pool each modality, form an alignment degree ``a``, p = softmax(MLP(a)). Training mixes
 the options with Gumbel-softmax weights at temperature tau; evaluation takes the hard argmax of p.
-The MLP's last layer starts near zero so routing starts near uniform [ours, docs/method.md §3.2].
+The MLP's last layer starts near zero so routing starts near uniform [ours, docs/method.md §3.2]; with
+``identity_logit`` > 0 its bias instead favours the identity option (J for a SAB, ``out`` for a SIB), so the
+model starts as its UNITER [ours, docs/method.md "Switcher initialisation"].
 """
 
 from __future__ import annotations
@@ -87,6 +89,12 @@ def alignment_degree(g_t: Tensor, g_r: Tensor, kind: str) -> Tensor:
 
 ALIGNMENT_WIDTH = {"hadamard": 1, "concat": 2, "rich": 4}
 
+# Switcher.override values: measurement only (benchmarks/study_causes.py), never set in training.
+#   "soft": the noise-free mixture softmax(log p / tau) (at tau = 1: p itself);
+#   "hard": the one-hot argmax of p (what evaluation takes);
+#   "identity": the one-hot identity option (J / ``out``): the layer runs as its UNITER layer.
+ROUTE_OVERRIDES = ("soft", "hard", "identity")
+
 
 def gumbel_softmax_weights(
     log_probs: Tensor,
@@ -95,6 +103,7 @@ def gumbel_softmax_weights(
     straight_through: bool,
     generator: Optional[torch.Generator] = None,
     noise_group: Optional[Tensor] = None,
+    noise_scale: float = 1.0,
 ) -> Tensor:
     """Training-time mixture weights (docs/method.md §3.2 steps 4 and 6).
 
@@ -105,17 +114,24 @@ def gumbel_softmax_weights(
         straight_through: forward a one-hot argmax, backward through the soft weights.
         noise_group: optional (B,) long ids in [0, B); rows with the same id get the same Gumbel
             noise (``Batch.noise_group``). None = independent noise per row.
+        noise_scale: multiplies the Gumbel noise (1 = the paper's Gumbel-softmax; 0 = the noise-free
+            mixture softmax(log p / tau), no draw) [ours, ``ModelConfig.switch_noise``].
 
     Returns:
         (..., K) float32 weights.
     """
     # g = -log(-log u) = -log(E) with E = -log u ~ Exp(1): drawn directly, clamped to the E of
     # u in [_U_EPS, 1 - _U_EPS] (the same truncation), 3 ops instead of 5; log p + g as one subtraction.
-    e = torch.empty(log_probs.shape, dtype=torch.float32, device=log_probs.device).exponential_(generator=generator)
-    if noise_group is not None:
-        e = e[noise_group]  # row i takes the draw of row noise_group[i]: one draw per group
-    neg_gumbel = e.clamp_(-math.log1p(-_U_EPS), -math.log(_U_EPS)).log_()
-    soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
+    if noise_scale == 0:
+        soft = torch.softmax(log_probs.float() / tau, dim=-1)
+    else:
+        e = torch.empty(log_probs.shape, dtype=torch.float32, device=log_probs.device).exponential_(generator=generator)
+        if noise_group is not None:
+            e = e[noise_group]  # row i takes the draw of row noise_group[i]: one draw per group
+        neg_gumbel = e.clamp_(-math.log1p(-_U_EPS), -math.log(_U_EPS)).log_()
+        if noise_scale != 1:
+            neg_gumbel = neg_gumbel * noise_scale
+        soft = torch.softmax((log_probs.float() - neg_gumbel) / tau, dim=-1)
     K = soft.shape[-1]
     if straight_through or top_k == 1:
         # top_k == 1 [ours]: renormalising a single weight gives exactly 1 and no gradient at all,
@@ -139,6 +155,9 @@ class Switcher(nn.Module):
         alignment: "hadamard", "concat" or "rich".
         top_k: options kept per sample in training (None = all).
         straight_through: hard one-hot forward in training (ablation only).
+        identity_option: the option that makes the layer its UNITER layer (J for a SAB, ``out`` for a SIB).
+        identity_logit: initial bias of that option's logit (0 = uniform start, the paper's reading).
+        noise_scale: of the training-time Gumbel noise (1 = the paper's; 0 = noise-free mixture).
     """
 
     def __init__(
@@ -149,8 +168,17 @@ class Switcher(nn.Module):
         alignment: str = "hadamard",
         top_k: Optional[int] = None,
         straight_through: bool = False,
+        identity_option: int = 0,
+        identity_logit: float = 0.0,
+        noise_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0 <= identity_option < num_options:
+            raise ValueError(f"identity_option {identity_option} outside [0, {num_options})")
+        self.identity_option = identity_option
+        self.identity_logit = float(identity_logit)
+        self.noise_scale = float(noise_scale)
+        self.override: Optional[str] = None  # ROUTE_OVERRIDES, for measurements; None = normal behaviour
         self.num_options = num_options
         self.num_groups = num_groups
         self.alignment = alignment
@@ -164,9 +192,13 @@ class Switcher(nn.Module):
         self.register_buffer("tau", torch.tensor(1.0), persistent=False)
 
     def reset_output_layer(self, std: float = 1e-3) -> None:
-        """Near-zero last layer: routing starts near uniform [ours, docs/method.md §3.2 step 3]."""
+        """Near-zero last layer: routing starts near uniform [ours, docs/method.md §3.2 step 3], or near
+        the identity option when ``identity_logit`` > 0 (p = e^b / (e^b + K - 1) for bias b)."""
         nn.init.normal_(self.mlp[-1].weight, std=std)
         nn.init.zeros_(self.mlp[-1].bias)
+        if self.identity_logit:
+            with torch.no_grad():
+                self.mlp[-1].bias.view(self.num_groups, self.num_options)[:, self.identity_option] = self.identity_logit
 
     def forward(self, g_t: Tensor, g_r: Tensor, hard: bool, noise_group: Optional[Tensor] = None) -> SwitchDecision:
         """Args:
@@ -177,11 +209,30 @@ class Switcher(nn.Module):
         B = g_t.shape[0]
         logits = self.mlp(alignment_degree(g_t, g_r, self.alignment))
         log_probs = torch.log_softmax(logits.float().view(B, self.num_groups, self.num_options), dim=-1)
+        if self.override is not None:
+            return self._overridden(log_probs)
         if hard:
             choice = log_probs.argmax(dim=-1)
             weights = F.one_hot(choice, self.num_options).to(torch.float32)
         else:
             weights = gumbel_softmax_weights(log_probs, self.tau, self.top_k, self.straight_through,
-                                             noise_group=noise_group)
+                                             noise_group=noise_group, noise_scale=self.noise_scale)
             choice = weights.detach().argmax(dim=-1)
         return SwitchDecision(probs=log_probs.exp(), weights=weights, choice=choice)
+
+    def _overridden(self, log_probs: Tensor) -> SwitchDecision:
+        """The decision under ``self.override`` (measurements only; see ROUTE_OVERRIDES).
+
+        A soft override in an eval-mode model is run with the model's training flag on (the caller's
+        job): an eval-mode layer takes one-hot weights for granted (masked-SDPA path).
+        """
+        if self.override == "soft":
+            weights = torch.softmax(log_probs / self.tau, dim=-1)
+        elif self.override == "hard":
+            weights = F.one_hot(log_probs.argmax(dim=-1), self.num_options).to(torch.float32)
+        elif self.override == "identity":
+            weights = torch.zeros_like(log_probs)
+            weights[..., self.identity_option] = 1.0
+        else:
+            raise ValueError(f"unknown switcher override {self.override!r}; expected one of {ROUTE_OVERRIDES}")
+        return SwitchDecision(probs=log_probs.exp(), weights=weights, choice=weights.argmax(dim=-1))

@@ -61,17 +61,22 @@ class SwitchBertModel(VLModel):
             for _ in range(config.num_layers)
         )
         st = config.switch_training == "hard_st"
+        init_logit = config.switch_init_logit if config.switch_init == "identity" else 0.0
         self.sab_switchers: Optional[nn.ModuleList] = None
         if config.switches_attention:
             self.sab_switchers = nn.ModuleList(
-                Switcher(D, len(config.sab_modes), 1, config.alignment, config.top_k, st)
+                Switcher(D, len(config.sab_modes), 1, config.alignment, config.top_k, st,
+                         identity_option=config.sab_modes.index("J") if "J" in config.sab_modes else 0,
+                         identity_logit=init_logit, noise_scale=config.switch_noise)
                 for _ in range(config.num_layers)
             )
         self.sib_switchers: Optional[nn.ModuleList] = None
         if config.sib is not None and config.num_layers > 1:
             # Boundary i sits before 0-based layer i + 1.
             self.sib_switchers = nn.ModuleList(
-                Switcher(D, sib_num_candidates(config, i + 1), 2, config.alignment, config.sib_top_k, st)
+                Switcher(D, sib_num_candidates(config, i + 1), 2, config.alignment, config.sib_top_k, st,
+                         identity_option=0, identity_logit=init_logit,  # candidate 0: the previous output
+                         noise_scale=config.switch_noise)
                 for i in range(config.num_layers - 1)
             )
         self.text_pooler = Pooler(D, config.pooler_size)

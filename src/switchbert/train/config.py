@@ -147,6 +147,9 @@ class TrainSection:
     tau_max: float = 5.0
     tau_min: float = 0.1
     tau_kind: str = "exp"
+    # Learning-rate multiplier of the switchers' parameters (SAB and SIB MLPs) [ours, docs/training.md
+    # "Switcher learning rate"]; 1.0 = one rate for every parameter, the paper's reading.
+    switch_lr_scale: float = 1.0
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # pretraining MLM, MRC, ITM
     log_every: int = 50
     # FLOPs along the run (paper Table 7), logged on log steps: a path counts as active (it runs) when its
@@ -468,6 +471,8 @@ def validate(config: ExperimentConfig, source: str = "<config>") -> None:
         bad("train.tau_max", f"need tau_max >= tau_min > 0, got tau_max={t.tau_max}, tau_min={t.tau_min}")
     if t.tau_kind not in ("exp", "linear"):
         bad("train.tau_kind", f"must be 'exp' or 'linear', got {t.tau_kind!r}")
+    if not (t.switch_lr_scale > 0 and math.isfinite(t.switch_lr_scale)):
+        bad("train.switch_lr_scale", f"must be finite and > 0, got {t.switch_lr_scale}")
     if t.device not in ("auto", "cpu", "cuda"):
         bad("train.device", f"must be auto, cpu or cuda, got {t.device!r}")
     if any(w < 0 for w in t.loss_weights) or not sum(t.loss_weights) > 0:

@@ -2,31 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 
-def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
+def param_groups(modules: Iterable[nn.Module], weight_decay: float, switch_lr: Optional[float] = None) -> list[dict]:
     """Two AdamW groups: decayed weights, and biases + LayerNorm parameters without decay (BERT/VOLTA).
 
     A parameter reached from several modules (the MLM decoder's tied word embedding) appears once.
-    Embedding matrices are decayed, as in BERT.
+    Embedding matrices are decayed, as in BERT. With ``switch_lr`` the switchers' parameters go into
+    two more groups (decayed, not decayed) at that learning rate [ours, docs/training.md "Switcher
+    learning rate"]; the first group stays the main one, whose rate the trainer logs.
     """
-    decay, no_decay, seen = [], [], set()
+    from switchbert.layers.switcher import Switcher
+
+    in_switcher: set[int] = set()
+    if switch_lr is not None:
+        for module in modules:
+            for sub in module.modules():
+                if isinstance(sub, Switcher):
+                    in_switcher.update(id(p) for p in sub.parameters())
+    decay, no_decay, s_decay, s_no_decay, seen = [], [], [], [], set()
     for module in modules:
         for sub in module.modules():
             for name, p in sub.named_parameters(recurse=False):
                 if not p.requires_grad or id(p) in seen:
                     continue
                 seen.add(id(p))
-                if isinstance(sub, nn.LayerNorm) or name == "bias":
-                    no_decay.append(p)
+                plain = isinstance(sub, nn.LayerNorm) or name == "bias"
+                if id(p) in in_switcher:
+                    (s_no_decay if plain else s_decay).append(p)
                 else:
-                    decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+                    (no_decay if plain else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if switch_lr is not None:
+        groups += [{"params": s_decay, "weight_decay": weight_decay, "lr": switch_lr},
+                   {"params": s_no_decay, "weight_decay": 0.0, "lr": switch_lr}]
+    return groups
 
 
 def adamw_kwargs(params: Iterable[Any]) -> dict[str, Any]:
@@ -44,13 +59,17 @@ def adamw_kwargs(params: Iterable[Any]) -> dict[str, Any]:
 
 
 def build_optimizer(
-    modules: Iterable[nn.Module], lr: float, weight_decay: float, betas: tuple[float, float], eps: float
+    modules: Iterable[nn.Module], lr: float, weight_decay: float, betas: tuple[float, float], eps: float,
+    switch_lr_scale: float = 1.0,
 ) -> torch.optim.AdamW:
     """AdamW over ``modules`` with :func:`param_groups`, fused when :func:`adamw_kwargs` allows it.
 
     Build it after moving the modules to their device: the choice reads where the parameters are.
+    ``switch_lr_scale`` != 1 trains the switchers at ``lr * switch_lr_scale`` (``train.switch_lr_scale``);
+    at 1 the groups, and so the optimizer's state layout, are exactly the two of before.
     """
-    groups = param_groups(modules, weight_decay)
+    modules = list(modules)
+    groups = param_groups(modules, weight_decay, None if switch_lr_scale == 1.0 else lr * switch_lr_scale)
     kwargs = adamw_kwargs(p for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, **kwargs)
 

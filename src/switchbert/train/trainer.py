@@ -264,7 +264,8 @@ class Trainer:
         train_set = task.train_dataset()
         indices = self._train_indices(len(train_set))
         micro, steps_per_epoch, total = self._sizes(len(indices), ctx)
-        optimizer = build_optimizer([model, heads], t.lr, t.weight_decay, t.betas, t.eps)  # fused on CUDA
+        optimizer = build_optimizer([model, heads], t.lr, t.weight_decay, t.betas, t.eps,
+                                    switch_lr_scale=t.switch_lr_scale)  # fused on CUDA
         scheduler = build_scheduler(optimizer, total, t.warmup)
         tau = TemperatureSchedule(total_steps=total, tau_max=t.tau_max, tau_min=t.tau_min, kind=t.tau_kind)
         state = TrainerState(total_steps=total, best_metric=best_name, global_batch=t.batch_size)
