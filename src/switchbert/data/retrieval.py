@@ -328,7 +328,8 @@ def iter_pair_batches(dataset: RetrievalEvalDataset, pairs: Sequence[int], batch
     that is 1,000 image reads instead of 5M row copies (BENCHMARKS.md, "Retrieval evaluation").
 
     Each batch is padded to its own longest caption and most regions, as ``make_batch`` does, so the
-    model sees exactly the batches of ``make_dataloader(dataset, batch_size, sampler=pairs)``.
+    model sees exactly the batches of ``make_dataloader(dataset, batch_size, sampler=pairs)`` (with
+    float16 features already widened to float32, which the model does first anyway).
 
     Args:
         dataset: the split's pairs.
@@ -354,7 +355,8 @@ def iter_pair_batches(dataset: RetrievalEvalDataset, pairs: Sequence[int], batch
         for i in wanted.tolist():
             if i not in images:
                 feats, boxes, mask, _ = pad_regions([dataset._regions(i)])
-                images[i] = (feats.to(device), boxes.to(device), mask.to(device), int(mask.sum()))
+                # Widened once per image on the device: the model would widen float16 once per pair.
+                images[i] = (feats.to(device).float(), boxes.to(device), mask.to(device), int(mask.sum()))
         T = int(cap_len[cap].max())
         N = max(images[i][3] for i in wanted.tolist())
         slot = {i: k for k, i in enumerate(wanted.tolist())}
