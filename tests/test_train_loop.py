@@ -149,7 +149,7 @@ def test_nan_loss_is_noticed_at_most_log_every_steps_late(synth, tmp_path, monke
         with pytest.raises(NonFiniteLossError) as err:
             Trainer(config).fit()
         message = str(err.value)
-        assert "loss is nan at optimizer step 2 (epoch 0, step 2 of the epoch)" in message, run
+        assert "loss is nan at optimizer step 2 (epoch 1, step 2 of the epoch)" in message, run
         assert f"noticed at step {noticed}" in message and "no checkpoint was written yet" in message, run
         assert calls["n"] == noticed and not (out / "last").exists(), run
         train_steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train"]
@@ -333,7 +333,7 @@ def test_nonfinite_watch_keeps_the_first_bad_step_and_what_it_was():
 
     state = TrainerState(step=5, epoch=1, step_in_epoch=4)
     message = nonfinite_message(float("inf"), 2, "gradient norm", state, (Path("run/last"), 1))
-    assert message.startswith("gradient norm is inf at optimizer step 2 (epoch 1, step 1 of the epoch); "
+    assert message.startswith("gradient norm is inf at optimizer step 2 (epoch 2, step 1 of the epoch); "
                               "stopping (noticed at step 5")
     assert last_good_text(None) == "no checkpoint was written yet" in nonfinite_message(1.0, 5, "loss", state, None)
 
@@ -350,10 +350,14 @@ def test_progress_lines_and_throughput_window(caplog):
     assert progress.window_samples == 16 and progress.samples_per_s() > 0
     with caplog.at_level(logging.INFO):
         progress.report(4, 0, 1.5, 1e-4, 0.9, 12.0)
-    assert caplog.records[-1].getMessage().startswith("step 4/10  epoch 0  loss 1.5000  lr 0.0001  tau 0.900  "
+    # Epochs count from 1 on the console (the end-of-epoch lines do too); one notation for the rate.
+    assert caplog.records[-1].getMessage().startswith("step 4/10  epoch 1  loss 1.5000  lr 1e-04  tau 0.900  "
                                                       "12.0 samples/s  ")
     assert caplog.records[-1].getMessage().endswith(" left")
     assert progress.window_samples == 0  # a new window per log step
+    with caplog.at_level(logging.INFO):
+        progress.report(5, 0, 1.5, 6e-4, None, 12.0)  # a model without switches has no temperature
+    assert caplog.records[-1].getMessage().startswith("step 5/10  epoch 1  loss 1.5000  lr 6e-04  12.0 samples/s")
     progress.close()
 
 

@@ -55,3 +55,14 @@ def test_tensorboard_asked_for_but_missing_is_a_warning(tmp_path, monkeypatch, c
     with caplog.at_level(logging.WARNING):
         MetricsLog(tmp_path, tensorboard=False).close()
     assert "tensorboard" not in caplog.text
+
+
+def test_tensorboard_is_off_unless_a_recipe_asks():
+    """A run that did not ask for TensorBoard prints no warning about it (the controlled-setting recipes
+    ask; the synthetic ones do not)."""
+    from switchbert.recipes import recipe_path
+    from switchbert.train.config import TrainSection, load_config
+
+    assert TrainSection().tensorboard is False
+    assert load_config(recipe_path("synth/vqa")).train.tensorboard is False
+    assert load_config(recipe_path("vqa/uniter")).train.tensorboard is True

@@ -40,7 +40,7 @@ def test_sigterm_writes_a_checkpoint_at_the_step_boundary_and_prints_lines_witho
     text = "".join(lines) + rest
     assert proc.returncode == 128 + signal.SIGTERM, text
     assert "\r" not in text and "\x1b" not in text
-    assert "step 1/400  epoch 0  loss " in text and " samples/s " in text and " left" in text
+    assert "step 1/400  epoch 1  loss " in text and " samples/s " in text and " left" in text
     assert "stopped by SIGTERM at step" in text
     logged = max(r["step"] for r in read_jsonl(out / "metrics.jsonl") if r["split"] == "train")
     assert 3 <= ckpt_step(out) == logged  # at most the step in flight is redone

@@ -12,6 +12,7 @@ Everything draws with matplotlib's Agg backend into PNG files (no display needed
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -41,18 +42,38 @@ MODE_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 PathLike = Union[str, Path]
 
 
-def _save(fig: "plt.Figure", path: PathLike, dpi: int = 130) -> Path:
+def _save(fig: "plt.Figure", path: PathLike, dpi: int = 130, caveat: str = "") -> Path:
+    """Saves ``fig``; a ``caveat`` is drawn under it in red and kept in the PNG's Description, so a figure
+    copied into a slide or a paper carries it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    if caveat:
+        fig.text(0.5, -0.02, textwrap.fill(caveat, 110), ha="center", va="top", fontsize=7, color="firebrick",
+                 fontweight="bold")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Description": caveat} if caveat else None)
     plt.close(fig)
     return path
+
+
+def route_caveat(stats: RouteStats) -> str:
+    """What a route figure of ``stats`` must say on its face: its switchers are near-ties, so the choices
+    drawn are argmaxes over almost equal probabilities; "" when every switcher is decided."""
+    from switchbert.analysis.routes import NEAR_TIE_MARGIN
+
+    switchers, ties = stats.switcher_confidence(), stats.near_ties()
+    if not ties:
+        return ""
+    if len(ties) == len(switchers):
+        return (f"UNDECIDED: all {len(switchers)} switchers are near-ties (mean margin between the two most "
+                f"probable options < {NEAR_TIE_MARGIN:g}); these routes are ties broken arbitrarily, not learnt choices")
+    where = ", ".join(f"L{layer} {name}" for layer, name, _ in ties)
+    return f"Undecided (near-tie, margin < {NEAR_TIE_MARGIN:g}): {where}; read those choices as ties, not findings"
 
 
 # -- 1. the route diagram ---------------------------------------------------------------------------------
 
 
-def plot_route_diagram(arch: Architecture, path: PathLike, title: str = "") -> Path:
+def plot_route_diagram(arch: Architecture, path: PathLike, title: str = "", caveat: str = "") -> Path:
     """Draws one architecture in the manner of the paper's Fig. 4.
 
     Layers are stacked bottom (layer 1) to top. Each layer is two columns, text | regions, split into an
@@ -128,7 +149,7 @@ def plot_route_diagram(arch: Architecture, path: PathLike, title: str = "") -> P
     ax.set_xlim(-0.9, col_x["region"] + w + 1.8)
     ax.set_ylim(-0.1, y0(L) + layer_h + 0.3)
     ax.set_axis_off()
-    return _save(fig, path)
+    return _save(fig, path, caveat=caveat)
 
 
 def _input_arrow(ax, modality: str, source: Optional[str], layer: int, x: float, w: float, y0, att_h: float,
@@ -164,7 +185,7 @@ def _input_arrow(ax, modality: str, source: Optional[str], layer: int, x: float,
 # -- 2, 3. frequency bars -------------------------------------------------------------------------------------
 
 
-def plot_mode_frequencies(stats: RouteStats, path: PathLike, title: str = "") -> Path:
+def plot_mode_frequencies(stats: RouteStats, path: PathLike, title: str = "", caveat: Optional[str] = None) -> Path:
     """Per-layer share of samples choosing each attention mode, as stacked bars (layer 1 left)."""
     fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(stats.layers) + 2.0), 3.4))
     modes = list(dict.fromkeys(m for layer in stats.layers for m in layer.modes))
@@ -180,10 +201,10 @@ def plot_mode_frequencies(stats: RouteStats, path: PathLike, title: str = "") ->
     ax.set_xlabel("layer")
     ax.set_title(title or f"Attention mode per layer ({stats.num_samples:,} samples)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    return _save(fig, path)
+    return _save(fig, path, caveat=route_caveat(stats) if caveat is None else caveat)
 
 
-def plot_sib_frequencies(stats: RouteStats, path: PathLike, title: str = "") -> Path:
+def plot_sib_frequencies(stats: RouteStats, path: PathLike, title: str = "", caveat: Optional[str] = None) -> Path:
     """Per-layer share of samples taking each Switch-Input candidate, one panel per modality."""
     layers = [layer for layer in stats.layers if layer.sib_candidates]
     if not layers:
@@ -205,7 +226,7 @@ def plot_sib_frequencies(stats: RouteStats, path: PathLike, title: str = "") -> 
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title="candidate",
                    title_fontsize=7)
     fig.suptitle(title or f"Switch-Input choice per layer ({stats.num_samples:,} samples)", fontsize=10)
-    return _save(fig, path)
+    return _save(fig, path, caveat=route_caveat(stats) if caveat is None else caveat)
 
 
 # -- 4. training dynamics ----------------------------------------------------------------------------------
@@ -337,7 +358,31 @@ def plot_active_paths(records: Union[PathLike, Iterable[Mapping]], path: PathLik
     fig.suptitle(title or f"Active paths during training (weight > {threshold:g})" if threshold is not None
                  else "Active paths during training", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, caveat=active_paths_caveat(recs))
+
+
+def active_paths_caveat(records: Sequence[Mapping]) -> str:
+    """Whether the active paths at the end of training are Gumbel noise around undecided switchers: layers
+    whose logged mean mode probabilities (``routes/sab/L{i}/{mode}``, last record) are within the near-tie
+    margin of each other, so several modes pass the activity threshold because the noise mixes them, not
+    because the model learnt to use several. "" when every layer has a clear favourite (or none is logged)."""
+    from switchbert.analysis.routes import NEAR_TIE_MARGIN
+
+    last = next((r for r in reversed(list(records)) if any(_SAB_KEY.match(k) for k in r)), None)
+    if last is None:
+        return ""
+    probs: dict[int, list[float]] = {}
+    for k, v in last.items():
+        m = _SAB_KEY.match(k)
+        if m:
+            probs.setdefault(int(m.group(1)), []).append(float(v))
+    undecided = [layer for layer, p in sorted(probs.items())
+                 if len(p) > 1 and sorted(p)[-1] - sorted(p)[-2] < NEAR_TIE_MARGIN]
+    if not undecided:
+        return ""
+    where = ", ".join(f"L{layer}" for layer in undecided)
+    return (f"At the last step {where}: mean mode probabilities within {NEAR_TIE_MARGIN:g} of each other, so their "
+            "active paths are Gumbel noise around undecided switchers, not learnt sparsity")
 
 
 def _series_order(key: tuple[str, str]) -> tuple:
@@ -356,7 +401,7 @@ def plot_report_figures(stats: RouteStats, out_dir: PathLike, prefix: str) -> li
         return paths
     if stats.top_architectures:
         paths.append(plot_route_diagram(stats.top_architectures[0], out_dir / f"{prefix}_route.png",
-                                        f"Most frequent architecture: {label}"))
+                                        f"Most frequent architecture: {label}", caveat=route_caveat(stats)))
     paths.append(plot_mode_frequencies(stats, out_dir / f"{prefix}_modes.png",
                                        f"Attention mode per layer: {label}"))
     if stats.has_sib:

@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -42,7 +42,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser("routes", help="which attention mode and input each layer chooses, per task (paper Fig. 4)")
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="a model directory (save_pretrained), a checkpoint, or a run directory (its best/, else last/)")
-    p.add_argument("data", metavar="DATA", help="directory with manifest.json (e.g. written by `switchbert synth`)")
+    p.add_argument("data", metavar="DATA", nargs="?", default=None,
+                   help="directory with manifest.json (e.g. written by `switchbert synth`); omitted for a run "
+                        "directory, whose config.yaml names the task, its files, text length and protocol")
     p.add_argument("--task", default="all", choices=TASKS + ("all",))
     p.add_argument("--split", default="val",
                    help="split to analyse: train, val, test (VQA: also minival; RefCOCO+: test = testA + testB, "
@@ -61,11 +63,14 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     f = subparsers.add_parser("flops", help="forward FLOPs per sample and over a training run vs the fixed baselines (Table 7)")
     f.add_argument("model", metavar="MODEL", nargs="?", default=None,
                    help="a preset name, a model directory or a run directory (not needed with --metrics)")
-    f.add_argument("--text-len", type=int, default=38, help="text tokens T incl. [CLS]/[SEP] (default 38)")
-    f.add_argument("--regions", type=int, default=36, help="detected regions; R = regions + 1 (IMG) (default 36)")
+    f.add_argument("--text-len", type=int, default=None,
+                   help="text tokens T incl. [CLS]/[SEP] (default: a run's data.max_text_len, else 38)")
+    f.add_argument("--regions", type=int, default=None,
+                   help="detected regions; R = regions + 1 (IMG) (default: a run's data.max_regions, else 36)")
     f.add_argument("--samples", type=int, default=None,
-                   help="training samples per epoch (default: 1, or with --routes the samples analysed)")
-    f.add_argument("--epochs", type=float, default=1.0)
+                   help="training samples per epoch (default: a run's training set, else 1, or with --routes "
+                        "the samples analysed)")
+    f.add_argument("--epochs", type=float, default=None, help="default: a run's train.epochs, else 1")
     f.add_argument("--routes", default=None, help="routes.json from `switchbert routes`: use the measured routes and "
                    "token counts instead of uniform routing at --text-len/--regions")
     f.add_argument("--baseline", action="append", default=None, metavar="PRESET_OR_DIR",
@@ -79,7 +84,8 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     f.set_defaults(func=run_flops)
 
     d = subparsers.add_parser("route-dynamics", help="plot per-layer switch probabilities vs step (and tau) from a metrics JSONL")
-    d.add_argument("metrics", metavar="METRICS", help="JSONL with step, tau and routes/sab/L{i}/{mode} keys")
+    d.add_argument("metrics", metavar="METRICS",
+                   help="a run directory (its metrics.jsonl) or a JSONL with step, tau and routes/sab/L{i}/{mode} keys")
     d.add_argument("--out", required=True, help="directory for route_dynamics_sab.png (and _sib.png)")
     d.set_defaults(func=run_dynamics)
 
@@ -108,6 +114,8 @@ def run_routes(args: argparse.Namespace) -> int:
     model = load_pretrained(resolve_model_dir(args.checkpoint), map_location="cpu").to(device)
     if not model.config.switches_attention and model.config.sib is None:
         log.warning("%s is a fixed architecture: every sample takes the same route", model.config.name)
+    if args.data is None:
+        return _routes_of_run(args, model, device)
     data = Path(args.data)
     tasks = TASKS if args.task == "all" else (args.task,)
     stats, missing = {}, []
@@ -128,6 +136,42 @@ def run_routes(args: argparse.Namespace) -> int:
     if not stats:
         raise ValueError(f"{data}/manifest.json names the files of none of {', '.join(TASKS)} "
                          f"on split {args.split!r}; see `switchbert routes --help` for its keys")
+    return _print_routes(args, stats, model)
+
+
+def run_config_path(path: str | Path) -> Optional[Path]:
+    """The ``config.yaml`` of the run ``path`` is, or whose checkpoint (``best/``, ``last/``) it is; None."""
+    path = Path(path)
+    for candidate in (path / "config.yaml", path.parent / "config.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _routes_of_run(args: argparse.Namespace, model: Any, device: torch.device) -> int:
+    """``switchbert routes RUN``: the run's own task, files, text length and protocol (its config.yaml)."""
+    from switchbert.analysis.routes import collect_routes
+    from switchbert.train.config import load_config
+    from switchbert.train.tasks import build_task
+
+    config_path = run_config_path(args.checkpoint)
+    if config_path is None:
+        raise ValueError(f"{args.checkpoint}: not a run directory (no config.yaml here or beside it); give DATA, a "
+                         "directory with a manifest.json (see `switchbert routes --help`)")
+    config = load_config(config_path, args.overrides)
+    if args.task not in ("all", config.task):
+        raise ValueError(f"--task {args.task}: {config_path} is a {config.task} run; give DATA to analyse another task")
+    t = build_task(config)
+    split = t.analysis_split(args.split)
+    batches, n = analysis_batches(t, args.split, args.batch_size, args.max_samples, args.seed)
+    log.info("%s/%s: %d samples (from %s)", config.task, split, n, config_path)
+    stats = {config.task: collect_routes(model, batches, device, top_n=args.top, task=f"{config.task} ({split})")}
+    return _print_routes(args, stats, model)
+
+
+def _print_routes(args: argparse.Namespace, stats: dict[str, Any], model: Any) -> int:
+    from switchbert.analysis.report import write_report
+
     files = write_report(args.out, stats, config=model.config)
     for task, s in stats.items():
         top = s.top_architectures[0] if s.top_architectures else None
@@ -165,6 +209,7 @@ def run_flops(args: argparse.Namespace) -> int:
     config = _config(args.model)
     baselines = ({_config(b).name: _config(b) for b in args.baseline} if args.baseline
                  else default_baselines(config))
+    _run_defaults(args)
     T, R = args.text_len, args.regions + 1
     result: dict[str, Any] = {"model": config.name, "text_len": T, "region_tokens": R}
     per_sample = []
@@ -199,6 +244,33 @@ def run_flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_defaults(args: argparse.Namespace) -> None:
+    """``flops RUN``: text length, regions, training-set size and epochs from the run's config.yaml, for
+    whatever was not given on the command line; else the controlled setting's 38 tokens, 36 regions."""
+    config_path = run_config_path(args.model) if Path(args.model).is_dir() else None
+    if config_path is not None:
+        from switchbert.train.config import load_config
+        from switchbert.train.tasks import build_task
+
+        config = load_config(config_path)
+        if args.text_len is None:
+            args.text_len = config.data.max_text_len
+        if args.regions is None:
+            args.regions = config.data.max_regions
+        if args.epochs is None:
+            args.epochs = float(config.train.epochs)
+        if args.samples is None and not args.routes:
+            try:
+                args.samples = len(build_task(config).train_dataset())
+            except (OSError, ValueError) as e:  # the data moved: say so, count per sample
+                log.warning("%s: cannot read the training set (%s); counting one sample", config_path, e)
+        log.info("from %s: text length %d, %d regions, %s training samples, %g epochs", config_path,
+                 args.text_len, args.regions, args.samples, args.epochs)
+    args.text_len = 38 if args.text_len is None else args.text_len
+    args.regions = 36 if args.regions is None else args.regions
+    args.epochs = 1.0 if args.epochs is None else args.epochs
+
+
 def _run_training_flops(args: argparse.Namespace) -> int:
     """``switchbert flops MODEL --metrics run/metrics.jsonl``: the run's own count from its log."""
     import yaml
@@ -231,7 +303,13 @@ def _run_training_flops(args: argparse.Namespace) -> int:
 def run_dynamics(args: argparse.Namespace) -> int:
     from switchbert.analysis.plots import plot_training_dynamics, read_metrics
 
-    records = read_metrics(args.metrics)
+    metrics = Path(args.metrics)
+    if metrics.is_dir():  # a run directory, or one of its checkpoints
+        found = [p for p in (metrics / "metrics.jsonl", metrics.parent / "metrics.jsonl") if p.is_file()]
+        if not found:
+            raise FileNotFoundError(f"{metrics}: no metrics.jsonl in it or beside it (is it a run directory?)")
+        metrics = found[0]
+    records = read_metrics(metrics)
     out = Path(args.out)
     written = [plot_training_dynamics(records, out / "route_dynamics_sab.png", "sab")]
     if any(k.startswith("routes/sib/") for r in records for k in r):

@@ -1,4 +1,4 @@
-"""The data commands: ``features convert``, ``features inspect`` and ``synth`` (``switchbert.data`` does the work).
+"""The data commands: ``features convert|inspect|extract`` and ``synth`` (``switchbert.data`` does the work).
 
 The main CLI calls :func:`register` with its argparse subparsers; every command sets
 ``func(args) -> int`` (the exit status).
@@ -16,8 +16,8 @@ from switchbert.data.features import FORMATS, convert_store, inspect_store
 
 
 def register(subparsers: "argparse._SubParsersAction") -> None:
-    """Adds ``features {convert,inspect}`` and ``synth`` to ``subparsers``."""
-    feats = subparsers.add_parser("features", help="region-feature stores: convert, inspect")
+    """Adds ``features {convert,inspect,extract}`` and ``synth`` to ``subparsers``."""
+    feats = subparsers.add_parser("features", help="region-feature stores: convert, inspect, extract")
     fsub = feats.add_subparsers(dest="features_command", required=True)
 
     conv = fsub.add_parser("convert", help="convert a feature store (VOLTA LMDB, base64 LMDB, H5, fast) to another format")
@@ -33,6 +33,29 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     insp.add_argument("--sample-size", type=int, default=1000, help="images read for the statistics")
     insp.add_argument("--json", action="store_true", help="print JSON")
     insp.set_defaults(func=_inspect)
+
+    ext = fsub.add_parser("extract", help="run the bottom-up-attention detector on images and write a store "
+                                          "(docs/data.md, 'From photos to a store')")
+    ext.add_argument("images", help="a folder of images (recursive), a .txt list of paths, or one image")
+    ext.add_argument("--weights", required=True, help="detector weights: faster_rcnn_from_caffe[_attr].pkl, "
+                     "frcnn-vg-finetuned pytorch_model.bin or bua-caffe-frcn-r101-k36.pth")
+    ext.add_argument("--out", required=True, help="the store to write (a directory for fast/volta, a file for h5)")
+    ext.add_argument("--format", default="fast", choices=("fast", "volta", "h5"), help="store format (default: fast)")
+    ext.add_argument("--boxes", default="36", help="regions per image: a count (36) or a range (10-100)")
+    ext.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    ext.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default: 1)")
+    ext.add_argument("--layout", default="auto", choices=("auto", "py-bua", "hf", "milvlg"),
+                     help="the weight file's key layout (default: from its keys)")
+    ext.add_argument("--conventions", default="py-bua", choices=("py-bua", "caffe", "hf"),
+                     help="preset conventions: py-bua (default; VOLTA's released features), caffe (anchor "
+                          "centring and +1 box widths of the original Caffe model), hf (HF's LXMERT port)")
+    ext.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="one extraction setting (docs/data.md table), e.g. --set nms_mode=per_class")
+    ext.add_argument("--detector-config", default=None, metavar="JSON",
+                     help="a JSON file of detector shape fields for non-default weights (tests use a tiny one)")
+    ext.add_argument("--strict", action="store_true", help="stop at the first bad image instead of skipping it")
+    ext.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    ext.set_defaults(func=_extract)
 
     syn = subparsers.add_parser("synth", help="write the synthetic benchmark (real formats) into a directory")
     syn.add_argument("dir")
@@ -89,6 +112,41 @@ def _inspect(args: argparse.Namespace) -> int:
         s = info["sample"]
         print(f"sample       image {s['image_id']}: {s['image_w']:.0f}x{s['image_h']:.0f}, {s['num_regions']} regions, "
               f"first boxes {s['first_boxes_px']}, top classes {s['top_classes']}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    try:
+        return run_extract(args)
+    except (DataError, ValueError) as err:
+        return _fail(err)
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    """``features extract``: the extractor from the arguments, then the folder run; prints a summary."""
+    from switchbert.data.extract.api import RegionExtractor
+    from switchbert.data.extract.pipeline import extract_folder
+    from switchbert.data.extract.settings import build_config, load_detector_config
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    config = build_config(args.boxes, args.conventions, args.set)
+    detector = load_detector_config(args.detector_config) if args.detector_config else None
+    extractor = RegionExtractor(args.weights, config=config, detector=detector, device=args.device,
+                                layout=args.layout)
+    w = extractor.weights
+    print(f"weights {w.path}: sha256 {w.sha256}, layout {w.layout}"
+          + (f", {w.filled_bn_stats} frozen-norm statistics filled (0/1)" if w.filled_bn_stats else ""),
+          file=sys.stderr)
+    summary = extract_folder(args.images, extractor, args.out, args.format, args.batch_size,
+                             skip_bad=not args.strict, progress_interval=args.progress_every)
+    skipped = sum(summary.skipped.values())
+    print(f"wrote {summary.written} images to {args.out} ({args.format}); {summary.computed} computed now, "
+          f"{summary.resumed} from an earlier run's journal, {skipped} skipped, {summary.seconds:.1f} s")
+    if skipped:
+        kinds = ", ".join(f"{n} {k}" for k, n in summary.skipped.most_common())
+        print(f"warning: skipped {skipped} bad images ({kinds}); e.g. " + " | ".join(summary.skipped_examples[:3]),
+              file=sys.stderr)
     return 0
 
 

@@ -21,13 +21,23 @@ def run(args: argparse.Namespace) -> int:
 
         model, heads, report = load_volta(args.src, base, with_heads=not args.no_heads)
     else:
-        from switchbert.weights.hf import load_hf
+        from switchbert.weights.hf import load_hf, load_hf_with_heads
 
-        model, report = load_hf(args.src, base)
+        if args.no_heads:
+            model, report = load_hf(args.src, base)
+        else:
+            model, heads, report = load_hf_with_heads(args.src, base)
     print(report.summary())
     if args.strict and report.uninitialised:
-        print(f"import-checkpoint: --strict and {len(report.uninitialised)} parameters are not initialised; "
-              f"nothing written to {args.dst}")
+        detail = ""
+        if args.source_format == "hf":
+            from switchbert.weights.hf import strict_problems
+
+            missing, by_design = strict_problems(report)
+            detail = (f" ({len(missing)} missing from the checkpoint, {len(by_design)} with no HF counterpart "
+                      f"by design: the VOLTA poolers and ITM head, which fine-tuning trains)")
+        print(f"import-checkpoint: --strict and {len(report.uninitialised)} parameters are not initialised"
+              f"{detail}; nothing written to {args.dst}")
         return 1
     save_pretrained(model, args.dst)
     if heads is not None:
@@ -58,6 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="our architecture (e.g. uniter-base, lxmert-base); HF sizes override its sizes")
     p.add_argument("--strict", action="store_true", help="fail (write nothing) if any parameter stays random")
     p.add_argument("--no-heads", action="store_true",
-                   help="VOLTA: skip the pretraining heads (by default MLM, MRC and ITM are imported into "
-                        "DST/heads.safetensors, ITM rows mapped to our class 1 = matched)")
+                   help="skip the pretraining heads (by default they go to DST/heads.safetensors: from VOLTA MLM, "
+                        "MRC and ITM, ITM rows mapped to our class 1 = matched; from HF the MLM head and LXMERT's "
+                        "object head, whose maps are exact)")
     p.set_defaults(func=run)

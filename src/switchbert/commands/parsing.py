@@ -70,9 +70,20 @@ def error_message(e: BaseException) -> str:
     return str(e)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """``warning: MESSAGE`` (a data warning's message names its file), instead of Python's two lines with
+    the library's own file and source line."""
+    text = " ".join(str(message).split("\n"))
+    return f"warning: {text}\n"
+
+
 def run_command(prog: str, func: Any, args: argparse.Namespace) -> int:
     """Runs ``func(args)``; errors end with one line on stderr (exit 2 for user errors, 1 otherwise),
     or with the traceback under ``-v``."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # the command line's warnings: one line each, no source echo
     try:
         return int(func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError) as e:
@@ -81,6 +92,11 @@ def run_command(prog: str, func: Any, args: argparse.Namespace) -> int:
             raise
         print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment (a full disk, permissions): the message names the file
+        if getattr(args, "verbose", False):
+            raise
+        print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
+        return 1
     except Exception as e:  # anything else is a bug or an environment problem: say how to see more
         if getattr(args, "verbose", False):
             raise

@@ -23,14 +23,17 @@ import torch
 
 from switchbert.commands.parsing import ArgumentParser, add_verbose, run_command
 from switchbert.train.config import ConfigError, load_config
-from switchbert.train.preflight import check_paths
+from switchbert.train.preflight import check_paths, check_splits
 
 
 # ---------------------------------------------------------------------------------------- arguments
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="experiment YAML (docs/training.md lists every key)")
+    p.add_argument("config", help="experiment YAML or a packaged recipe name (vqa/uniter; `switchbert configs` "
+                   "lists them); --print-config shows every key resolved")
     p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides, e.g. train.lr=2e-5")
     p.add_argument("--resume", action="store_true", help="continue output_dir/last exactly where it stopped")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the fully resolved config (defaults and overrides applied) and exit without running")
 
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
@@ -43,8 +46,11 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", help="run directories (their results.jsonl) or result files (.jsonl/.json)")
+    p.add_argument("paths", nargs="+", help="run directories (their results.jsonl), a directory of runs (every "
+                   "results.jsonl under it) or result files (.jsonl/.json)")
     p.add_argument("--out", default=None, help="write the markdown table here too")
+    p.add_argument("--paper", action="store_true",
+                   help="add the paper's Table 3 rows (the default when a model of the paper's is among the runs)")
     p.add_argument("--no-paper", action="store_true", help="leave out the paper's rows")
     p.add_argument("--column", action="append", default=None, metavar="TITLE=TASK:METRIC",
                    help="a column (repeatable; replaces the default Table 3 columns, which use the splits the "
@@ -57,11 +63,19 @@ def run_train(args: argparse.Namespace, stage: str) -> int:
     from switchbert.train.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
+    if getattr(args, "print_config", False):
+        import yaml
+
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        print(f"# result records name the model {config.report_name!r}; recipe hash {config.recipe_hash or '(defaults)'}")
+        return 0
     if stage == "pretrain" and config.task != "pretrain":
         raise ConfigError(f"{args.config}: task is {config.task!r}; use `switchbert finetune` for downstream tasks")
     if stage == "finetune" and config.task == "pretrain":
         raise ConfigError(f"{args.config}: task is 'pretrain'; use `switchbert pretrain`")
     check_paths(config, args.config)
+    if not args.resume:  # a resumed run checked them when it started
+        check_splits(config, args.config)
     result = Trainer(config, resume=args.resume, source=args.config).fit()
     if result.get("signal") is not None:  # SIGTERM / SIGINT: last/ is written; the shell's 128 + N
         return 128 + int(result["signal"])
@@ -93,6 +107,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.splits = [s for s in args.splits if "=" not in s] or None
     run = Path(args.run)
     config_path = run / "config.yaml" if run.is_dir() else run
+    if run.is_dir() and not config_path.is_file() and (run.parent / "config.yaml").is_file():
+        config_path = run.parent / "config.yaml"  # RUN/best or RUN/last: that checkpoint of the run
     config = load_config(config_path, args.overrides)
     check_paths(config, str(config_path), need_train=False)
     checkpoint = Path(args.checkpoint) if args.checkpoint else (run if run.is_dir() else None)
@@ -109,22 +125,32 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from switchbert.io import atomic_write_text
     from switchbert.metrics import aggregate_runs, format_table3, load_records, split_recipes
+    from switchbert.metrics.aggregate import check_columns, compare_models, default_columns, has_paper_model
     from switchbert.train.evaluate import RESULTS_NAME
 
     files = []
     for p in map(Path, args.paths):
-        f = p / RESULTS_NAME if p.is_dir() else p
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: no result records (run `switchbert evaluate` on the run first)")
-        files.append(f)
-    columns = None  # metrics.default_columns: Table 3's, on the splits the records have (VQA: val)
-    if args.column:
-        columns = tuple(_parse_column(c) for c in args.column)
+        if p.is_file():
+            files.append(p)
+        elif (p / RESULTS_NAME).is_file():
+            files.append(p / RESULTS_NAME)
+        elif p.is_dir() and sorted(p.rglob(RESULTS_NAME)):  # a parent of runs: every run under it
+            files.extend(sorted(p.rglob(RESULTS_NAME)))
+        else:
+            raise FileNotFoundError(f"{p}: no result records in or under it (run `switchbert evaluate` on the run first)")
     raw = load_records(files)
     records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in raw]
     records = split_recipes(records, [r.get("recipe") for r in raw])
-    table = format_table3(aggregate_runs(records), columns=columns, include_paper=not args.no_paper,
-                          decimals=args.decimals)
+    summaries = aggregate_runs(records)
+    columns = tuple(_parse_column(c) for c in args.column) if args.column else None
+    if columns is not None:
+        check_columns(summaries, columns)
+    # The paper's rows when asked (--paper), or by default when a model of the paper's is among the runs.
+    include_paper = args.paper or (not args.no_paper and has_paper_model(summaries))
+    table = format_table3(summaries, columns=columns, include_paper=include_paper, decimals=args.decimals)
+    verdicts = compare_models(summaries, columns or default_columns(summaries), args.decimals)
+    if verdicts:
+        table += "\n\n" + "\n".join(f"- {v}" for v in verdicts)
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")
@@ -153,6 +179,9 @@ def register(subparsers: "argparse._SubParsersAction") -> None:
     p = subparsers.add_parser("evaluate", help="score a checkpoint on its task's splits; writes result files")
     _add_eval_args(p)
     p.set_defaults(func=run_evaluate)
+    from switchbert.commands import predict  # `switchbert predict`, beside evaluate in --help
+
+    predict.register(subparsers)
     p = subparsers.add_parser("report", help="mean ± std over seeds per model and task, as the paper's Table 3")
     _add_report_args(p)
     p.set_defaults(func=run_report)

@@ -16,8 +16,9 @@ Modules, one concept each:
     refcoco      RefCOCO+ -> (Batch, RefLabels)
     loader       collation helpers (into shared memory in workers) and make_dataloader
     synth        the synthetic benchmark, written in the real formats
+    extract/     region features from raw images: the bottom-up-attention detector in plain PyTorch
 
-The commands `switchbert features convert|inspect` and `switchbert synth` are ``switchbert.commands.data``.
+The commands `switchbert features convert|inspect|extract` and `switchbert synth` are ``switchbert.commands.data``.
 
 The data layer yields only real regions; the model prepends the IMG token, so region-indexed labels
 (MRC targets, RefCOCO+ IoU) line up with ``region_hidden[:, 1:]``.

@@ -49,6 +49,9 @@ _FAST_META_KEY = b"__switchbert_meta__"
 _FAST_IDS_KEY = b"__switchbert_ids__"
 _FAST_MAGIC = b"SBF1"
 _FAST_HEADER = struct.Struct("<4sHIIff")  # magic, n, F, C, image_w, image_h
+_VOLTA_EXTRACT_KEY = b"__switchbert_extract__"
+_H5_LABELS = (("object_ids", "objects_id"), ("object_conf", "objects_conf"), ("attr_ids", "attrs_id"),
+              ("attr_conf", "attrs_conf"))
 
 
 @dataclass
@@ -695,10 +698,16 @@ class _LMDBWriter:
         self.env.close()
 
 
-def write_store(path: PathLike, records: Iterable[RegionRecord], fmt: str = "fast") -> int:
+def write_store(path: PathLike, records: Iterable[RegionRecord], fmt: str = "fast",
+                extra_meta: Optional[dict] = None) -> int:
     """Writes ``records`` to a new store at ``path`` in format ``fmt``; returns the count.
 
     ``fast``, ``volta`` and ``volta-b64`` write an LMDB directory; ``h5`` writes one HDF5 file.
+    ``extra_meta`` (JSON values: what made the features, e.g. the extractor's weights and settings) goes
+    under ``"extract"`` in a fast store's metadata, under the key ``__switchbert_extract__`` of a VOLTA
+    LMDB (readers list ids from ``keys`` only) and in the root attribute ``switchbert_extract`` of an
+    h5 file. Records carrying detector labels (``object_ids``, ``object_conf``, ``attr_ids``,
+    ``attr_conf``) keep them in h5 as ``objects_id``, ``objects_conf``, ``attrs_id``, ``attrs_conf``.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown feature store format {fmt!r}; choose one of {FORMATS}")
@@ -720,6 +729,8 @@ def write_store(path: PathLike, records: Iterable[RegionRecord], fmt: str = "fas
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         count = 0
         with h5py.File(path, "w") as f:
+            if extra_meta is not None:
+                f.attrs["switchbert_extract"] = json.dumps(extra_meta)
             for r in records:
                 g = f.create_group(r.image_id)
                 g.create_dataset("features", data=np.asarray(r.features, dtype=np.float32))
@@ -728,6 +739,10 @@ def write_store(path: PathLike, records: Iterable[RegionRecord], fmt: str = "fas
                 g.create_dataset("img_h", data=r.image_h)
                 if r.cls_prob is not None:
                     g.create_dataset("cls_prob", data=np.asarray(r.cls_prob, dtype=np.float32))
+                for name, h5_name in _H5_LABELS:
+                    value = getattr(r, name, None)
+                    if value is not None:
+                        g.create_dataset(h5_name, data=np.asarray(value))
                 count += 1
         return count
 
@@ -745,10 +760,14 @@ def write_store(path: PathLike, records: Iterable[RegionRecord], fmt: str = "fas
     if fmt == "fast":
         meta = {"format": "switchbert-fast", "version": 1, "count": len(ids), "feat_dim": feat_dim,
                 "num_classes": num_classes, "dtype": "float16"}
+        if extra_meta is not None:
+            meta["extract"] = extra_meta
         writer.put(_FAST_META_KEY, json.dumps(meta).encode())
         writer.put(_FAST_IDS_KEY, "\n".join(ids).encode())
     else:
         writer.put(b"keys", pickle.dumps([i.encode() for i in ids], protocol=4))
+        if extra_meta is not None:
+            writer.put(_VOLTA_EXTRACT_KEY, json.dumps(extra_meta).encode())
     writer.close()
     return len(ids)
 

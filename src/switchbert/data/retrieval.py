@@ -71,8 +71,15 @@ def load_flickr_jsonl(path: PathLike, store: Optional[FeatureStore] = None,
                 if not sents:
                     raise DataError(path, f"line {lineno} (image {iid})", "no captions")
                 for k, s in enumerate(sents):
-                    if not isinstance(s, str) or not s.strip():
+                    if not isinstance(s, str):
+                        raise DataError(path, f"line {lineno} (image {iid}) caption {k}",
+                                        f"caption is not a string ({type(s).__name__})")
+                    if not s.strip():
                         raise DataError(path, f"line {lineno} (image {iid}) caption {k}", "empty caption")
+                if out and len(sents) != len(out[0].sentences):  # every image is judged on as many captions
+                    raise DataError(path, f"line {lineno} (image {iid})",
+                                    f"{len(sents)} captions, but line {first_line[out[0].image_id]} has "
+                                    f"{len(out[0].sentences)}: every image needs the same number (Flickr30k: 5)")
                 if store is not None and iid not in store:
                     raise DataError(path, f"line {lineno} (image {iid})", f"missing image id: not in the feature store {store.path}")
             except DataError as err:

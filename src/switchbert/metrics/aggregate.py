@@ -294,3 +294,52 @@ def format_table3(
                  " a number in parentheses names the paper's split where the column is on another one.")
     lines.append(foot)
     return "\n".join(lines)
+
+
+def has_paper_model(summaries: Mapping[SummaryKey, RunSummary]) -> bool:
+    """True when a model of the summaries is one the paper's Table 3 reports (by canonical name)."""
+    return any(canonical_model_name(model) in PAPER_TABLE3 for model, _, _ in summaries)
+
+
+def check_columns(summaries: Mapping[SummaryKey, RunSummary], columns: Sequence[Table3Column]) -> None:
+    """Every column's (task, metric) is in the records; else a ``ValueError`` with the close matches.
+
+    A column that no record fills would print as a column of "–", which reads like missing runs."""
+    import difflib
+
+    have = sorted({f"{task}:{metric}" for _, task, metric in summaries})
+    for c in columns:
+        want = f"{c.task}:{c.metric}"
+        if want not in have:
+            close = difflib.get_close_matches(want, have, n=3, cutoff=0.5)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise ValueError(f"--column {c.title}={want}: no record has task {c.task!r} and metric {c.metric!r}"
+                             f"{hint}; the records have: {', '.join(have)}")
+
+
+def compare_models(summaries: Mapping[SummaryKey, RunSummary], columns: Sequence[Table3Column],
+                   decimals: int = 1) -> list[str]:
+    """In words, per column: is the best model ahead of each other one beyond the seeds' spread?
+
+    "Beyond the spread" means the means differ by more than the two sample standard deviations added
+    (as the demo's report judges it). With one seed on either side there is no spread to judge against,
+    and the line says so rather than calling a difference.
+    """
+    lines = []
+    for c in columns:
+        rows = [s for (m, t, k), s in summaries.items() if t == c.task and k == c.metric]
+        if len(rows) < 2:
+            continue
+        best = max(rows, key=lambda s: s.mean)
+        for other in sorted((s for s in rows if s is not best), key=lambda s: -s.mean):
+            diff = best.mean - other.mean
+            head = (f"{c.title}: {best.model} {best.mean:.{decimals}f} vs {other.model} "
+                    f"{other.mean:.{decimals}f} ({diff:+.{decimals}f})")
+            if best.n < 2 or other.n < 2:
+                lines.append(f"{head}: {min(best.n, other.n)} seed on one side, no spread to judge against")
+                continue
+            spread = best.std + other.std
+            verdict = "beyond" if diff > spread else "within"
+            lines.append(f"{head}: {verdict} the spread (std {best.std:.{decimals + 1}f} + "
+                         f"{other.std:.{decimals + 1}f})")
+    return lines

@@ -17,7 +17,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -107,6 +107,10 @@ def predict_answers(logits: Union[Tensor, np.ndarray], answer_vocab: Union[Seque
             normalised class names (anything with an ``answers`` list and no ``server_answers``
             gives its ``answers``).
     """
+    if isinstance(answer_vocab, Mapping):  # list(dict) would be its keys, in whatever order they were added
+        raise TypeError("predict_answers: answer_vocab is a dict; give the answers as a list in the classifier's "
+                        "order (e.g. sorted(d, key=d.get) for answer -> index), or an AnswerVocab "
+                        "(AnswerVocab.load('RUN/best/answer_vocab.json'))")
     answer_vocab = list(getattr(answer_vocab, "server_answers", None) or getattr(answer_vocab, "answers", answer_vocab))
     logits = torch.as_tensor(logits)
     if logits.dim() != 2 or logits.shape[1] != len(answer_vocab):

@@ -39,6 +39,23 @@ class ExclusiveSourcesError(ValueError):
     """``bert_dir`` and ``init_from`` were both given (the trainer reports it as a ``ConfigError``)."""
 
 
+class ArchitectureMismatchError(ValueError):
+    """``init_from`` holds another model than ``preset`` plus overrides (the trainer reports it as a
+    ``ConfigError``)."""
+
+
+FROM_CHECKPOINT = "from_checkpoint"
+"""``model.preset`` value that trains whatever architecture ``init_from`` holds (the explicit choice)."""
+
+IDENTITY_FIELDS: tuple[str, ...] = (
+    "arch", "embedding", "sab_modes", "sib", "alignment", "top_k", "sib_top_k", "switch_training",
+    "num_layers", "hidden_size", "num_heads", "intermediate_size", "text_layers", "region_layers",
+    "cross_layers", "region_hidden_size", "region_num_heads", "region_intermediate_size")
+"""The fields that say which model trained: family, switches and size. A preset and the checkpoint it
+starts from must agree on these. The rest (vocabulary, feature width, box format, VOLTA's quirks) is
+what an imported checkpoint decides, and a weight that does not fit is reported tensor by tensor."""
+
+
 def build_model(preset: str | ModelConfig, bert_dir: Optional[str | Path] = None, bert_truncate: bool = False, *,
                 init_from: Optional[str | Path] = None, **overrides: Any) -> VLModel:
     """Builds a model: from a preset or a config, with random, BERT or checkpoint weights.
@@ -48,8 +65,9 @@ def build_model(preset: str | ModelConfig, bert_dir: Optional[str | Path] = None
         bert_dir: local HF BERT directory to initialise text embeddings and encoder layers from.
         bert_truncate: allow a deeper BERT than the model and use its first layers.
         init_from: the weights to start from: a run directory (its ``best/``, else ``last/``), a
-            checkpoint, a model directory (these fix the architecture; ``preset`` is then ignored and
-            ``overrides`` must be runtime fields), or a state-dict file (``.safetensors``/``.pt``/``.bin``
+            checkpoint, a model directory (these fix the architecture: ``preset`` must name the same
+            model, :data:`IDENTITY_FIELDS`, or be ``FROM_CHECKPOINT``; ``overrides`` apply on top), or a
+            state-dict file (``.safetensors``/``.pt``/``.bin``
             with this library's names, possibly under ``"model"`` / ``"model_state_dict"`` and with
             DataParallel's ``module.`` prefix) loaded into ``preset``'s architecture.
         overrides: config fields, e.g. ``sab_modes=("J",)``, ``sib=None``, ``top_k=2``.
@@ -59,6 +77,7 @@ def build_model(preset: str | ModelConfig, bert_dir: Optional[str | Path] = None
 
     Raises:
         ExclusiveSourcesError: both ``bert_dir`` and ``init_from``.
+        ArchitectureMismatchError: ``init_from`` holds another model than ``preset``.
         ValueError: an unknown preset, arch or field; weights that do not fit, each tensor named.
     """
     if init_from is not None and bert_dir is not None:
@@ -68,13 +87,55 @@ def build_model(preset: str | ModelConfig, bert_dir: Optional[str | Path] = None
     if init_from is not None:
         path = Path(init_from).expanduser()
         if not path.is_file():
+            check_init_from(preset, path, **overrides)
             return load_pretrained(path, **overrides)
+    if preset == FROM_CHECKPOINT:
+        raise ValueError(f"model.preset={FROM_CHECKPOINT} needs model.init_from to be a run, checkpoint or "
+                         f"model directory (got {init_from})")
     model = _new_model(preset, **overrides)
     if bert_dir is not None:
         init_from_bert(model, bert_dir, truncate=bert_truncate)
     if init_from is not None:
         _load_state_dict_file(model, path, preset)
     return model
+
+
+def check_init_from(preset: str | ModelConfig, init_from: str | Path, **overrides: Any) -> ModelConfig:
+    """The architecture a run starting from the directory ``init_from`` trains, checked against ``preset``.
+
+    Args:
+        preset: a preset name, a ``ModelConfig``, or ``FROM_CHECKPOINT`` (take the checkpoint's).
+        init_from: a run, checkpoint or model directory.
+        overrides: ``model.overrides``, applied to both sides (they are applied to the loaded config).
+
+    Returns:
+        The checkpoint's config with ``overrides``: the model that will train.
+
+    Raises:
+        ArchitectureMismatchError: the two differ in an :data:`IDENTITY_FIELDS` field; the message names
+            both models, the fields, and the two ways out.
+    """
+    directory = resolve_checkpoint(init_from)
+    got = read_config(directory)
+    got = got.replace(**overrides) if overrides else got
+    if isinstance(preset, str) and preset == FROM_CHECKPOINT:
+        return got
+    want = preset.replace(**overrides) if isinstance(preset, ModelConfig) else get_config(preset, **overrides)
+    diffs = [f for f in IDENTITY_FIELDS if getattr(want, f) != getattr(got, f)]
+    if diffs:
+        def show(c: ModelConfig) -> str:
+            return ", ".join(f"{f}={_plain(getattr(c, f))}" for f in diffs)
+
+        raise ArchitectureMismatchError(
+            f"model.init_from: {directory} holds a {got.name!r} model ({show(got)}) but model.preset is "
+            f"{want.name!r} ({show(want)}); set model.preset={got.name} if that is the model to train "
+            f"(or model.preset={FROM_CHECKPOINT} to train whatever init_from holds), or point "
+            f"model.init_from at a {want.name!r} run")
+    return got
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any) -> VLModel:

@@ -97,7 +97,8 @@ def model_card(config: ModelConfig, architecture: str, num_params: int,
         if training.data:
             lines.append(f"- training data: {training.data}")
         if training.steps is not None:
-            epochs = f" ({training.epochs:g} epochs)" if training.epochs is not None else ""
+            epochs = (f" ({training.epochs:g} epoch{'' if training.epochs == 1 else 's'})"
+                      if training.epochs is not None else "")
             lines.append(f"- training length: {training.steps:,} optimizer steps{epochs}")
         lines.extend(f"- {line}" for line in training.extra)
     lines += [

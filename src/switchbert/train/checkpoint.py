@@ -21,6 +21,7 @@ copy wins (it is the newest), else ``.old-<name>`` is put back, and incomplete l
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -42,6 +43,7 @@ from switchbert.models.directory import (COMPLETE_NAME, CONFIG_NAME, HEADS_NAME,
                                          is_complete, load_heads, resolve_checkpoint, write_heads)
 
 STATE_NAME = "trainer_state.pt"
+PROVENANCE_NAME = "provenance.json"
 
 
 @dataclass
@@ -179,18 +181,47 @@ def _apply_umask(directory: Path) -> None:
         os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
 
 
-def _training_info(config: Optional[dict[str, Any]], state: TrainerState) -> Optional[TrainingInfo]:
-    """What the checkpoint's model card says about its training (the run's config and position)."""
+LICENSE_LINE = ("license: the code is Apache-2.0 (switchbert); these weights derive from the training data "
+                "and from any weights they started from, whose licenses also apply")
+INTENDED_USE_LINE = ("intended use: research on vision-and-language models, on the task above; not evaluated "
+                     "for deployment, fairness or safety")
+
+
+def _training_info(config: Optional[dict[str, Any]], state: TrainerState,
+                   provenance: Optional[dict[str, Any]] = None) -> Optional[TrainingInfo]:
+    """What the checkpoint's model card says about its training (the run's config, position, results,
+    provenance, license and intended use)."""
     if config is None:
         return None
+    from switchbert.train.provenance import card_lines
+
     model = config.get("model", {})
-    extra = [f"of {state.total_steps:,} planned steps, in epoch {state.epoch + 1}"]
+    train = config.get("train", {})
+    # At the end of an epoch the state already points at the next one (step_in_epoch 0).
+    done = (f"{state.epoch} epoch{'s' if state.epoch != 1 else ''} completed" if state.step_in_epoch == 0
+            else f"stopped {state.step_in_epoch} steps into epoch {state.epoch + 1}")
+    extra = [f"of {state.total_steps:,} planned steps; {done}"]
     if model.get("init_from"):
         extra.append(f"initialised from: {model['init_from']}")
     elif model.get("bert_dir"):
         extra.append(f"initialised from BERT: {model['bert_dir']}")
+    else:
+        extra.append("initialised: randomly (no BERT, no init_from)")
+    extra.append(f"recipe: seed {train.get('seed')}, learning rate {train.get('lr')}, global batch "
+                 f"{train.get('batch_size')}, epochs planned: {train.get('epochs')}")
+    if state.best_value is not None:
+        extra.append(f"best {state.best_metric} = {state.best_value:.4f} at step {state.best_step}")
+    if state.history:
+        last = {k: v for k, v in state.history[-1].items() if k not in ("epoch", "step")}
+        if last:
+            extra.append(f"latest validation (step {state.history[-1].get('step')}): "
+                         + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items()))
+    if provenance is not None:
+        extra += card_lines(provenance)
+    extra += [LICENSE_LINE, INTENDED_USE_LINE]
     return TrainingInfo(task=str(config.get("task", "")), data=str(config.get("data", {}).get("root", "")),
-                        steps=state.step, extra=tuple(extra))
+                        steps=state.step, epochs=float(state.epoch) if state.step_in_epoch == 0 else None,
+                        extra=tuple(extra))
 
 
 def save_checkpoint(
@@ -211,18 +242,70 @@ def save_checkpoint(
         config: the run's resolved experiment (``ExperimentConfig.to_dict()``), which ``--resume``
             compares with the new one.
     """
+    from switchbert.train.provenance import provenance as run_provenance
+
     rng = rng if rng is not None else [rng_states()]
+    writing = [WEIGHTS_NAME]  # the file being written, for the error
+    origin = run_provenance(config) if config is not None else None
 
     def write(tmp: Path) -> None:
-        save_pretrained(model, tmp, training=_training_info(config, state))
+        save_pretrained(model, tmp, training=_training_info(config, state, origin))
+        if origin is not None:
+            writing[0] = PROVENANCE_NAME
+            atomic_write(tmp / PROVENANCE_NAME, lambda p: Path(p).write_text(json.dumps(origin, indent=2) + "\n"))
+            writing[0] = WEIGHTS_NAME
+        writing[0] = HEADS_NAME
         write_heads(heads, tmp)
         payload = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                    "state": asdict(state), "rng": rng, "config": config}
+        writing[0] = STATE_NAME
         atomic_write(tmp / STATE_NAME, lambda p: torch.save(payload, p))
+        writing[0] = "the task's assets"
         if assets is not None:
             assets(tmp)
 
-    return write_dir_atomically(directory, write)
+    directory = Path(directory)
+    had = has_weights(directory)
+    try:
+        written = write_dir_atomically(directory, write)
+        if origin is not None:  # the run's too: the latest checkpoint's
+            atomic_write(directory.parent / PROVENANCE_NAME,
+                         lambda p: Path(p).write_text(json.dumps(origin, indent=2) + "\n"))
+        return written
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # OSError, safetensors' and torch's writer errors: none names our file
+        raise CheckpointWriteError(directory, writing[0], e, had) from None
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a file size limit, permissions). The message is one
+    line: the checkpoint, the file, the reason, and that the previous checkpoint there is intact."""
+
+    def __init__(self, directory: Path, file: str, cause: BaseException, had_previous: bool) -> None:
+        reason = _write_reason(cause)
+        try:
+            free = f"; {shutil.disk_usage(directory.parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = ""
+        kept = (f"{directory} is intact (the previous checkpoint)" if had_previous
+                else f"no earlier checkpoint was in {directory}")
+        super().__init__(f"{directory}: could not write the checkpoint ({file}: {reason}{free}); {kept}")
+
+
+def _write_reason(e: BaseException) -> str:
+    """What went wrong, in words: torch's and safetensors' writer errors carry the OS error inside."""
+    text = str(e)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    for needle, words in (("File too large", "file too large (a file size limit)"),
+                          ("No space left", "no space left on the device"),
+                          ("Disk quota", "disk quota exceeded"), ("Permission denied", "permission denied"),
+                          ("file write failed", "the write failed (disk full or a file size limit?)")):
+        if needle in text:
+            return words
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(e).__name__}: {first[:160]}"
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:
@@ -235,12 +318,22 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path}: refused: not a trainer state this library wrote (it holds something other "
-                         f"than tensors, numbers, strings and containers, or is damaged: {first[:200]})") from None
+                         f"than tensors, numbers, strings and containers, or is damaged: {_refusal(e)})") from None
     if not isinstance(payload, dict) or not {"optimizer", "scheduler", "state", "rng"} <= set(payload):
         raise ValueError(f"{path}: not a trainer state (expected optimizer, scheduler, state and rng entries)")
     return payload
+
+
+def _refusal(e: BaseException) -> str:
+    """The line of torch's weights-only refusal that says what was refused (``Unsupported global: GLOBAL
+    os.system``), without torch's advice to load with ``weights_only=False``, which would run the code."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = next((ln for ln in lines if "GLOBAL" in ln or "nsupported" in ln), None)
+    if why is None:
+        why = next((ln for ln in lines if "weights_only" not in ln and "Weights only" not in ln), type(e).__name__)
+    why = why.replace("WeightsUnpickler error: ", "").split(". Please")[0]
+    return why[:200].rstrip(".")
 
 
 def has_weights(directory: Path) -> bool:

@@ -40,8 +40,10 @@ class ModelSection:
     """Which model, and where its weights start.
 
     Attributes:
-        preset: a name in ``switchbert.PRESETS`` (ignored for the architecture when ``init_from`` is a
-            model directory, whose config.json fixes it).
+        preset: a name in ``switchbert.PRESETS``, or ``from_checkpoint``. When ``init_from`` is a run,
+            checkpoint or model directory, its config.json fixes the architecture and the preset must
+            name the same model (family, switches, size), or be ``from_checkpoint`` to train whatever
+            ``init_from`` holds; a mismatch is an error naming both.
         bert_dir: local HF BERT directory; initialises text embeddings and layers (docs/method.md §5). A
             fine-tuning run with ``bert_dir`` and no ``init_from`` is the paper's "no pretraining".
         init_from: a pretraining run directory (its ``best/``, else ``last/``), a checkpoint
@@ -161,7 +163,7 @@ class TrainSection:
     retrieval_shared_noise: bool = True
     checkpoint_every: int = 0  # also write last/ every N steps (0 = at each epoch end only)
     progress: bool = True
-    tensorboard: bool = True
+    tensorboard: bool = False  # mirror scalars to TensorBoard (needs the tensorboard package; the paper's recipes ask for it)
     device: str = "auto"  # auto | cpu | cuda
     compile: bool = False  # run the training forward + backward through torch.compile
     best_metric: Optional[str] = None  # null = the task's default (docs/training.md)
@@ -502,8 +504,14 @@ def _validate_model(config: ExperimentConfig, source: str) -> None:
     from switchbert.presets import PRESETS, RETIRED_PRESETS, get_config
 
     m = config.model
-    if m.init_from is not None and Path(m.init_from).suffix == "" and not m.overrides:
-        return  # a model directory fixes the architecture; checked by check_paths
+    from_checkpoint = m.preset == "from_checkpoint"  # models.build.FROM_CHECKPOINT
+    if from_checkpoint and m.init_from is None:
+        raise ConfigError(f"{source}: model.preset: from_checkpoint trains the model that model.init_from holds, "
+                          f"but model.init_from is null")
+    if m.init_from is not None and Path(m.init_from).suffix == "" and (from_checkpoint or not m.overrides):
+        if from_checkpoint:
+            _check_override_names(m.overrides, source)  # the values are checked on the loaded config
+        return  # a model directory fixes the architecture; preflight checks the preset against it
     if m.preset in RETIRED_PRESETS:
         raise ConfigError(f"{source}: model.preset: preset {m.preset!r} was retired: {RETIRED_PRESETS[m.preset]}")
     if m.preset not in PRESETS:
@@ -511,17 +519,22 @@ def _validate_model(config: ExperimentConfig, source: str) -> None:
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"{source}: model.preset: unknown preset {m.preset!r}{hint}; "
                           f"available: {', '.join(sorted(PRESETS))}")
-    from switchbert.config import ModelConfig
-
-    fields = [f.name for f in dataclasses.fields(ModelConfig)]
-    for key in m.overrides:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean model.overrides.{close[0]}?)" if close else ""
-            raise ConfigError(f"{source}: model.overrides: unknown ModelConfig fields [{key!r}]{hint}; "
-                              f"known fields: {', '.join(fields)}")
+    _check_override_names(m.overrides, source)
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in m.overrides.items()}
     try:
         get_config(m.preset, **overrides)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{source}: model.overrides: {e}") from None
+
+
+def _check_override_names(overrides: dict[str, Any], source: str) -> None:
+    """Every ``model.overrides`` key is a ``ModelConfig`` field (with a "did you mean" when close)."""
+    from switchbert.config import ModelConfig
+
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean model.overrides.{close[0]}?)" if close else ""
+            raise ConfigError(f"{source}: model.overrides: unknown ModelConfig fields [{key!r}]{hint}; "
+                              f"known fields: {', '.join(fields)}")

@@ -29,6 +29,7 @@ from switchbert.weights.pretrained import load_pretrained
 from switchbert.train.checkpoint import load_heads, resolve_checkpoint
 from switchbert.train.config import ExperimentConfig
 from switchbert.train.distributed import barrier, init_distributed
+from switchbert.train.preflight import check_eval_splits
 from switchbert.train.tasks import EvalContext, build_task
 from switchbert.train.trainer import model_overrides
 
@@ -73,23 +74,37 @@ def evaluate(
     load_heads(heads, ckpt)
     heads.to(ctx.device).eval()
     splits = list(splits or config.eval.splits or task.test_splits)
+    check_eval_splits(task, splits, str(Path(config.output_dir) / "config.yaml"))
     out = Path(out_dir) if out_dir is not None else Path(config.output_dir) / "eval"
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     ectx = EvalContext(ctx, config.eval.batch_size, progress=progress and sys.stderr.isatty(), out_dir=out)
+    name = trained_name(config, model.config.name)
     results: dict[str, dict[str, float]] = {}
     for split in splits:
         results[split] = task.evaluate(model, heads, split, ectx)
-    if ctx.is_main:
-        records = [
-            {"model": config.report_name, "task": config.task, "metric": record_metric(config.task, m, split),
-             "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt),
-             "recipe": config.recipe_hash}
-            for split, metrics in results.items() for m, v in metrics.items()
-        ]
-        save_results(Path(config.output_dir), out, results, str(ckpt), records)
+        if ctx.is_main:  # split by split: a later split that fails keeps this one's numbers
+            records = [
+                {"model": name, "task": config.task, "metric": record_metric(config.task, m, split),
+                 "seed": config.train.seed, "value": v, "split": split, "checkpoint": str(ckpt),
+                 "recipe": config.recipe_hash}
+                for m, v in results[split].items()
+            ]
+            save_results(Path(config.output_dir), out, {split: results[split]}, str(ckpt), records)
     barrier(ctx)
     return results
+
+
+def trained_name(config: ExperimentConfig, model_name: str) -> str:
+    """The model's name in result records (``ExperimentConfig.report_name``), with the checkpoint's model
+    name in place of ``from_checkpoint`` when the run took its architecture from ``model.init_from``, so
+    the records name what actually trained."""
+    from switchbert.models.build import FROM_CHECKPOINT
+
+    name = config.report_name
+    if not config.name and config.model.preset == FROM_CHECKPOINT:
+        name = model_name.removesuffix("-base") + name[len(FROM_CHECKPOINT):]
+    return name
 
 
 def save_results(output_dir: Path, eval_dir: Path, results: dict[str, dict[str, float]], checkpoint: str,

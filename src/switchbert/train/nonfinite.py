@@ -96,7 +96,7 @@ def nonfinite_message(value: float, bad_step: int, what: str, state: TrainerStat
     ``bad_step`` and noticed at ``state.step``."""
     # The watch is read at least once an epoch, so the bad step is in the current epoch.
     in_epoch = state.step_in_epoch - (state.step - bad_step)
-    where = f"step {bad_step} (epoch {state.epoch}, step {in_epoch} of the epoch)"
+    where = f"step {bad_step} (epoch {state.epoch + 1}, step {in_epoch} of the epoch)"  # epochs from 1, as on the console
     late = "" if bad_step == state.step else (
         f" (noticed at step {state.step}: the loss and gradient norm are read every train.log_every steps)")
     return (f"{what} is {value} at optimizer {where}; stopping{late}. {last_good_text(last_good)}. "

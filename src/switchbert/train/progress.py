@@ -14,7 +14,7 @@ import datetime
 import logging
 import math
 import time
-from typing import ContextManager
+from typing import ContextManager, Optional
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -51,13 +51,20 @@ class TrainProgress:
         """Throughput since the last log step (or the start of the run)."""
         return self.window_samples / max(time.perf_counter() - self.window_start, 1e-9)
 
-    def report(self, step: int, epoch: int, loss: float, lr: float, tau: float, samples_per_s: float) -> None:
-        """A log step: the bar's postfix or a console line; then a new throughput window starts."""
-        self.bar.set_postfix(loss=f"{loss:.4f}", tau=f"{tau:.3f}", samples_s=f"{samples_per_s:.1f}")
+    def report(self, step: int, epoch: int, loss: float, lr: float, tau: Optional[float], samples_per_s: float) -> None:
+        """A log step: the bar's postfix or a console line; then a new throughput window starts.
+
+        ``epoch`` counts from 0 (as in metrics.jsonl); the console shows it from 1, as the end-of-epoch
+        lines do. ``tau`` is None for a model without switches, and is then not shown.
+        """
+        temperature = {} if tau is None else {"tau": f"{tau:.3f}"}
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=format_lr(lr), **temperature,
+                             samples_s=f"{samples_per_s:.1f}")
         if self.print_lines:
             per_step = (time.perf_counter() - self.run_start) / max(1, step - self.run_start_step)
-            log.info("step %d/%d  epoch %d  loss %.4f  lr %.3g  tau %.3f  %.1f samples/s  %s left",
-                     step, self.total, epoch, loss, lr, tau, samples_per_s,
+            shown_tau = "" if tau is None else f"  tau {tau:.3f}"
+            log.info("step %d/%d  epoch %d  loss %.4f  lr %s%s  %.1f samples/s  %s left",
+                     step, self.total, epoch + 1, loss, format_lr(lr), shown_tau, samples_per_s,
                      duration(per_step * (self.total - step)))
         self.window_start, self.window_samples = time.perf_counter(), 0
 
@@ -66,6 +73,14 @@ class TrainProgress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def format_lr(lr: float) -> str:
+    """A learning rate as the console writes it everywhere, in one notation: ``6e-04``, ``1.5e-05``, ``0``."""
+    if lr == 0:
+        return "0"
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
 def duration(seconds: float) -> str:

@@ -47,6 +47,26 @@ class RunLock(DirectoryLock):
                "another output_dir")
     ERROR = RunLockedError
 
+    def acquire(self) -> "RunLock":
+        self._created = not self.path.parent.exists()
+        super().acquire()
+        return self
+
+    def release(self) -> None:
+        """Releases the lock; a directory this lock created and that still holds nothing but the lock
+        file (a run refused before its first write) is removed, so a refusal leaves no run directory."""
+        directory = self.path.parent
+        empty = (getattr(self, "_created", False) and self._fd is not None
+                 and {p.name for p in directory.iterdir()} <= {LOCK_NAME})
+        if empty:
+            self.path.unlink(missing_ok=True)  # while still holding it: no other run can be inside
+        super().release()
+        if empty:
+            try:
+                directory.rmdir()
+            except OSError:  # another process wrote into it meanwhile: keep it
+                pass
+
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import signal
 import sys
@@ -51,6 +52,7 @@ from switchbert.data import make_dataloader
 from switchbert.models.base import VLModel
 from switchbert import models
 from switchbert.models import ExclusiveSourcesError, load_pretrained
+from switchbert.models.build import FROM_CHECKPOINT, ArchitectureMismatchError
 from switchbert.temperature import TemperatureSchedule
 from switchbert.train.checkpoint import (HEADS_NAME, TrainerState, load_heads, load_trainer_state, recover_dir,
                                          resolve_checkpoint, rng_states, save_checkpoint, set_rng_states)
@@ -87,9 +89,19 @@ def initial_model(config: ExperimentConfig) -> VLModel:
     randomly initialised without one)."""
     m = config.model
     try:
-        return models.build_model(m.preset, bert_dir=m.bert_dir, init_from=m.init_from, **model_overrides(config))
-    except ExclusiveSourcesError as e:
+        model = models.build_model(m.preset, bert_dir=m.bert_dir, init_from=m.init_from, **model_overrides(config))
+    except (ExclusiveSourcesError, ArchitectureMismatchError) as e:
         raise ConfigError(str(e)) from None
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 says it
+        return model
+    if m.preset == FROM_CHECKPOINT:  # the explicit choice, said once at the start
+        log.warning("model.preset=%s: training the %r model that %s holds", FROM_CHECKPOINT, model.config.name,
+                    m.init_from)
+    source = (f"init_from {m.init_from}" if m.init_from is not None else
+              f"BERT from {m.bert_dir}" if m.bert_dir is not None else "random (no BERT, no init_from)")
+    log.info("model %s: %s parameters; weights: %s", model.config.name,
+             f"{sum(p.numel() for p in model.parameters()):,}", source)
+    return model
 
 
 def _continue_heads(heads: nn.Module, init_from: Path) -> None:
@@ -292,11 +304,11 @@ class Trainer:
         watch = NonFiniteWatch(ctx.device)
         autocast = self._autocast(ctx)
         show = t.progress and ctx.is_main and sys.stderr.isatty()
+        if ctx.is_main:  # before the bar is drawn, so the line stands on its own
+            log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, t.batch_size, ctx, micro))
         # Without a bar (no terminal: SLURM, nohup; or train.progress=false) a line every log_every steps.
         progress = TrainProgress(total, state.step, f"{cfg.task} {model.config.name}", show=show,
                                  print_lines=ctx.is_main and not show)
-        if ctx.is_main:
-            log.info("%s", self._plan_message(cfg.task, len(indices), steps_per_epoch, total, t.batch_size, ctx, micro))
         return _Run(model=model, heads=heads, task=task, best_name=best_name, higher_better=higher_better,
                     train_set=train_set, indices=indices, micro=micro, steps_per_epoch=steps_per_epoch, total=total,
                     optimizer=optimizer, scheduler=scheduler, tau=tau, state=state, metrics_log=metrics_log,
@@ -393,7 +405,8 @@ class Trainer:
         values.update(training_flops_log_for_batch(run.model.config, step.routes, self._routes_batch,
                                                    self.config.train.route_active_threshold))
         run.metrics_log.log("train", run.state.step, run.state.epoch, values)
-        run.progress.report(run.state.step, run.state.epoch, loss, step.lr, step.tau, samples_per_s)
+        tau = step.tau if run.model.switchers() else None  # a model without switches has no temperature
+        run.progress.report(run.state.step, run.state.epoch, loss, step.lr, tau, samples_per_s)
 
     def _should_stop(self, run: _Run, ctx: DistContext, log_step: bool) -> bool:
         """A signal (under DDP, agreed on log steps) or ``train.stop_after`` ends the run after this step;

@@ -10,25 +10,34 @@ states on the same inputs (tests/test_convert_hf.py, within 1e-5). What differs,
 - LXMERT boxes: HF reads ``visual_pos_dim`` numbers (4 in released checkpoints: x1, y1, x2, y2); the
   imported config sets ``region_box_dim`` to it, and our 5-d boxes are cut to their first four.
 - LXMERT region stream width equals the text width in HF; so it does here.
-- Heads: HF's pretraining heads are not imported. Its ITM classifier (``cls.seq_relationship``) uses
-  label 1 = matched, as ours does (VOLTA's is the reverse), but it classifies HF's tanh-pooled [CLS],
-  which our models do not compute.
+- Heads (``load_hf_with_heads``; ``switchbert import-checkpoint --from hf`` writes them to
+  ``heads.safetensors``): the MLM head of VisualBERT and LXMERT (``cls.predictions.*``, its decoder tied to
+  the word embeddings) and LXMERT's object head (``obj_predict_head.transform`` and ``decoder_dict.obj``,
+  into our MRC head with ``num_object_labels`` classes) map exactly (tests/test_weights_hf_heads.py). The
+  ITM classifiers (``cls.seq_relationship``) classify HF's tanh-pooled [CLS], which our models do not
+  compute, so they are not imported and our ITM head starts random. Their label conventions differ: HF
+  LXMERT's ``matched_label`` 1 = matched, as ours; HF VisualBERT's ``sentence_image_labels`` 0 = matched
+  (1 = a random caption), the reverse, as VOLTA's. A VisualBERT ITM classifier mapped onto ours would need
+  its two rows swapped (``ITM_ROWS_SWAPPED``), as the VOLTA import does.
+- ``--strict``: the VOLTA poolers and our ITM head have no HF counterpart by design (``NO_HF_SOURCE``);
+  ``import-checkpoint --strict`` says which uninitialised parameters are those and which are missing from
+  the checkpoint.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from switchbert.config import ModelConfig
 from switchbert.models import build_model
 from switchbert.models.base import VLModel
 from switchbert.models.lxmert import LxmertModel
 from switchbert.models.switchbert import SwitchBertModel
-from switchbert.weights.keymaps import (BERT_ATTENTION, BERT_FFN, bert_layer_key_map, sublayer_key_map,
-                                        text_embeddings_key_map)
+from switchbert.weights.keymaps import (BERT_ATTENTION, BERT_FFN, bert_layer_key_map, modules_key_map,
+                                        sublayer_key_map, text_embeddings_key_map)
 from switchbert.weights.state_dict import ImportReport, KeyMap, apply_key_map, read_config_json, read_state_dict
 
 LX_CROSS = {"query": "att.query", "key": "att.key", "value": "att.value", "output": "output.dense",
@@ -37,10 +46,22 @@ LX_SELF = {"query": "self.query", "key": "self.key", "value": "self.value", "out
            "norm": "output.LayerNorm"}
 HF_PREFIXES = ("visual_bert.", "lxmert.")  # the base model inside HF's pretraining / task models
 
+ITM_ROWS_SWAPPED = {"visual_bert": True, "lxmert": False}
+"""Whether an HF model's ITM label convention is the reverse of ours (class 1 = matched): VisualBERT's
+``sentence_image_labels`` has 0 = matched; LXMERT's ``matched_label`` has 1 = matched."""
+
+NO_HF_SOURCE: tuple[str, ...] = ("text_pooler.", "region_pooler.", "heads.itm.")
+"""Our parameters with no HF counterpart by design: the VOLTA ReLU poolers (HF has one tanh pooler on
+[CLS]) and the ITM classifier on them. Fine-tuning trains them."""
+
 NOTES = {
     "visual_bert": [
         "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
         "regions get our IMG token first (mean feature); HF has none, so parity feeds HF the same sequence",
+    ],
+    "visual_bert_itm": [
+        "ITM cls.seq_relationship not imported: it reads HF's tanh pooler on [CLS]; note HF VisualBERT's label "
+        "0 = matched (1 = random caption), the reverse of ours (class 1 = matched), so its rows would be swapped",
     ],
     "lxmert": [
         "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
@@ -54,11 +75,24 @@ NOTES = {
 
 
 def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """HF config dict and state dict (base-model keys: ``visual_bert.``/``lxmert.`` stripped)."""
+    """HF config dict and state dict (base-model keys: ``visual_bert.``/``lxmert.`` stripped).
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or weight file.
+        ValueError: a weight file that cannot be read (truncated, corrupt), naming it.
+    """
     directory = Path(directory)
     hf = read_config_json(directory)
+    try:
+        raw = read_state_dict(directory)
+    except (FileNotFoundError, ValueError):
+        raise  # already name the file
+    except Exception as e:  # safetensors' and torch's own errors do not say which file
+        name = next((n for n in ("model.safetensors", "pytorch_model.bin") if (directory / n).is_file()), "")
+        raise ValueError(f"{directory / name}: cannot read the weights, the file is truncated or corrupt "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     state = {}
-    for k, v in read_state_dict(directory).items():
+    for k, v in raw.items():
         for p in HF_PREFIXES:
             if k.startswith(p):
                 k = k[len(p):]
@@ -67,15 +101,31 @@ def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor
     return hf, state
 
 
-def config_from_hf(hf: dict[str, Any], base: ModelConfig) -> ModelConfig:
+def config_from_hf(hf: dict[str, Any], base: ModelConfig, source: str = "config.json") -> ModelConfig:
     """``base`` (a preset of the right family) with the sizes of an HF VisualBERT / LXMERT config.
 
+    Args:
+        source: the config file, for the errors.
+
     Raises:
-        ValueError: the model type does not match the preset's family, or HF uses another activation.
+        ValueError: the model type does not match the preset's family, HF uses another activation, or a
+            field is missing; each naming ``source``.
     """
+    try:
+        return _config_from_hf(hf, base, source)
+    except KeyError as e:
+        raise ValueError(f"{source}: missing field {e.args[0]!r} (an HF {hf.get('model_type', '?')} config has "
+                         f"it; was the file edited or written by another library?)") from None
+    except (TypeError, ValueError) as e:  # a value ModelConfig refuses (a size of the wrong type)
+        if str(e).startswith(source):
+            raise
+        raise ValueError(f"{source}: {e}") from None
+
+
+def _config_from_hf(hf: dict[str, Any], base: ModelConfig, source: str) -> ModelConfig:
     kind = hf.get("model_type")
     if hf.get("hidden_act", "gelu") != "gelu":
-        raise ValueError(f"HF config hidden_act={hf['hidden_act']!r}: only 'gelu' (exact) is supported")
+        raise ValueError(f"{source}: hidden_act={hf['hidden_act']!r}: only 'gelu' (exact) is supported")
     common = dict(hidden_size=hf["hidden_size"], num_heads=hf["num_attention_heads"],
                   intermediate_size=hf["intermediate_size"], vocab_size=hf["vocab_size"],
                   max_position=hf["max_position_embeddings"], type_vocab_size=hf["type_vocab_size"],
@@ -83,19 +133,20 @@ def config_from_hf(hf: dict[str, Any], base: ModelConfig) -> ModelConfig:
                   attention_dropout=hf.get("attention_probs_dropout_prob", 0.1))
     if kind == "visual_bert":
         if base.arch != "switchbert" or base.embedding != "visualbert":
-            raise ValueError(f"HF model_type 'visual_bert' needs a VisualBERT preset (e.g. visualbert-base), "
+            raise ValueError(f"{source}: HF model_type 'visual_bert' needs a VisualBERT preset (e.g. visualbert-base), "
                              f"got {base.name!r} (arch={base.arch}, embedding={base.embedding})")
         return base.replace(num_layers=hf["num_hidden_layers"], region_feat_dim=hf["visual_embedding_dim"],
                             layer_norm_eps=hf.get("layer_norm_eps", 1e-12), **common)
     if kind == "lxmert":
         if base.arch != "lxmert":
-            raise ValueError(f"HF model_type 'lxmert' needs an LXMERT preset (e.g. lxmert-base), got {base.name!r}")
+            raise ValueError(f"{source}: HF model_type 'lxmert' needs an LXMERT preset (e.g. lxmert-base), "
+                             f"got {base.name!r}")
         text, region, cross = hf["l_layers"], hf["r_layers"], hf["x_layers"]
         return base.replace(text_layers=text, region_layers=region, cross_layers=cross,
                             bert_layers=min(base.bert_layers, text + cross), region_feat_dim=hf["visual_feat_dim"],
                             region_box_dim=hf["visual_pos_dim"], layer_norm_eps=1e-12,  # HF LXMERT hard-codes it
                             region_hidden_size=0, region_num_heads=0, region_intermediate_size=0, **common)
-    raise ValueError(f"HF model_type {kind!r} is not importable; supported: 'visual_bert', 'lxmert'")
+    raise ValueError(f"{source}: HF model_type {kind!r} is not importable; supported: 'visual_bert', 'lxmert'")
 
 
 def hf_key_map(model: VLModel) -> KeyMap:
@@ -145,7 +196,70 @@ def import_hf(model: VLModel, state: dict[str, Tensor], model_type: str, source:
 
 def load_hf(directory: str | Path, base: ModelConfig) -> tuple[VLModel, ImportReport]:
     """Builds our model with the HF checkpoint's sizes (on ``base``'s family) and loads its weights."""
+    config_file = str(Path(directory) / "config.json")
+    config = config_from_hf(read_config_json(directory), base, config_file)  # before reading the weights
     hf, state = read_hf_dir(directory)
-    config = config_from_hf(hf, base)
     model = build_model(config)
     return model, import_hf(model, state, hf["model_type"], source=str(directory))
+
+
+HF_MLM = {"mlm.transform.dense": "cls.predictions.transform.dense",
+          "mlm.transform.layer_norm": "cls.predictions.transform.LayerNorm"}
+HF_OBJ = {"mrc.transform.dense": "obj_predict_head.transform.dense",
+          "mrc.transform.layer_norm": "obj_predict_head.transform.LayerNorm",
+          "mrc.decoder": "obj_predict_head.decoder_dict.obj"}
+HF_OBJ_DECODER = "obj_predict_head.decoder_dict.obj.weight"
+NO_OBJECT_HEAD = "no object head in the checkpoint (HF VisualBERT has no region head): the MRC head starts random"
+
+
+def hf_heads_key_map(heads: nn.Module, state: dict[str, Tensor]) -> KeyMap:
+    """``PretrainHeads`` parameter -> HF pretraining-head key: MLM always, the object head when the
+    checkpoint has one (LXMERT). ITM is not mapped (module docstring)."""
+    m: KeyMap = modules_key_map(HF_MLM)
+    m["mlm.bias"] = "cls.predictions.bias"
+    if HF_OBJ_DECODER in state:
+        m.update(modules_key_map(HF_OBJ))
+    return m
+
+
+def load_hf_with_heads(directory: str | Path, base: ModelConfig) -> tuple[VLModel, Optional[nn.Module], ImportReport]:
+    """``load_hf`` and, when the checkpoint has HF's pretraining heads (``cls.predictions.*``: a
+    ``VisualBertForPreTraining`` / ``LxmertForPreTraining`` directory), our ``PretrainHeads`` filled from them.
+
+    Returns:
+        (model, heads or None, report); the report covers both (heads' names prefixed ``heads.``).
+    """
+    from switchbert.heads.pretrain import NUM_DETECTOR_CLASSES, pretrain_heads_for
+
+    config_file = str(Path(directory) / "config.json")
+    config = config_from_hf(read_config_json(directory), base, config_file)
+    hf, state = read_hf_dir(directory)
+    model = build_model(config)
+    kind = hf["model_type"]
+    report = ImportReport(source=str(directory))
+    used = apply_key_map(model, state, hf_key_map(model), {}, report)
+    heads = None
+    if "cls.predictions.bias" in state:
+        classes = state[HF_OBJ_DECODER].shape[0] if HF_OBJ_DECODER in state else NUM_DETECTOR_CLASSES
+        heads = pretrain_heads_for(model, num_region_classes=int(classes))
+        tied = {k: "embeddings.word_embeddings.weight" for k in ("cls.predictions.decoder.weight",) if k in state}
+        if "cls.predictions.decoder.bias" in state:
+            tied["cls.predictions.decoder.bias"] = "cls.predictions.bias"
+        used |= apply_key_map(heads, state, hf_heads_key_map(heads, state), tied, report, prefix="heads.")
+        if HF_OBJ_DECODER not in state:
+            report.notes.append(NO_OBJECT_HEAD)
+        if kind == "visual_bert":
+            report.notes += NOTES["visual_bert_itm"]
+    report.unused = sorted(set(state) - used)
+    report.notes += NOTES.get(kind, [])
+    return model, heads, report
+
+
+def strict_problems(report: ImportReport) -> tuple[list[str], list[str]]:
+    """(parameters missing from the checkpoint, parameters with no HF source by design) among the
+    report's uninitialised ones."""
+    design = NO_HF_SOURCE + (("heads.mrc.",) if NO_OBJECT_HEAD in report.notes else ())
+    missing, by_design = [], []
+    for entry in report.uninitialised:
+        (by_design if entry.startswith(design) else missing).append(entry)
+    return missing, by_design
