@@ -6,7 +6,6 @@ Dimension legend: B batch, T text tokens, N real regions.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -45,11 +44,8 @@ class PretrainTask(Task):
         """Image-caption pairs of ``split`` (train: cc_train, val: cc_valid), masks drawn per epoch."""
         d = self.config.data
         (key,) = self.split_files(split)
-        # The parsed, tokenised captions are cached in the run (a resumed run skips parsing 2.7M
-        # captions; each process writes atomically, so ranks may race harmlessly).
-        cache = Path(self.config.output_dir) / "cache" / f"captions_{key}.index.npz"
         return CaptionPairsDataset(d.path(key), self.store, self.tokenizer, d.max_text_len, d.max_regions,
-                                   seed=self.config.train.seed, mrc=d.mrc, skip_bad=d.skip_bad, index_cache=cache)
+                                   seed=self.config.train.seed, mrc=d.mrc, skip_bad=d.skip_bad)
 
     def train_dataset(self) -> Dataset:
         if self.config.data.val_from_train > 0:
