@@ -56,7 +56,10 @@ def test_pretrain_batch(synth, tok):
     B, T = batch.text_ids.shape
     N = batch.region_mask.shape[1]
     assert T <= 12 and N <= 36
-    assert labels.mlm_labels.shape == (B, T) and labels.mrc_targets.shape == (B, N, CLASSES)
+    assert labels.mlm_labels.shape == (B, T) and labels.dense_mrc_targets().shape == (B, N, CLASSES)
+    # Only the target regions' distributions travel, in mrc_index order, float16 as the store holds them.
+    assert labels.mrc_targets.shape == (len(labels.mrc_index), CLASSES)
+    assert labels.mrc_targets.dtype == torch.float16 and batch.region_feats.dtype == torch.float16
     assert labels.mrc_mask.shape == (B, N) and labels.itm_labels.shape == (B,)
     mism = labels.itm_labels == 0
     assert 0 < mism.sum() < B
@@ -70,10 +73,14 @@ def test_pretrain_batch(synth, tok):
     matched_zero = zero_rows[~mism]
     assert not (matched_zero & ~labels.mrc_mask[~mism]).any()
     assert (batch.region_boxes[zero_rows].abs().sum(-1) > 0).all()
-    # MRC targets are the detector's class distribution
-    store_rec = store.get(labels.image_ids[0])
-    n = min(store_rec.num_regions, 36)
-    np.testing.assert_allclose(labels.mrc_targets[0, :n].numpy(), store_rec.cls_prob[:n], atol=1e-6)
+    # MRC targets are the detector's class distribution (at every target region; 0 elsewhere)
+    dense = labels.dense_mrc_targets()
+    for b in range(B):
+        store_rec = store.get(labels.image_ids[b])
+        n = min(store_rec.num_regions, 36)
+        targets = labels.mrc_mask[b, :n].numpy()
+        np.testing.assert_allclose(dense[b, :n][targets].numpy(), store_rec.cls_prob[:n][targets], atol=1e-6)
+        assert not dense[b][~labels.mrc_mask[b]].any()
     # The flat target positions the training step gathers by, found here on the CPU (no device sync).
     assert torch.equal(labels.mlm_index, (labels.mlm_labels != IGNORE_INDEX).flatten().nonzero().squeeze(1))
     assert torch.equal(labels.mrc_index, labels.mrc_mask.flatten().nonzero().squeeze(1))

@@ -5,13 +5,16 @@ Modules, one concept each:
     features     feature stores (VOLTA LMDB raw/base64, bottom-up H5, our fast store), convert, inspect
     regions      region processing (docs/method.md §2): <= 36 regions, 5-d boxes, IoU
     tokenizer    bert-base-uncased WordPiece from the shipped vocab
+    tokens       captions tokenised once, packed (no tokenising per sample)
+    index        per-item indices as numpy: packed strings, ragged rows, id lookup (no object per item)
+    caption_index  a captions file as numpy tables, tokenised once, cached on disk
     masking      MLM / region / ITM corruption as pure, seeded functions (docs/method.md §6)
     pretrain     Conceptual Captions pairs -> (Batch, PretrainLabels)
     vqa_answers  official VQA answer normalisation, soft score, answer vocabulary
     vqa          VQAv2 -> (Batch, VQALabels)
     retrieval    Flickr30k 4-way training tuples and all-pairs evaluation
     refcoco      RefCOCO+ -> (Batch, RefLabels)
-    loader       collation helpers and make_dataloader
+    loader       collation helpers (into shared memory in workers) and make_dataloader
     synth        the synthetic benchmark, written in the real formats
     extract/     region features from raw images: the bottom-up-attention detector in plain PyTorch
 

@@ -34,12 +34,13 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
 
 from switchbert.data.errors import BadItemPolicy, DataError, PathLike
+from switchbert.data.index import IdIndex, StringTable
 from switchbert.data.safe_pickle import safe_loads
 
 FORMATS = ("fast", "volta", "volta-b64", "h5")
@@ -59,10 +60,10 @@ class RegionRecord:
 
     Attributes:
         image_id: the store key (always a string).
-        features: (n, F) float32.
+        features: (n, F) float32 (float16 from ``get(..., native=True)`` on a float16 store).
         boxes_px: (n, 4) float32 pixel x1y1x2y2.
         image_w, image_h: image size in pixels.
-        cls_prob: (n, C) float32 detector class distribution, or None.
+        cls_prob: (n, C) detector class distribution (dtype as ``features``), or None.
     """
 
     image_id: str
@@ -84,7 +85,7 @@ the record's boxes or image size are wrong (other units, another image size, swa
 
 
 def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int],
-                    num_classes: Optional[int] = None) -> RegionRecord:
+                    num_classes: Optional[int] = None, cls_prob: bool = True) -> RegionRecord:
     """Checks shapes, sizes and values; raises DataError naming ``path`` and the image id.
 
     Args:
@@ -94,7 +95,11 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
     Checked: features (n, F) finite; boxes (n, 4) finite, x1 < x2 and y1 < y2 (no inverted or
     zero-area box), inside the image up to ``BOX_TOLERANCE``; the image size finite and positive;
     ``cls_prob`` (n, C) with the store's C, finite and non-negative, present iff the store has one.
+    ``cls_prob=False``: the record was read without its distribution (``get(..., cls_prob=False)``),
+    which is then not checked here (``FeatureStore.cls_prob_rows`` checks it).
     """
+    if not cls_prob:
+        num_classes = None
     iid = record.image_id
     f, b, p = record.features, record.boxes_px, record.cls_prob
     if f.ndim != 2:
@@ -120,15 +125,42 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
     if not (np.isfinite(w) and np.isfinite(h) and w > 0 and h > 0):
         raise DataError(path, iid, f"corrupt record: image size {w}x{h} is not finite and positive")
     # A NaN feature would train silently on garbage; the check costs a few microseconds per image.
-    if not np.isfinite(f).all() or not np.isfinite(b).all():
+    if not _all_finite(f) or not np.isfinite(b).all():
         raise DataError(path, iid, "corrupt record: features or boxes contain NaN/inf")
-    # min() is NaN when any entry is (so NaN fails ">= 0"); two reductions, no temporary arrays.
-    if p is not None and p.size and not (p.min() >= 0 and p.max() < np.inf):
+    if p is not None and p.size and not _finite_non_negative(p):
         # A NaN target would make the region an MRC target whose KL loss is silently 0 (or NaN).
         raise DataError(path, iid, "corrupt record: cls_prob contains NaN/inf or negative values")
     if n:
         _check_boxes(b, float(w), float(h), path, iid)
     return record
+
+
+_FP16_EXPONENT = 0x7C00
+"""float16 bits: exponent all ones = inf or NaN. Checks of float16 arrays work on these bits, because
+numpy's float16 arithmetic is emulated: ``isfinite`` on 36 x 2048 float16 takes ~330 us, ``min`` ~850 us,
+the unsigned maximum of the raw bits ~3 us (BENCHMARKS.md, "Input pipeline")."""
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    if x.dtype != np.float16:
+        return bool(np.isfinite(x).all())
+    if not x.size:
+        return True
+    bits = x.view(np.uint16)
+    # Fast path: the largest bit pattern below the exponent mask means every value is a finite
+    # non-negative number (BUTD features are post-ReLU); otherwise clear the sign bits and look again.
+    return bool(bits.max() < _FP16_EXPONENT) or bool((bits & 0x7FFF).max() < _FP16_EXPONENT)
+
+
+def _finite_non_negative(x: np.ndarray) -> bool:
+    """All entries finite and >= 0 (-0.0 included)."""
+    if x.dtype == np.float16:
+        bits = x.view(np.uint16)
+        if bits.max() < _FP16_EXPONENT:  # no sign bit, no inf/NaN exponent
+            return True
+        return bool(_all_finite(x)) and bool(np.all(x >= 0))
+    # min() is NaN when any entry is (so NaN fails ">= 0"); two reductions, no temporary arrays.
+    return bool(x.min() >= 0 and x.max() < np.inf)
 
 
 def _check_boxes(b: np.ndarray, w: float, h: float, path: PathLike, iid: str) -> None:
@@ -158,8 +190,10 @@ class FeatureStore(ABC):
 
     def __init__(self, path: PathLike) -> None:
         self.path = Path(path)
-        self._ids: list[str] = []
-        self._id_set: set[str] = set()
+        # The ids as numpy arrays, not a list and a set of 2.7M str: forked DataLoader workers share
+        # them for good (switchbert.data.index, "copy-on-read").
+        self._ids: StringTable = StringTable.from_strings([])
+        self._index = IdIndex(self._ids)
         self.feat_dim: Optional[int] = None
         self.num_classes: Optional[int] = None
 
@@ -170,15 +204,52 @@ class FeatureStore(ABC):
         """Every image id, in store order."""
         return list(self._ids)
 
-    def __contains__(self, image_id: object) -> bool:
-        return str(image_id) in self._id_set
+    def id_table(self) -> StringTable:
+        """Every image id, in store order, as a packed table (no list of str)."""
+        return self._ids
 
-    def get(self, image_id: object) -> RegionRecord:
-        """The record of ``image_id``; DataError if missing or corrupt."""
+    def __contains__(self, image_id: object) -> bool:
+        return str(image_id) in self._index
+
+    def contains_many(self, image_ids) -> np.ndarray:
+        """(k,) bool: which of ``image_ids`` (strings, or a StringTable) the store holds, in one
+        vectorised search."""
+        if not isinstance(image_ids, StringTable):
+            image_ids = [str(i) for i in image_ids]
+        return self._index.positions(image_ids) >= 0
+
+    def get(self, image_id: object, native: bool = False, cls_prob: bool = True) -> RegionRecord:
+        """The record of ``image_id``; DataError if missing or corrupt.
+
+        Args:
+            native: features and ``cls_prob`` in the store's own float type (float16 for the fast
+                store, which the datasets hand to the model as is: half the bytes through the loader);
+                False = float32.
+            cls_prob: False = leave the class distribution out (``cls_prob`` None, not read where the
+                format allows): pretraining reads the rows of its MRC targets with
+                :meth:`cls_prob_rows` instead of copying all of them.
+        """
         iid = str(image_id)
-        if iid not in self._id_set:
+        if iid not in self:
             raise DataError(self.path, iid, "missing image id: not in the feature store")
-        return validate_record(self._read(iid), self.path, self.feat_dim, self.num_classes)
+        record = self._read_native(iid, cls_prob) if native else self._read(iid)
+        if not cls_prob:
+            record.cls_prob = None
+        return validate_record(record, self.path, self.feat_dim, self.num_classes, cls_prob=cls_prob)
+
+    def cls_prob_rows(self, image_id: object, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of the record's class distribution, in the store's float type: (k, C).
+
+        The whole distribution is checked (finite, non-negative) as :meth:`get` checks it, so a bad
+        record fails whichever rows are asked for. DataError if missing or corrupt.
+
+        Args:
+            rows: (k,) int indices of regions (in store order).
+        """
+        probs = self.get(image_id, native=True).cls_prob
+        if probs is None:
+            raise DataError(self.path, str(image_id), "no cls_prob: the store has no class distributions")
+        return probs[np.asarray(rows, dtype=np.int64)]
 
     def __iter__(self) -> Iterator[RegionRecord]:
         for iid in self._ids:
@@ -186,7 +257,12 @@ class FeatureStore(ABC):
 
     @abstractmethod
     def _read(self, image_id: str) -> RegionRecord:
-        """Reads and decodes one record (the id is known to exist)."""
+        """Reads and decodes one record (the id is known to exist), arrays in float32."""
+
+    def _read_native(self, image_id: str, cls_prob: bool = True) -> RegionRecord:
+        """Like ``_read``, features and class distribution in the store's float type; without the
+        distribution (None) when ``cls_prob`` is False and the format can skip it."""
+        return self._read(image_id)
 
     def close(self) -> None:
         """Releases file handles (they reopen lazily on the next read)."""
@@ -198,9 +274,9 @@ class FeatureStore(ABC):
             state[key] = None
         return state
 
-    def _set_ids(self, ids: Iterable[object]) -> None:
-        self._ids = [str(i) for i in ids]
-        self._id_set = set(self._ids)
+    def _set_ids(self, ids: Union[Iterable[object], StringTable]) -> None:
+        self._ids = ids if isinstance(ids, StringTable) else StringTable.from_strings(str(i) for i in ids)
+        self._index = IdIndex(self._ids)
 
 
 # --------------------------------------------------------------------------------------------- LMDB
@@ -388,18 +464,59 @@ class FastStore(_LMDBMixin, FeatureStore):
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(self.path, _FAST_META_KEY.decode(), f"corrupt record: metadata is not JSON ({exc})") from exc
         ids_blob = self._raw(_FAST_IDS_KEY) or b""
-        self._set_ids(ids_blob.decode().split("\n") if ids_blob else [])
+        self._set_ids(StringTable.from_joined(ids_blob))
         self.feat_dim = self.meta.get("feat_dim")
         self.num_classes = self.meta.get("num_classes")
 
     def _read(self, image_id: str) -> RegionRecord:
+        return self._read_record(image_id, widen=True)
+
+    def _read_native(self, image_id: str, cls_prob: bool = True) -> RegionRecord:
+        return self._read_record(image_id, widen=False, cls_prob=cls_prob)
+
+    def _read_record(self, image_id: str, widen: bool, cls_prob: bool = True) -> RegionRecord:
         with self._env().begin(buffers=True) as txn:
             buf = txn.get(image_id.encode())
             if buf is None:
                 raise DataError(self.path, image_id, "missing image id: listed but has no record")
-            return self._decode(image_id, buf)
+            return self._decode(image_id, buf, widen, cls_prob)
 
-    def _decode(self, image_id: str, buf) -> RegionRecord:
+    def cls_prob_rows(self, image_id: object, rows: np.ndarray) -> np.ndarray:
+        # Checked on the LMDB page and only the k rows copied out: a 36 x 1601 float16 distribution is
+        # 115 KB per image, of which pretraining needs ~15% (BENCHMARKS.md, "Input pipeline").
+        iid = str(image_id)
+        if iid not in self:
+            raise DataError(self.path, iid, "missing image id: not in the feature store")
+        rows = np.asarray(rows, dtype=np.int64)
+        with self._env().begin(buffers=True) as txn:
+            buf = txn.get(iid.encode())
+            if buf is None:
+                raise DataError(self.path, iid, "missing image id: listed but has no record")
+            n, f, c, off = self._check_header(iid, buf)
+            if not c:
+                raise DataError(self.path, iid, "no cls_prob: the store has no class distributions")
+            if self.num_classes is not None and c != self.num_classes:
+                raise DataError(self.path, iid, f"wrong dimensions: cls_prob has {c} classes, the store's is "
+                                                f"{self.num_classes}")
+            probs = np.frombuffer(buf, np.float16, n * c, off + n * 16 + n * f * 2).reshape(n, c)
+            if n and not _finite_non_negative(probs):
+                raise DataError(self.path, iid, "corrupt record: cls_prob contains NaN/inf or negative values")
+            if rows.size and (rows.min() < 0 or rows.max() >= n):
+                raise IndexError(f"{self.path}: image {iid} has {n} regions, rows {rows.tolist()} asked for")
+            return probs[rows]  # fancy indexing copies out of the page
+
+    def _check_header(self, image_id: str, buf) -> tuple[int, int, int, int]:
+        """(n, F, C, offset of the boxes) of a record; DataError if its size does not match."""
+        size = len(buf)
+        if size < _FAST_HEADER.size:
+            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
+        magic, n, f, c, _, _ = _FAST_HEADER.unpack_from(buf, 0)
+        expect = _FAST_HEADER.size + n * 16 + n * f * 2 + n * c * 2
+        if magic != _FAST_MAGIC or size != expect:
+            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, header implies {expect}")
+        return n, f, c, _FAST_HEADER.size
+
+    def _decode(self, image_id: str, buf, widen: bool = True, cls_prob: bool = True) -> RegionRecord:
         size = len(buf)
         if size < _FAST_HEADER.size:
             raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
@@ -411,8 +528,13 @@ class FastStore(_LMDBMixin, FeatureStore):
         # np.frombuffer views the LMDB page; astype copies out before the transaction ends.
         boxes = np.frombuffer(buf, np.float32, n * 4, off).reshape(n, 4).copy()
         off += n * 16
-        # features and cls_prob are adjacent float16 blocks: widen both in one call
-        wide = _widen_fp16(buf, n * (f + c), off)
+        # features and cls_prob are adjacent float16 blocks: widen (or copy) both in one call
+        if widen:
+            wide = _widen_fp16(buf, n * (f + c), off)
+        else:  # copied out of the LMDB page, which is only valid inside the transaction
+            wide = np.frombuffer(buf, np.float16, n * (f + (c if cls_prob else 0)), off).copy()
+            if not cls_prob:
+                return RegionRecord(image_id, wide.reshape(n, f), boxes, float(w), float(h), None)
         feats = wide[: n * f].reshape(n, f)
         probs = wide[n * f:].reshape(n, c) if c else None
         return RegionRecord(image_id, feats, boxes, float(w), float(h), probs)
@@ -728,8 +850,16 @@ def inspect_store(path: PathLike, sample_size: int = 1000, sample_id: Optional[s
     return info
 
 
-def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, require_regions: bool = False):
+def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, require_regions: bool = False,
+                 cls_prob: bool = True):
     """Reads and processes one image's regions (docs/method.md §2): at most ``max_regions``, 5-d boxes.
+
+    Features and class distributions keep the store's float type (float16 for the fast store): the
+    model widens them on the device (``layers.embeddings.common.add_img_token``).
+
+    Args:
+        cls_prob: False = without the class distribution (``Regions.cls_prob`` None; see
+            :meth:`FeatureStore.cls_prob_rows`).
 
     Raises:
         DataError: missing id, corrupt record, wrong dimensions, or (``require_regions``) zero regions.
@@ -739,7 +869,7 @@ def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, r
     """
     from switchbert.data.regions import process_regions
 
-    r = store.get(image_id)
+    r = store.get(image_id, native=True, cls_prob=cls_prob)
     if require_regions and r.num_regions == 0:
         raise DataError(store.path, r.image_id, "zero regions: this task needs at least one region")
-    return process_regions(r.features, r.boxes_px, r.image_w, r.image_h, r.cls_prob, max_regions)
+    return process_regions(r.features, r.boxes_px, r.image_w, r.image_h, r.cls_prob, max_regions, keep_half=True)

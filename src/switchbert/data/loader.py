@@ -59,23 +59,46 @@ def pad_labels(labels: Sequence[np.ndarray], length: int, fill: int) -> Tensor:
     return out
 
 
+def new_tensor(shape: Sequence[int], dtype: torch.dtype, zero: bool = True) -> Tensor:
+    """A CPU tensor for a collated batch; in a DataLoader worker, allocated in shared memory.
+
+    A worker hands a batch to the main process by moving every tensor into shared memory, a second
+    copy of the whole batch. Collating straight into shared memory (as torch's ``default_collate``
+    does) makes that move free (BENCHMARKS.md, "Input pipeline").
+
+    Args:
+        zero: fill with zeros; False = uninitialised (the caller writes every element).
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return torch.zeros(shape, dtype=dtype) if zero else torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape, dtype=np.int64))
+    proto = torch.empty(0, dtype=dtype)
+    out = proto.new(proto._typed_storage()._new_shared(numel)).view(tuple(shape))
+    return out.zero_() if zero else out
+
+
 def pad_regions(regions: Sequence[Regions], feat_dim: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Stacks regions, zero-padding to the most regions in the batch.
 
     Returns:
-        feats (B, N, F) float32, boxes (B, N, 5) float32, mask (B, N) bool, boxes_px (B, N, 4) float32.
+        feats (B, N, F) float16 when every sample's features are float16 (a float16 store; the model
+        widens them on the device), else float32; boxes (B, N, 5) float32, mask (B, N) bool,
+        boxes_px (B, N, 4) float32.
     """
     B = len(regions)
     N = max(r.num_regions for r in regions)
     F = feat_dim or next((r.features.shape[1] for r in regions if r.features.ndim == 2), 0)
-    feats = np.zeros((B, N, F), dtype=np.float32)
+    half = all(r.features.dtype == np.float16 for r in regions)
+    feats_t = new_tensor((B, N, F), torch.float16 if half else torch.float32, zero=False)
+    feats = feats_t.numpy()
     boxes = np.zeros((B, N, BOX_DIM), dtype=np.float32)
     boxes_px = np.zeros((B, N, 4), dtype=np.float32)
     mask = np.zeros((B, N), dtype=bool)
     for i, r in enumerate(regions):
         n = r.num_regions
         feats[i, :n], boxes[i, :n], boxes_px[i, :n], mask[i, :n] = r.features, r.boxes, r.boxes_px, True
-    return torch.from_numpy(feats), torch.from_numpy(boxes), torch.from_numpy(mask), torch.from_numpy(boxes_px)
+        feats[i, n:] = 0  # only the padding is zeroed: the rest is written once
+    return feats_t, torch.from_numpy(boxes), torch.from_numpy(mask), torch.from_numpy(boxes_px)
 
 
 def make_batch(token_ids: Sequence[np.ndarray], regions: Sequence[Regions]) -> tuple[Batch, Tensor]:
@@ -250,6 +273,36 @@ class SummarizingDataLoader(DataLoader):
                       f"({reasons}); {items - skipped:,} used", DataWarning, stacklevel=3)
 
 
+class PermutationSampler(Sampler[int]):
+    """``RandomSampler``'s order (the same permutations from the same generator), without its list.
+
+    ``RandomSampler`` turns each epoch's permutation into a Python list of n ints (at 2.7M images,
+    ~110 MB built in the main process after the workers were forked). Every page of it the main
+    process writes was shared with the workers until then, so each worker keeps the old copy: memory
+    per worker grows with the dataset (BENCHMARKS.md, "Input pipeline at Conceptual Captions
+    scale"). Here the permutation stays one int64 tensor and indices are handed out one at a time.
+
+    Args:
+        n: the dataset's length.
+        generator: the DataLoader's generator (drawn exactly as ``RandomSampler`` draws it, so a run
+            shuffles as it did with ``RandomSampler`` and the same seed).
+    """
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = int(n), generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        perm = torch.randperm(self.n, generator=self.generator).numpy()
+        for i in perm:
+            yield int(i)
+        # RandomSampler draws a second permutation for its (empty) remainder once the first is used up;
+        # drawing it too keeps the generator, and so every later epoch, where it would have been.
+        torch.randperm(self.n, generator=self.generator)
+
+
 def _worker_init(worker_id: int) -> None:
     # Masks come from per-sample generators (masking.sample_rng); this only keeps torch/numpy global
     # state distinct per worker for any user code that draws from it.
@@ -276,6 +329,7 @@ def make_dataloader(
         dataset: a dataset with a ``collate`` method (used unless ``collate_fn`` is given).
         shuffle: shuffle with a generator seeded by ``seed`` (ignored when ``sampler`` is given, e.g. a
             ``DistributedSampler``; call its ``set_epoch`` and the dataset's ``set_epoch`` each epoch).
+            The order is ``RandomSampler``'s, drawn by :class:`PermutationSampler` (no list of n ints).
         pin_memory: pin batches and labels (both implement ``pin_memory``).
 
     Returns:
@@ -292,10 +346,12 @@ def make_dataloader(
         kwargs.update(worker_init_fn=_worker_init, persistent_workers=persistent_workers)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
+    if shuffle and sampler is None:
+        sampler = PermutationSampler(len(dataset), generator)
     return SummarizingDataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle if sampler is None else False,
+        shuffle=False,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,

@@ -13,6 +13,10 @@ import numpy as np
 
 from switchbert.data.tokenizer import MASK_ID, SPECIAL_IDS, VOCAB_SIZE
 
+_SPECIAL = np.zeros(VOCAB_SIZE, dtype=bool)
+_SPECIAL[list(SPECIAL_IDS)] = True
+"""Lookup table id -> special token: ~50x faster than ``np.isin`` on a caption (BENCHMARKS.md)."""
+
 IGNORE_INDEX = -100
 FIRST_WORD_ID = 999
 """Ids below 999 in bert-base-uncased are [PAD], [unusedN], [UNK], [CLS], [SEP], [MASK]; random
@@ -44,7 +48,10 @@ def mask_tokens(
         labels: (T,) int64, the original id at targets and ``IGNORE_INDEX`` (-100) elsewhere.
     """
     ids = np.asarray(ids, dtype=np.int64)
-    candidates = ~np.isin(ids, list(SPECIAL_IDS))
+    if ids.size and 0 <= ids.min() and ids.max() < VOCAB_SIZE:
+        candidates = ~_SPECIAL[ids]
+    else:  # ids outside the shipped vocabulary (a custom tokenizer): the general test
+        candidates = ~np.isin(ids, list(SPECIAL_IDS))
     target = candidates & (rng.random(ids.shape) < mask_prob)
     action = rng.random(ids.shape)
     random_ids = rng.integers(FIRST_WORD_ID, vocab_size, size=ids.shape)
@@ -77,6 +84,16 @@ def apply_region_mask(features: np.ndarray, zeroed: np.ndarray) -> np.ndarray:
     out = features.copy()
     out[zeroed] = 0.0
     return out
+
+
+def zero_rows_in_place(features: np.ndarray, zeroed: np.ndarray) -> np.ndarray:
+    """``features`` with the ``zeroed`` rows set to 0, in place when the array is writable (a fresh
+    decode), else in a copy (:func:`apply_region_mask`). Same values either way."""
+    if not features.flags.writeable:
+        return apply_region_mask(features, zeroed)
+    if zeroed.any():
+        features[zeroed] = 0.0
+    return features
 
 
 def sample_itm_negative(

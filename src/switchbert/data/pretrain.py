@@ -17,13 +17,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
+from switchbert.data.caption_index import load_caption_index
 from switchbert.data.errors import BadItemPolicy, DataError, PathLike, load_json
 from switchbert.data.features import FeatureStore, read_regions
-from switchbert.data.loader import TensorFields, drop_skipped, make_batch, pad_labels
-from switchbert.data.masking import (IGNORE_INDEX, apply_region_mask, mask_regions, mask_tokens,
-                                     sample_itm_negative, sample_rng)
+from switchbert.data.loader import TensorFields, drop_skipped, make_batch, new_tensor, pad_labels
+from switchbert.data.masking import (IGNORE_INDEX, mask_regions, mask_tokens, sample_itm_negative, sample_rng,
+                                     zero_rows_in_place)
 from switchbert.data.regions import Regions
-from switchbert.data.tokenizer import encode
+from switchbert.data.tokens import with_specials
 from switchbert.heads.pretrain import flat_index
 
 
@@ -35,10 +36,14 @@ class PretrainExample:
         image_id: the image.
         text_ids: (T,) int64 caption ids after MLM corruption.
         mlm_labels: (T,) int64 original ids at MLM targets, -100 elsewhere (all -100 if mismatched).
-        regions: the image's regions; features of zeroed MRC targets are 0, boxes kept.
+        regions: the image's regions; features of zeroed MRC targets are 0, boxes kept; ``cls_prob``
+            None when ``mrc_probs`` is given.
         mrc_mask: (N,) bool MRC targets (all False if mismatched).
         itm_label: 1 if the caption belongs to the image, 0 if it was replaced.
         caption_image_id: the image the caption was written for.
+        mrc_probs: (k, C) the detector's class distribution of the ``mrc_mask`` regions, in region
+            order (the dataset reads only these rows; ``regions.cls_prob`` is then None). None = take
+            them from ``regions.cls_prob``.
     """
 
     image_id: str
@@ -48,6 +53,7 @@ class PretrainExample:
     mrc_mask: np.ndarray
     itm_label: int
     caption_image_id: str
+    mrc_probs: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -56,7 +62,10 @@ class PretrainLabels(TensorFields):
 
     Attributes:
         mlm_labels: (B, T) long, -100 = ignore.
-        mrc_targets: (B, N, C) float detector class distribution of each region (0 at padding).
+        mrc_targets: (K_r, C) the detector's class distribution of each MRC target region of a matched
+            pair, in ``mrc_index`` order, in the store's float type (float16 for the fast store);
+            only the ~15% of regions that are targets travel. Labels built by hand may instead give the
+            dense (B, N, C) distribution of every region; ``pretrain_loss`` takes either.
         mrc_mask: (B, N) bool, True = an MRC target region (never True for a mismatched pair).
         itm_labels: (B,) long, 1 = matched pair.
         image_ids: the B image ids.
@@ -75,6 +84,16 @@ class PretrainLabels(TensorFields):
     image_ids: list[str] = field(default_factory=list)
     mlm_index: Optional[Tensor] = None
     mrc_index: Optional[Tensor] = None
+
+    def dense_mrc_targets(self) -> Tensor:
+        """(B, N, C) float32 distributions, zero except at the target rows (the pre-compact layout)."""
+        if self.mrc_targets.dim() == 3:
+            return self.mrc_targets.float()
+        B, N = self.mrc_mask.shape
+        index = self.mrc_index if self.mrc_index is not None else flat_index(self.mrc_mask & (self.itm_labels == 1)[:, None])
+        out = torch.zeros((B * N, self.mrc_targets.shape[-1]), dtype=torch.float32, device=self.mrc_targets.device)
+        out[index] = self.mrc_targets.float()
+        return out.view(B, N, -1)
 
 
 def load_captions(path: PathLike) -> dict[str, str]:
@@ -97,6 +116,9 @@ class CaptionPairsDataset(Dataset):
         mlm_prob, region_mask_prob, region_zero_prob, itm_mismatch_prob: docs/method.md §6 rates.
         mrc: produce MRC targets (needs a store with ``cls_prob``).
         skip_bad: skip bad items (counted, warned) instead of raising.
+        index_cache: an ``.npz`` for the parsed and tokenised captions file (:mod:`~switchbert.data.caption_index`;
+            reused while the file, the length cap and the vocabulary match, rewritten otherwise).
+            None = read and tokenise the file at every build.
     """
 
     def __init__(
@@ -113,6 +135,7 @@ class CaptionPairsDataset(Dataset):
         itm_mismatch_prob: float = 0.5,
         mrc: bool = True,
         skip_bad: bool = False,
+        index_cache: Optional[PathLike] = None,
     ) -> None:
         self.path = str(captions_path)
         self.store, self.tokenizer = store, tokenizer
@@ -123,21 +146,23 @@ class CaptionPairsDataset(Dataset):
         if mrc and store.num_classes is None:
             raise DataError(store.path, None, "MRC-KL needs the detector's class distribution (cls_prob); "
                                               "this store has none (pass mrc=False)")
-        self.image_ids: list[str] = []
-        self.captions: list[str] = []
-        for iid, cap in load_captions(captions_path).items():
-            try:
-                if not isinstance(cap, str) or not cap.strip():
-                    raise DataError(captions_path, iid, "empty caption")
-                if iid not in store:
-                    raise DataError(captions_path, iid, f"missing image id: not in the feature store {store.path}")
-            except DataError as err:
-                self.policy.handle(err)
-                continue
-            self.image_ids.append(iid)
-            self.captions.append(cap)
-        if not self.image_ids:
+        # Packed numpy tables, not lists of str: forked workers share them without copying
+        # (switchbert.data.index). The captions are tokenised once here, not once per sample per epoch.
+        table = load_caption_index(captions_path, tokenizer, max_text_len, index_cache)
+        known = store.contains_many(table.image_ids)
+        bad = table.empty | ~known
+        for i in np.flatnonzero(bad):  # in file order, as a loop over the file would find them
+            iid = table.image_ids[int(i)]
+            err = (DataError(captions_path, iid, "empty caption") if table.empty[i] else
+                   DataError(captions_path, iid, f"missing image id: not in the feature store {store.path}"))
+            self.policy.handle(err)
+        keep = np.flatnonzero(~bad)
+        if not len(keep):
             raise DataError(captions_path, None, "no usable caption")
+        everything = not bad.any()
+        self.image_ids = table.image_ids if everything else table.image_ids.take(keep)
+        self.captions = table.captions if everything else table.captions.take(keep)
+        self.tokens = table.tokens if everything else table.tokens.take(keep)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -150,45 +175,71 @@ class CaptionPairsDataset(Dataset):
         rng = sample_rng(self.seed, self.epoch, index)
         other = sample_itm_negative(rng, index, len(self), self.itm_mismatch_prob)
         cap_index = index if other is None else other
+        image_id = self.image_ids[index]
         try:
-            regions = read_regions(self.store, self.image_ids[index], self.max_regions, require_regions=self.mrc)
+            # With MRC, the class distributions are read below, only the target rows (~15%).
+            regions = read_regions(self.store, image_id, self.max_regions, require_regions=self.mrc,
+                                   cls_prob=not self.mrc)
         except DataError as err:
             self.policy.handle(err)
             return None
-        ids = np.asarray(encode(self.tokenizer, self.captions[cap_index], self.max_text_len), dtype=np.int64)
+        ids = with_specials(self.tokens.row(cap_index))
         # Corrupt mismatched pairs exactly like matched ones and only drop their labels: if mismatched
         # captions came without [MASK] tokens, ITM could be solved by spotting [MASK].
         text_ids, mlm_labels = mask_tokens(ids, rng, self.mlm_prob)
         targets, zeroed = mask_regions(regions.num_regions, rng, self.region_mask_prob, self.region_zero_prob)
-        regions.features = apply_region_mask(regions.features, zeroed)
+        # In place: read_regions decoded a fresh array for this sample (apply_region_mask's copy would
+        # be a third copy of 147 KB per sample; BENCHMARKS.md, "Input pipeline").
+        regions.features = zero_rows_in_place(regions.features, zeroed)
         if not self.mrc:
             targets = np.zeros_like(targets)
         matched = other is None
         if not matched:
             mlm_labels = np.full_like(mlm_labels, IGNORE_INDEX)
             targets = np.zeros_like(targets)
-        return PretrainExample(self.image_ids[index], text_ids, mlm_labels, regions, targets, int(matched),
-                               self.image_ids[cap_index])
+        probs = None
+        if self.mrc:
+            try:  # always read (even for no row): a bad distribution fails the sample, as a full read did
+                probs = self.store.cls_prob_rows(image_id, np.flatnonzero(targets))
+            except DataError as err:
+                self.policy.handle(err)
+                return None
+        return PretrainExample(image_id, text_ids, mlm_labels, regions, targets, int(matched),
+                               self.image_ids[cap_index], probs)
 
     def collate(self, examples: list[Optional[PretrainExample]]) -> tuple[Batch, PretrainLabels]:
         return collate_pretrain(examples, self.store.num_classes or 0)
 
 
 def collate_pretrain(examples: list[Optional[PretrainExample]], num_classes: int) -> tuple[Batch, PretrainLabels]:
-    """Pads examples into a :class:`Batch` and :class:`PretrainLabels` (skipped items dropped)."""
+    """Pads examples into a :class:`Batch` and :class:`PretrainLabels` (skipped items dropped).
+
+    Region features stay in the store's float type; MRC targets are the (K_r, C) distributions of the
+    target regions of matched pairs only (about 15% of the regions), not a dense (B, N, C) tensor:
+    ~3x fewer bytes per sample at 36 x 2048 with 1601 classes (BENCHMARKS.md, "Input pipeline").
+    """
     examples = drop_skipped(examples)
     if not examples:
         raise DataError(None, None, "every item of the batch was skipped as bad")
     batch, _ = make_batch([e.text_ids for e in examples], [e.regions for e in examples])
     B, T = batch.text_ids.shape
     N = batch.region_mask.shape[1]
-    mrc_targets = torch.zeros((B, N, num_classes), dtype=torch.float32)
-    mrc_mask = torch.zeros((B, N), dtype=torch.bool)
+    mrc_mask = np.zeros((B, N), dtype=bool)
+    rows = []  # the target regions' distributions, row-major (b, n): the order of mrc_index below
+    dtype = np.float32
     for i, e in enumerate(examples):
         n = e.regions.num_regions
-        if e.regions.cls_prob is not None and num_classes:
-            mrc_targets[i, :n] = torch.from_numpy(e.regions.cls_prob)
-        mrc_mask[i, :n] = torch.from_numpy(e.mrc_mask)
+        mrc_mask[i, :n] = e.mrc_mask
+        probs = e.mrc_probs if e.mrc_probs is not None else e.regions.cls_prob
+        if probs is not None and num_classes:
+            dtype = probs.dtype
+            if e.itm_label == 1 and e.mrc_mask.any():
+                rows.append(probs if e.mrc_probs is not None else probs[e.mrc_mask])
+    mrc_targets = new_tensor((sum(len(r) for r in rows), num_classes),
+                             torch.float16 if dtype == np.float16 else torch.float32, zero=False)
+    if rows:
+        np.concatenate(rows, out=mrc_targets.numpy())
+    mrc_mask = torch.from_numpy(mrc_mask)
     mlm_labels = pad_labels([e.mlm_labels for e in examples], T, IGNORE_INDEX)
     itm_labels = torch.tensor([e.itm_label for e in examples], dtype=torch.long)
     # The targets left after losses.ignore_mismatched, which the training step applies (the dataset

@@ -27,10 +27,10 @@ class Regions:
     """One image's regions, ready to collate.
 
     Attributes:
-        features: (N, F) float32.
+        features: (N, F) float32, or float16 as a float16 store holds them.
         boxes: (N, 5) float32 normalised (x1/W, y1/H, x2/W, y2/H, area/(W*H)), clipped to [0, 1].
         boxes_px: (N, 4) float32 pixel x1y1x2y2, kept for IoU targets.
-        cls_prob: (N, C) float32 detector class distribution, or None if the store has none.
+        cls_prob: (N, C) float32 (or float16) detector class distribution, or None if the store has none.
         image_w, image_h: image size in pixels.
     """
 
@@ -72,21 +72,28 @@ def process_regions(
     image_h: float,
     cls_prob: Optional[np.ndarray] = None,
     max_regions: int = MAX_REGIONS,
+    keep_half: bool = False,
 ) -> Regions:
     """Keeps the first ``max_regions`` regions (detectors store them by confidence) and normalises.
 
     Args:
-        features: (n, F) float (float16 stores are widened to float32 here).
+        features: (n, F) float, made float32.
         boxes_px: (n, 4) pixel x1y1x2y2.
         image_w, image_h: image size in pixels.
         cls_prob: optional (n, C) class distribution, kept for MRC-KL (docs/method.md §6).
         max_regions: cap N (36 in the controlled setting).
+        keep_half: float16 features and ``cls_prob`` stay float16 (half the bytes to collate and hand
+            to the main process; the model widens them on the device). The datasets pass True.
     """
     keep = min(int(features.shape[0]), max_regions)
-    feats = np.asarray(features[:keep], dtype=np.float32)
+    feats = np.asarray(features[:keep], dtype=_float_type(features, keep_half))
     bpx = np.asarray(boxes_px[:keep], dtype=np.float32).reshape(-1, 4)
-    probs = None if cls_prob is None else np.asarray(cls_prob[:keep], dtype=np.float32)
+    probs = None if cls_prob is None else np.asarray(cls_prob[:keep], dtype=_float_type(cls_prob, keep_half))
     return Regions(feats, normalize_boxes(bpx, image_w, image_h), bpx, probs, float(image_w), float(image_h))
+
+
+def _float_type(x: np.ndarray, keep_half: bool):
+    return np.float16 if keep_half and np.asarray(x).dtype == np.float16 else np.float32
 
 
 def box_iou(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from switchbert.batch import Batch
 from switchbert.data.errors import BadItemPolicy, DataError, DataWarning, PathLike
 from switchbert.data.features import FeatureStore, read_regions
-from switchbert.data.loader import TensorFields, drop_skipped, make_batch
+from switchbert.data.loader import TensorFields, drop_skipped, make_batch, pad_regions, pad_text
 from switchbert.data.masking import sample_rng
 from switchbert.data.regions import Regions
 from switchbert.data.tokenizer import encode_batch
@@ -321,3 +321,72 @@ class RetrievalEvalDataset(_FlickrSplit):
         batch, _ = make_batch([e.text_ids for e in examples], [e.regions for e in examples])
         return batch, RetrievalEvalLabels(torch.tensor([e.caption_index for e in examples], dtype=torch.long),
                                           torch.tensor([e.image_index for e in examples], dtype=torch.long))
+
+
+def iter_pair_batches(dataset: RetrievalEvalDataset, pairs: Sequence[int], batch_size: int,
+                      device: torch.device | str = "cpu") -> Iterator[tuple[Batch, RetrievalEvalLabels]]:
+    """The pairs ``pairs`` (indices ``image * num_captions + caption``) in batches, built on ``device``.
+
+    What the DataLoader path did per pair (decode the image's regions, copy its 36 x 2048 features
+    into the batch, copy the batch to the device) is done once per image here: the captions are
+    padded into one (n_captions, T) tensor and each image's regions read once and moved to the device
+    once; a batch is then an ``index_select`` of both on the device (a broadcast view of the image
+    when the whole batch pairs one image with many captions). For Flickr30k test (5,000 x 1,000)
+    that is 1,000 image reads instead of 5M row copies (BENCHMARKS.md, "Retrieval evaluation").
+
+    Each batch is padded to its own longest caption and most regions, as ``make_batch`` does, so the
+    model sees exactly the batches of ``make_dataloader(dataset, batch_size, sampler=pairs)`` (with
+    float16 features already widened to float32, which the model does first anyway).
+
+    Args:
+        dataset: the split's pairs.
+        pairs: (P,) pair indices; image-major order keeps few images in memory at a time.
+        batch_size: pairs per batch.
+        device: where the batches are built.
+
+    Yields:
+        (Batch, RetrievalEvalLabels) on ``device``.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64)
+    n_cap = dataset.num_captions
+    cap_len = np.array([len(t) for t in dataset.captions], dtype=np.int64)
+    text_ids, text_mask = pad_text(dataset.captions)
+    text_ids, text_mask = text_ids.to(device), text_mask.to(device)
+    images: dict[int, tuple[Tensor, Tensor, Tensor, int]] = {}  # image -> feats, boxes, mask, regions
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        img, cap = np.divmod(chunk, n_cap)
+        wanted = np.unique(img)
+        for stale in [i for i in images if i not in set(wanted.tolist())]:
+            del images[stale]  # image-major order: an image once left is not needed again
+        for i in wanted.tolist():
+            if i not in images:
+                feats, boxes, mask, _ = pad_regions([dataset._regions(i)])
+                # Widened once per image on the device: the model would widen float16 once per pair.
+                images[i] = (feats.to(device).float(), boxes.to(device), mask.to(device), int(mask.sum()))
+        T = int(cap_len[cap].max())
+        N = max(images[i][3] for i in wanted.tolist())
+        slot = {i: k for k, i in enumerate(wanted.tolist())}
+        # (U, N, F) for the batch's U distinct images, then one gather to the batch's rows on the device
+        feats = torch.stack([_pad_rows(images[i][0][0], N) for i in wanted.tolist()])
+        boxes = torch.stack([_pad_rows(images[i][1][0], N) for i in wanted.tolist()])
+        rmask = torch.stack([_pad_rows(images[i][2][0], N) for i in wanted.tolist()])
+        capt = torch.as_tensor(cap, dtype=torch.long).to(device)
+        if len(wanted) == 1:  # the usual case (image-major, 5 captions per image): a view, no copy
+            B = len(chunk)
+            feats, boxes, rmask = feats.expand(B, -1, -1), boxes.expand(B, -1, -1), rmask.expand(B, -1)
+        else:
+            rows = torch.as_tensor(np.array([slot[i] for i in img.tolist()]), dtype=torch.long).to(device)
+            feats, boxes, rmask = feats.index_select(0, rows), boxes.index_select(0, rows), rmask.index_select(0, rows)
+        batch = Batch(text_ids.index_select(0, capt)[:, :T], text_mask.index_select(0, capt)[:, :T], feats, boxes,
+                      rmask)
+        labels = RetrievalEvalLabels(torch.as_tensor(cap, dtype=torch.long).to(device),
+                                     torch.as_tensor(img, dtype=torch.long).to(device))
+        yield batch, labels
+
+
+def _pad_rows(x: Tensor, n: int) -> Tensor:
+    """(m, ...) -> (n, ...) with zero rows appended (or the first n rows)."""
+    if x.shape[0] >= n:
+        return x[:n]
+    return torch.cat([x, x.new_zeros((n - x.shape[0], *x.shape[1:]))])

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from switchbert.heads.pretrain import IGNORE_INDEX, PretrainLogits, gather_rows
+from switchbert.heads.pretrain import IGNORE_INDEX, PretrainLogits, flat_index, gather_rows
 
 ITM_MATCHED = 1
 """ITM label of a matching (image, caption) pair; 0 = the caption was replaced by another one."""
@@ -195,7 +195,9 @@ def pretrain_loss(
     Args:
         logits: from ``PretrainHeads``; gathered or full, as it was called.
         itm_labels: (B,) long, 1 = matched.
-        mrc_target_probs: (B, N, C) detector class distributions of the real regions.
+        mrc_target_probs: (B, N, C) detector class distributions of the real regions, or (K_r, C) those
+            of the target regions only, in ``flat_index(target mask)`` order (``PretrainLabels.mrc_targets``
+            from the collate; any float type, computed in float32).
         mlm_labels: (B, T) MLM labels; needed only when ``logits.mlm`` is the full (B, T, V) tensor.
         mrc_target_mask: (B, N) bool MRC targets; needed only when ``logits.mrc`` is the full
             (B, N, C) tensor.
@@ -222,19 +224,34 @@ def pretrain_loss(
             raise ValueError("pretrain_loss: full MRC logits need mrc_target_mask (B, N)")
         mlm_den, mrc_den = count_denominator(torch.stack([mlm_target_count(labels_used).float(), mrc_count]))
     mlm = mlm_loss(logits.mlm, labels_used, mlm_den)
+    gathered_targets = mrc_target_probs.dim() == 2  # (K_r, C): the collate sent the target rows only
     if logits.mrc_target_mask is not None:
         mask = logits.mrc_target_mask
-        if tuple(mrc_target_probs.shape[:-1]) != tuple(mask.shape):
-            raise ValueError(
-                f"pretrain_loss: mrc_target_probs must be (B, N, C) with (B, N) = {tuple(mask.shape)}, "
-                f"got {tuple(mrc_target_probs.shape)}"
-            )
         if logits.mrc_index is None:
             raise ValueError("pretrain_loss: gathered MRC logits need PretrainLogits.mrc_index (PretrainHeads sets it)")
-        # The rows the head gathered, by index: mrc_target_probs[mask] would sync on a GPU.
-        mrc = mrc_kl_loss(logits.mrc, gather_rows(mrc_target_probs, logits.mrc_index), denominator=mrc_den)
+        if gathered_targets:
+            # Shapes only (no host sync): the rows must be the ones the head gathered, in its order.
+            if mrc_target_probs.shape[0] != logits.mrc.shape[0]:
+                raise ValueError(
+                    f"pretrain_loss: gathered mrc_target_probs has {mrc_target_probs.shape[0]} rows, the MRC "
+                    f"logits {logits.mrc.shape[0]} (one row per target region, in mrc_index order)"
+                )
+            targets = mrc_target_probs
+        else:
+            if tuple(mrc_target_probs.shape[:-1]) != tuple(mask.shape):
+                raise ValueError(
+                    f"pretrain_loss: mrc_target_probs must be (B, N, C) with (B, N) = {tuple(mask.shape)}, "
+                    f"or (K_r, C) gathered, got {tuple(mrc_target_probs.shape)}"
+                )
+            # The rows the head gathered, by index: mrc_target_probs[mask] would sync on a GPU.
+            targets = gather_rows(mrc_target_probs, logits.mrc_index)
+        mrc = mrc_kl_loss(logits.mrc, targets, denominator=mrc_den)
     elif mrc_target_mask is not None:
-        mrc = mrc_kl_loss(logits.mrc, mrc_target_probs, mrc_target_mask, denominator=mrc_den)
+        if gathered_targets:  # full logits, target rows only: gather the logits (finding K syncs on a GPU)
+            rows = gather_rows(logits.mrc, flat_index(mrc_target_mask))
+            mrc = mrc_kl_loss(rows, mrc_target_probs, denominator=mrc_den)
+        else:
+            mrc = mrc_kl_loss(logits.mrc, mrc_target_probs, mrc_target_mask, denominator=mrc_den)
     else:
         raise ValueError("pretrain_loss: full MRC logits need mrc_target_mask (B, N)")
     itm = itm_loss(logits.itm, itm_labels)

@@ -48,12 +48,16 @@ def add_img_token(feats: Tensor, boxes: Tensor, mask: Tensor) -> tuple[Tensor, T
     """Prepends the IMG token: mean of the real region features, box = the whole image.
 
     Args:
-        feats: (B, N, F); boxes: (B, N, 5); mask: (B, N) bool.
+        feats: (B, N, F), float16 or bfloat16 widened to float32 first; boxes: (B, N, 5); mask: (B, N) bool.
 
     Returns:
         feats (B, R, F) and boxes (B, R, 5) with R = N + 1; an image without regions gets a zero
         IMG feature (docs/method.md §2).
     """
+    if feats.dtype in (torch.float16, torch.bfloat16):
+        # float16 stores reach the model as float16 (half the bytes through the loader and the copy to
+        # the device); widened here, on the device, every later op sees what float32 input gave.
+        feats = feats.float()
     m = mask.to(feats.dtype).unsqueeze(-1)
     img_feat = (feats * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp(min=1.0)
     img_box = torch.tensor(IMG_BOX, dtype=boxes.dtype, device=boxes.device).expand(boxes.shape[0], 1, BOX_DIM)

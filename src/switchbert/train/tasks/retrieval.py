@@ -13,14 +13,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
+from tqdm import tqdm
 
 from switchbert.data import RetrievalEvalDataset, RetrievalTrainDataset
+from switchbert.data.retrieval import iter_pair_batches
 from switchbert.heads import build_head
 from switchbert.heads.losses import retrieval_4way_loss
 from switchbert.metrics import retrieval_recall
 from switchbert.models.base import VLModel
 from switchbert.train.config import ConfigError
-from switchbert.train.distributed import all_gather_objects
+from switchbert.train.distributed import all_gather_objects, shard_range
 from switchbert.train.tasks.base import HELDOUT, StepOutput, Task, heldout_images
 
 
@@ -109,9 +111,15 @@ class RetrievalTask(Task):
         n_cap = int((caption_image < n_img).sum())  # captions are stored image by image
         # Pairs are image-major (index = image * num_captions + caption) so a run of pairs shares regions.
         indices = [i * dataset.num_captions + c for i in range(n_img) for c in range(n_cap)]
+        # This process's contiguous share, built on the device from each image's regions read once and
+        # the captions tokenised once (iter_pair_batches), not decoded and copied per pair.
+        mine = [indices[i] for i in shard_range(len(indices), ectx.dist)]
+        batches = tqdm(iter_pair_batches(dataset, mine, ectx.batch_size, ectx.dist.device),
+                       total=-(-len(mine) // ectx.batch_size), desc=f"retrieval {split} pairs", unit="batch",
+                       disable=not (ectx.progress and ectx.dist.is_main), leave=False)
         parts: list[Tensor] = []
         with torch.no_grad(), ectx.autocast():
-            for batch, labels in self._eval_batches(dataset, ectx, f"retrieval {split} pairs", indices):
+            for batch, labels in batches:
                 scores = heads(model(batch)).float().cpu()
                 parts.append(torch.stack([labels.caption_index.cpu().double(), labels.image_index.cpu().double(),
                                           scores.double()], dim=1))
