@@ -43,7 +43,7 @@ from typing import Any, Optional
 import torch
 
 import switchbert.train.trainer as trainer_mod
-from switchbert.commands.demo import MODELS, SIZES, ensure_data, experiment
+from switchbert.demo import MODELS, SIZES, Cell, ensure_data, stage_config as demo_stage_config
 from switchbert.layers.switcher import Switcher, alignment_degree
 from switchbert.models.switchbert import SwitchBertModel
 from switchbert.train.config import from_dict
@@ -169,8 +169,9 @@ def stage_config(task: str, variant: str, data_dir: Path, manifest: dict, out: P
                  seed: int, pre_steps: Optional[int] = None):
     v = VARIANTS[variant]
     size = SIZES["default"]
-    cfg = experiment(task, {**MODELS["Switch-BERT"], **v.get("model", {})}, size, data_dir, manifest, out, init_from,
-                     None, seed, False, variant)
+    cell = Cell(variant, {**MODELS["Switch-BERT"], **v.get("model", {})}, size, Path(data_dir), Path(out).parent, seed,
+                stage_overrides={task: {"output_dir": str(out), "model.init_from": str(init_from) if init_from else None}})
+    cfg = demo_stage_config(cell, task, manifest).to_dict()
     cfg["train"].update(v.get("train", {}))
     cfg["train"].update(v.get("pre" if task == "pretrain" else "ft", {}))
     cfg["train"]["log_every"] = 50
