@@ -492,7 +492,8 @@ class FastStore(_LMDBMixin, FeatureStore):
             buf = txn.get(iid.encode())
             if buf is None:
                 raise DataError(self.path, iid, "missing image id: listed but has no record")
-            n, f, c, off = self._check_header(iid, buf)
+            n, f, c, _, _ = self._check_header(iid, buf)
+            off = _FAST_HEADER.size
             if not c:
                 raise DataError(self.path, iid, "no cls_prob: the store has no class distributions")
             if self.num_classes is not None and c != self.num_classes:
@@ -505,18 +506,8 @@ class FastStore(_LMDBMixin, FeatureStore):
                 raise IndexError(f"{self.path}: image {iid} has {n} regions, rows {rows.tolist()} asked for")
             return probs[rows]  # fancy indexing copies out of the page
 
-    def _check_header(self, image_id: str, buf) -> tuple[int, int, int, int]:
-        """(n, F, C, offset of the boxes) of a record; DataError if its size does not match."""
-        size = len(buf)
-        if size < _FAST_HEADER.size:
-            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
-        magic, n, f, c, _, _ = _FAST_HEADER.unpack_from(buf, 0)
-        expect = _FAST_HEADER.size + n * 16 + n * f * 2 + n * c * 2
-        if magic != _FAST_MAGIC or size != expect:
-            raise DataError(self.path, image_id, f"corrupt record: {size} bytes, header implies {expect}")
-        return n, f, c, _FAST_HEADER.size
-
-    def _decode(self, image_id: str, buf, widen: bool = True, cls_prob: bool = True) -> RegionRecord:
+    def _check_header(self, image_id: str, buf) -> tuple[int, int, int, int, int]:
+        """(n, F, C, w, h) of a record, the boxes at ``_FAST_HEADER.size``; DataError if its size does not match."""
         size = len(buf)
         if size < _FAST_HEADER.size:
             raise DataError(self.path, image_id, f"corrupt record: {size} bytes, shorter than the header")
@@ -524,6 +515,10 @@ class FastStore(_LMDBMixin, FeatureStore):
         expect = _FAST_HEADER.size + n * 16 + n * f * 2 + n * c * 2
         if magic != _FAST_MAGIC or size != expect:
             raise DataError(self.path, image_id, f"corrupt record: {size} bytes, header implies {expect}")
+        return n, f, c, w, h
+
+    def _decode(self, image_id: str, buf, widen: bool = True, cls_prob: bool = True) -> RegionRecord:
+        n, f, c, w, h = self._check_header(image_id, buf)
         off = _FAST_HEADER.size
         # np.frombuffer views the LMDB page; astype copies out before the transaction ends.
         boxes = np.frombuffer(buf, np.float32, n * 4, off).reshape(n, 4).copy()
