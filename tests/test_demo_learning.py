@@ -52,6 +52,23 @@ def test_progress_reports_share_and_time_left():
     assert lines[2].startswith("[demo 3/3  42%] c") and "about 6m59s left" in lines[2]
 
 
+def test_progress_after_a_resume_ignores_the_skipped_stages_seconds():
+    """Stages an earlier run finished take ~0 s when skipped: counting them would make the rest look
+    almost free (a resumed study once read "about 23s left" with 200 stages to go)."""
+    clock = iter([0.0, 0.0, 0.0, 0.0, 100.0, 100.0])  # init, start a, skip a, start b, finish b, start c
+    lines: list[str] = []
+    p = Progress([("a", 100.0), ("b", 100.0), ("c", 100.0), ("d", 100.0)], echo=lines.append,
+                 clock=lambda: next(clock))
+    p.start(0)
+    p.event("skip", 0)
+    p.start(1)  # the skipped stage is done (25%) but gives no rate: the estimate is the prior's
+    p.event("finish", 1)
+    p.start(2)
+    assert lines[1].startswith("[demo 2/4  25%] b") and "about 5m00s left" in lines[1]
+    # measured: 100 s for a 100-s stage, so 2 stages of 100 are left: (100 + 60) / (100 + 60) x 200
+    assert lines[2].startswith("[demo 3/4  50%] c") and "about 3m20s left" in lines[2]
+
+
 def test_progress_with_parallel_pipelines_replays_the_schedule():
     clock = iter([0.0, 0.0, 0.0, 60.0, 60.0])
     lines: list[str] = []

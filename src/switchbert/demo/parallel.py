@@ -36,7 +36,7 @@ def run_parallel(cells: Sequence[Cell], manifest: Mapping[str, Any], on_event: C
                  jobs: int, resume: bool = False) -> list[CellResult]:
     """Runs the cells ``jobs`` at a time in spawned processes; their results in the order of ``cells``.
 
-    ``on_event(cell index, "start" | "finish", stage index)`` is called here, in this process, as the
+    ``on_event(cell index, "start" | "finish" | "skip", stage index)`` is called here, in this process, as the
     workers' stages start and finish. The first failure is raised here: the cells not yet started are
     cancelled, and those running finish first (a process pool cannot stop a running task; Ctrl-C
     reaches the workers directly, since they share the terminal's process group).

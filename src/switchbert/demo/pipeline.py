@@ -164,7 +164,8 @@ def run_cell(cell: Cell, manifest: Mapping[str, Any], report: Callable[[str, int
 
     Args:
         manifest: the data directory's parsed ``manifest.json``.
-        report: called with ``"start"`` / ``"finish"`` and the stage's index in ``cell.stages``.
+        report: called with ``"start"``, then ``"finish"`` (or ``"skip"`` when an earlier run had finished
+            it), and the stage's index in ``cell.stages``.
         resume: skip the leading stages that already finished with the same config; a stage after a
             rerun one is rerun too (it starts from its weights), and a half-written one starts afresh.
     """
@@ -175,6 +176,7 @@ def run_cell(cell: Cell, manifest: Mapping[str, Any], report: Callable[[str, int
         report("start", k)
         config = stage_config(cell, stage, manifest)
         done = finished_metrics(config) if skipping else None
+        skipped = done is not None
         if done is None:
             skipping = False
             if resume and Path(config.output_dir).exists():
@@ -184,7 +186,7 @@ def run_cell(cell: Cell, manifest: Mapping[str, Any], report: Callable[[str, int
             log.info("%s: finished already, skipped", config.output_dir)
         if stage != "pretrain":
             metrics[stage] = done
-        report("finish", k)
+        report("skip" if skipped else "finish", k)
     return CellResult(metrics, time.perf_counter() - t0)
 
 

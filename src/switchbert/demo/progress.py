@@ -53,6 +53,7 @@ class Progress:
         self.prior = 1.0 if workers == 1 else self.PARALLEL_COST
         self.began: dict[int, float] = {}
         self.ended: dict[int, float] = {}
+        self.skipped: set[int] = set()  # finished by an earlier run (resume): no evidence of the rate
         self.started, self.next = 0, 0
         self.t0 = clock()
 
@@ -62,8 +63,10 @@ class Progress:
 
     def rate(self) -> float:
         """Seconds per unit of weight, from the finished stages, shrunk towards the prior."""
-        seconds = sum(self.ended[i] - self.began[i] for i in self.ended)
-        return (seconds + self.PRIOR_SECONDS * self.prior) / (self.done_weight + self.PRIOR_SECONDS)
+        measured = [i for i in self.ended if i not in self.skipped]
+        seconds = sum(self.ended[i] - self.began[i] for i in measured)
+        weight = sum(self.stages[i][1] for i in measured)
+        return (seconds + self.PRIOR_SECONDS * self.prior) / (weight + self.PRIOR_SECONDS)
 
     def seconds_left(self, now: float) -> float:
         """The estimate of the time left at ``now`` (seconds since the start)."""
@@ -87,8 +90,9 @@ class Progress:
         return max(free, default=0.0) + sum(left(i) / self.prior for i in self.serial)
 
     def event(self, event: str, stage: int) -> None:
-        """``start`` or ``finish`` of stage ``stage`` (an index into the stages)."""
-        (self.start if event == "start" else self.finish)(stage)
+        """``start``, ``finish`` or ``skip`` (finished by an earlier run) of stage ``stage`` (an index into the
+        stages)."""
+        {"start": self.start, "finish": self.finish, "skip": self.skip}[event](stage)
 
     def start(self, stage: Optional[int] = None) -> str:
         """Announces a stage (default: the next one in order); returns the printed line."""
@@ -111,6 +115,11 @@ class Progress:
     def finish(self, stage: Optional[int] = None) -> None:
         stage = self.next - 1 if stage is None else stage
         self.ended[stage] = self.clock() - self.t0
+
+    def skip(self, stage: int) -> None:
+        """A started stage an earlier run had finished: done, but its ~0 seconds say nothing of the rate."""
+        self.finish(stage)
+        self.skipped.add(stage)
 
 
 def duration(seconds: float) -> str:
