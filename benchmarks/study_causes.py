@@ -1,7 +1,7 @@
-"""Why Switch-BERT trails its own UNITER at equal steps (issue item 1), and whether its switchers see a
-per-sample signal (item 3). Results: docs/study_causes_results.md.
+"""Why Switch-BERT trails its own UNITER at equal steps, and whether its switchers see a per-sample
+signal. Results: docs/study_causes_results.md; the summary is in docs/study.md.
 
-Each *variant* is the demo's default recipe (``commands.demo.SIZES["default"]`` and ``experiment``)
+Each *variant* is the demo's default recipe (``switchbert.demo.SIZES["default"]`` through ``stage_config``)
 with a few config changes; it is pretrained, then fine-tuned on the chosen tasks, on the synthetic
 benchmark of one data seed (never seed 0, the demo's reported data). Along training, every few steps,
 the batch about to be trained on is first scored (no gradient, the RNG state restored so training is
