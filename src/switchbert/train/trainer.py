@@ -140,6 +140,7 @@ class _Run:
     watch: NonFiniteWatch
     autocast: Callable[[], ContextManager]
     progress: TrainProgress
+    has_switches: bool = True  # False: the console shows no temperature (UNITER, VisualBERT, ...)
     steps_this_run: int = 0  # for train.stop_after
     stopped: bool = False  # by a signal or train.stop_after, before the stage's end
     stop_signal: Optional[int] = None
@@ -313,7 +314,7 @@ class Trainer:
                     train_set=train_set, indices=indices, micro=micro, steps_per_epoch=steps_per_epoch, total=total,
                     optimizer=optimizer, scheduler=scheduler, tau=tau, state=state, metrics_log=metrics_log,
                     step_module=step_module, forward=forward, params=params, watch=watch, autocast=autocast,
-                    progress=progress)
+                    progress=progress, has_switches=bool(model.switchers()))
 
     def _model_and_heads(self, ctx: DistContext) -> tuple[VLModel, nn.Module, Task]:
         """The model (``last/`` on resume, else ``initial_model``), the task and its heads, restored or
@@ -405,7 +406,7 @@ class Trainer:
         values.update(training_flops_log_for_batch(run.model.config, step.routes, self._routes_batch,
                                                    self.config.train.route_active_threshold))
         run.metrics_log.log("train", run.state.step, run.state.epoch, values)
-        tau = step.tau if run.model.switchers() else None  # a model without switches has no temperature
+        tau = step.tau if run.has_switches else None
         run.progress.report(run.state.step, run.state.epoch, loss, step.lr, tau, samples_per_s)
 
     def _should_stop(self, run: _Run, ctx: DistContext, log_step: bool) -> bool:

@@ -109,8 +109,7 @@ def _milvlg_to_canonical(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
         key = _PRED + f"bbox_pred.{suffix}"
         if key in out:
             v = out[key][4:]  # background's deltas are never used
-            scale = torch.tensor(_BOX_WEIGHTS, dtype=v.dtype).repeat(v.shape[0] // 4)
-            out[key] = v * (scale.view(-1, 1) if v.dim() == 2 else scale)
+            out[key] = v * _box_scale(v)
         key = _PRED + f"attr_score.{suffix}"
         if key in out:
             out[key] = _roll_background_last(out[key])
@@ -118,6 +117,12 @@ def _milvlg_to_canonical(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     if key in out:
         out[key] = _roll_background_last(out[key])
     return out
+
+
+def _box_scale(v: torch.Tensor) -> torch.Tensor:
+    """The box coder's weights, one per delta of a box-regression weight (rows) or bias: broadcasts to ``v``."""
+    scale = torch.tensor(_BOX_WEIGHTS, dtype=v.dtype).repeat(v.shape[0] // 4)
+    return scale.view(-1, 1) if v.dim() == 2 else scale
 
 
 def from_canonical(state: Mapping[str, torch.Tensor], layout: str,
@@ -143,8 +148,7 @@ def from_canonical(state: Mapping[str, torch.Tensor], layout: str,
             out[key] = _roll_background_first(out[key])
             key = _PRED + f"bbox_pred.{suffix}"
             v = out[key]
-            scale = torch.tensor(_BOX_WEIGHTS, dtype=v.dtype).repeat(v.shape[0] // 4)
-            v = v / (scale.view(-1, 1) if v.dim() == 2 else scale)
+            v = v / _box_scale(v)
             out[key] = torch.cat([torch.zeros_like(v[:4]), v])
             key = _PRED + f"attr_score.{suffix}"
             if key in out:
