@@ -19,13 +19,19 @@ states on the same inputs (tests/test_convert_hf.py, within 1e-5). What differs,
   LXMERT's ``matched_label`` 1 = matched, as ours; HF VisualBERT's ``sentence_image_labels`` 0 = matched
   (1 = a random caption), the reverse, as VOLTA's. A VisualBERT ITM classifier mapped onto ours would need
   its two rows swapped (``ITM_ROWS_SWAPPED``), as the VOLTA import does.
-- ``--strict``: the VOLTA poolers and our ITM head have no HF counterpart by design (``NO_HF_SOURCE``);
-  ``import-checkpoint --strict`` says which uninitialised parameters are those and which are missing from
-  the checkpoint.
+- ``--strict`` (``strict_check``) refuses an import (writes nothing, exit 1) when a parameter that has an
+  HF counterpart is missing from the checkpoint, or a checkpoint weight that should map is left unused
+  (encoder layers beyond config.json's count, another architecture's keys). It passes when what stays
+  random is only what has no HF counterpart by design (``NO_HF_SOURCE``: the VOLTA poolers, our ITM head;
+  and the MRC head when the checkpoint has no object head), and what is unused is only what has no
+  counterpart here by design (``HF_UNUSED_BY_DESIGN``: HF's tanh pooler, its ITM classifier, answer and
+  task heads, LXMERT's attribute and feature decoders; the pretraining heads under ``--no-heads``); it
+  then prints one line naming those groups. A shape mismatch is always an error, strict or not.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -263,3 +269,120 @@ def strict_problems(report: ImportReport) -> tuple[list[str], list[str]]:
     for entry in report.uninitialised:
         (by_design if entry.startswith(design) else missing).append(entry)
     return missing, by_design
+
+
+RANDOM_BY_DESIGN = {"text_pooler.": "the VOLTA poolers", "region_pooler.": "the VOLTA poolers",
+                    "heads.itm.": "the ITM head", "heads.mrc.": "the MRC head (the checkpoint has no object head)"}
+"""Labels of ``strict_problems``' by-design parameters, by name prefix, for the ``--strict`` line."""
+
+HF_UNUSED_BY_DESIGN: dict[str, str] = {
+    "pooler.": "HF's tanh pooler",
+    "cls.seq_relationship.": "HF's ITM classifier",
+    "answer_head.": "LXMERT's answer head",
+    "obj_predict_head.decoder_dict.attr.": "LXMERT's attribute decoder",
+    "obj_predict_head.decoder_dict.feat.": "LXMERT's feature regression",
+    "cls.weight": "VisualBERT's task classifier",  # VQA, NLVR2, multiple choice: a bare Linear named cls
+    "cls.bias": "VisualBERT's task classifier",
+    "attention.": "VisualBERT's region-to-phrase attention",
+    "embeddings.position_ids": "HF's position-id buffer",  # no weights; files from older HF versions store it
+}
+"""HF checkpoint keys (base-model prefix stripped) that no parameter here takes, by design: they read
+HF's tanh pooler, or are task heads or outputs our models do not have. Every other unused key is a weight
+that should have mapped (layers beyond config.json's count, another architecture's checkpoint)."""
+
+HF_HEAD_KEYS = ("cls.predictions.", "obj_predict_head.")
+"""The pretraining heads' keys; unused by request under ``--no-heads``."""
+
+
+@dataclass
+class StrictCheck:
+    """``--strict`` for an HF import: what stays random and what was left over, each split into what is
+    by design and what is not.
+
+    Attributes:
+        missing: our parameters with an HF counterpart that the checkpoint lacks (report lines).
+        random_by_design: our parameters with no HF counterpart (``NO_HF_SOURCE``; the MRC head
+            without an object head); they start random.
+        unused: checkpoint keys that should have mapped and did not.
+        unused_by_design: checkpoint keys with no counterpart here (``HF_UNUSED_BY_DESIGN``, the heads
+            under ``--no-heads``).
+    """
+
+    missing: list[str]
+    random_by_design: list[str]
+    unused: list[str]
+    unused_by_design: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.missing and not self.unused
+
+    def design_groups(self) -> list[str]:
+        """The labels of ``random_by_design``, in ``RANDOM_BY_DESIGN``'s order, each once."""
+        labels = [label for prefix, label in RANDOM_BY_DESIGN.items()
+                  if any(e.startswith(prefix) for e in self.random_by_design)]
+        return list(dict.fromkeys(labels))
+
+    def passed_line(self) -> str:
+        """"--strict: ... start random by design; fine-tuning trains them" (one line)."""
+        groups = self.design_groups()
+        design = (f"; {_and(groups)} ({len(self.random_by_design)} parameters) start random by design; "
+                  f"fine-tuning trains them") if groups else ""
+        unused = ""
+        if self.unused_by_design:
+            labels = list(dict.fromkeys(_unused_label(k) for k in self.unused_by_design))
+            unused = f"; {_and(labels)} ({len(self.unused_by_design)} keys) unused by design"
+        return (f"--strict passed: every parameter with an HF counterpart loaded, no checkpoint weight left over"
+                f"{unused}{design}")
+
+    def failed_line(self) -> str:
+        """Why ``--strict`` refuses, with the affected names grouped (one line)."""
+        parts = []
+        if self.missing:
+            names = [e.split("  (")[0] for e in self.missing]
+            parts.append(f"{len(self.missing)} parameters with an HF counterpart are missing from the checkpoint "
+                         f"({key_groups(names)})")
+        if self.unused:
+            parts.append(f"{len(self.unused)} checkpoint weights that should map were not used "
+                         f"({key_groups(self.unused)}; does config.json match the weights?)")
+        return f"--strict: {' and '.join(parts)}"
+
+
+def strict_check(report: ImportReport, heads: bool = True) -> StrictCheck:
+    """Sorts an HF import's report for ``--strict``.
+
+    Args:
+        report: from ``load_hf`` / ``load_hf_with_heads``.
+        heads: whether the pretraining heads were asked for (False under ``--no-heads``: their keys are
+            then unused by request).
+    """
+    missing, by_design = strict_problems(report)
+    unused_design = tuple(HF_UNUSED_BY_DESIGN) + (() if heads else HF_HEAD_KEYS)
+    unused, unused_by_design = [], []
+    for k in report.unused:
+        (unused_by_design if k.startswith(unused_design) else unused).append(k)
+    return StrictCheck(missing, by_design, unused, unused_by_design)
+
+
+def key_groups(keys: list[str], limit: int = 4) -> str:
+    """Dotted names grouped for a message: up to the first layer index (``encoder.layer.2.*``), else
+    the module (``pooler.dense.*``); at most ``limit`` groups, then ``...``."""
+    groups: list[str] = []
+    for k in keys:
+        parts = k.split(".")
+        cut = next((i + 1 for i, p in enumerate(parts) if p.isdigit()), max(len(parts) - 1, 1))
+        g = ".".join(parts[:cut]) + (".*" if cut < len(parts) else "")
+        if g not in groups:
+            groups.append(g)
+    return ", ".join(groups[:limit]) + (", ..." if len(groups) > limit else "")
+
+
+def _unused_label(key: str) -> str:
+    for prefix, label in HF_UNUSED_BY_DESIGN.items():
+        if key.startswith(prefix):
+            return label
+    return "the pretraining heads (--no-heads)"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
