@@ -15,6 +15,8 @@ def run(args: argparse.Namespace) -> int:
     from switchbert.models import HEADS_NAME, save_pretrained, write_heads
 
     base = get_config(args.preset)
+    if args.pooler is not None:
+        base = base.replace(pooler=args.pooler, pooler_size=base.hidden_size if args.pooler == "bert" else base.pooler_size)
     heads = None
     if args.source_format == "volta":
         from switchbert.weights.volta import load_volta
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.source_format == "hf":
         from switchbert.weights.hf import key_groups, strict_check
 
-        check = strict_check(report, heads=not args.no_heads)
+        check = strict_check(report, heads=not args.no_heads, pooler=model.config.pooler)
         if args.strict and not check.passed:
             print(f"import-checkpoint: {check.failed_line()}; nothing written to {args.dst}")
             return 1
@@ -76,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "for --from hf only those that have a counterpart: the VOLTA poolers, the ITM head (and the "
                         "MRC head without an object head) start random by design, and HF's tanh pooler, ITM "
                         "classifier and answer/task heads are unused by design")
+    p.add_argument("--pooler", choices=("volta", "bert"), default=None,
+                   help="the pooled vector of the written model (default: the preset's, 'volta'): 'bert' pools as "
+                        "HF VisualBERT/LXMERT do (tanh on [CLS], D -> D), so --from hf also imports HF's pooler "
+                        "and ITM classifier (VisualBERT's rows swapped to our class 1 = matched)")
     p.add_argument("--no-heads", action="store_true",
                    help="skip the pretraining heads (by default they go to DST/heads.safetensors: from VOLTA MLM, "
                         "MRC and ITM, ITM rows mapped to our class 1 = matched; from HF the MLM head and LXMERT's "
