@@ -52,9 +52,10 @@ def mask_tokens(
         candidates = ~_SPECIAL[ids]
     else:  # ids outside the shipped vocabulary (a custom tokenizer): the general test
         candidates = ~np.isin(ids, list(SPECIAL_IDS))
-    target = candidates & (rng.random(ids.shape) < mask_prob)
-    action = rng.random(ids.shape)
-    random_ids = rng.integers(FIRST_WORD_ID, vocab_size, size=ids.shape)
+    size = ids.shape[0] if ids.ndim == 1 else ids.shape  # an int: the same draws, without numpy's shape handling
+    target = candidates & (rng.random(size) < mask_prob)
+    action = rng.random(size)
+    random_ids = rng.integers(FIRST_WORD_ID, vocab_size, size=size)
     inputs = ids.copy()
     to_mask = target & (action < mask_token_prob)
     to_random = target & (action >= mask_token_prob) & (action < mask_token_prob + random_token_prob)
