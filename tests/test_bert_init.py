@@ -12,6 +12,9 @@ from safetensors.torch import save_file
 import switchbert
 from switchbert.batch import Batch
 from switchbert.weights.bert import init_from_bert
+from switchbert.analysis.flops import linear_flops, pooler_flops
+from switchbert.data.random_batch import random_batch
+from switchbert.heads import pretrain_heads_for
 
 transformers = pytest.importorskip("transformers", reason="HF transformers is needed for parity tests")
 
@@ -113,3 +116,45 @@ def test_mismatched_width_or_depth_is_a_clear_error(tmp_path):
         empty.mkdir()
         (empty / "config.json").write_text(json.dumps({"hidden_size": 32}))
         switchbert.create_model("switchbert-tiny", bert_dir=str(empty))
+
+
+# --- ModelConfig.pooler = "bert": BERT's tanh pooler on [CLS] as the pooled vector, against HF's pooler_output
+
+
+
+@pytest.mark.parametrize("preset", ["switchbert-tiny", "visualbert-tiny", "lxmert-tiny", "vilbert-tiny"])
+def test_bert_pooler_pools_cls_alone(preset):
+    torch.manual_seed(0)
+    model = switchbert.create_model(preset, pooler="bert", pooler_size=32).eval()
+    out = model(random_batch(model.config, batch_size=3))
+    assert out.pooled_region is None and model.region_pooler is None
+    cls = out.text_hidden[:, 0]
+    torch.testing.assert_close(out.pooled, torch.tanh(model.text_pooler.dense(cls)), rtol=0, atol=0)
+    heads = pretrain_heads_for(model, num_region_classes=5)  # the ITM head reads (B, D)
+    assert heads.itm.classifier.in_features == 32
+
+
+def test_bert_pooler_is_initialised_from_bert_and_equals_hf_pooler_output(tmp_path):
+    bert_dir, hf = _tiny_bert(tmp_path, False, "safetensors")
+    model = switchbert.create_model("uniter-tiny", bert_dir=str(bert_dir), pooler="bert", pooler_size=32).eval()
+    ids = torch.randint(1000, 2000, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    with torch.no_grad():
+        ours = model(text_only_batch(ids, mask, 64)).pooled
+        ref = hf(input_ids=ids, attention_mask=mask.long()).pooler_output
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    # The VOLTA pooler (the default) leaves BERT's pooler unused.
+    volta = switchbert.create_model("uniter-tiny", bert_dir=str(bert_dir))
+    assert not torch.equal(volta.text_pooler.dense.weight[:32], hf.pooler.dense.weight)
+
+
+def test_bert_pooler_config_is_checked_and_counted():
+    with pytest.raises(ValueError, match=r"pooler_size: must equal hidden_size \(32\) with pooler 'bert'"):
+        switchbert.create_model("uniter-tiny", pooler="bert")
+    with pytest.raises(ValueError, match=r"pooler: must be one of \('volta', 'bert'\), got 'tanh'"):
+        switchbert.create_model("uniter-tiny", pooler="tanh")
+    volta = switchbert.create_model("uniter-tiny").config
+    bert = switchbert.create_model("uniter-tiny", pooler="bert", pooler_size=32).config
+    assert pooler_flops(bert) == linear_flops(1, 32, 32)  # one D -> D, against VOLTA's two D -> P
+    assert pooler_flops(volta) > pooler_flops(bert)

@@ -101,8 +101,13 @@ def test_hf_import_checks_the_family_and_the_command_writes_a_directory(tmp_path
     assert "pooler.dense.weight" in capsys.readouterr().out
     loaded = switchbert.load_pretrained(tmp_path / "ours")
     assert loaded.config.region_box_dim == 4 and loaded.config.text_layers == 1
+    # --strict passes: the only random parameters are the VOLTA poolers, which have no HF counterpart by
+    # design, and the only unused keys HF's tanh pooler (before --strict meant for HF imports, this was 1).
     args.strict = True
-    assert args.func(args) == 1  # the VOLTA poolers have no HF source
+    assert args.func(args) == 0
+    line = capsys.readouterr().out.splitlines()[-2]
+    assert "the VOLTA poolers (4 parameters) start random by design; fine-tuning trains them" in line
+    assert "HF's tanh pooler (2 keys) unused by design" in line
 
 
 def test_hf_lxmert_itm_convention_is_ours_but_its_head_is_not_imported(tmp_path):

@@ -346,3 +346,69 @@ def test_shuffled_order_is_random_samplers(synth, tok):
     next(ref_partial)
     del ref_partial
     assert [iid for b in ours for iid in b] == [ds.image_ids[i] for b in ref for i in b]
+
+
+def _assert_same_batch(got, want):
+    for a, b in zip(got, want):
+        for name, x in vars(b).items():
+            y = getattr(a, name)
+            if isinstance(x, torch.Tensor):
+                assert y.dtype == x.dtype and torch.equal(y, x), name
+            else:
+                assert y == x, name
+
+
+@pytest.mark.parametrize("fmt", ["fast", "volta"])
+@pytest.mark.parametrize("mrc", [True, False])
+def test_batch_reader_equals_the_collated_items(tmp_path, tok, fmt, mrc):
+    # read_batch copies a fast store's features once, from the LMDB pages into the batch, and zeroes
+    # the masked regions there; every tensor equals the per-item path's, for every store format.
+    sizes = [5, 3, 7, 1, 4, 6, 2, 5]
+    write_store(tmp_path / "s", [_record(n, feat_dim=8, classes=6, seed=i, iid=str(i)) for i, n in enumerate(sizes)], fmt)
+    (tmp_path / "cc.json").write_text(
+        "{" + ",".join(f'"{i}": "a red cube left of a blue sphere number {i}"' for i in range(len(sizes))) + "}")
+    ds = CaptionPairsDataset(tmp_path / "cc.json", open_feature_store(tmp_path / "s"), tok, seed=1, mrc=mrc,
+                             region_mask_prob=0.5)
+    for epoch in (0, 3):
+        ds.set_epoch(epoch)
+        order = [5, 0, 7, 2, 3, 1, 6, 4]
+        got, want = ds.read_batch(order), ds.collate([ds[i] for i in order])
+        _assert_same_batch(got, want)
+        if mrc:
+            assert got[1].mrc_targets.shape[0] > 0  # the targets' rows were copied, not left on the pages
+    # The zeroed rows are zero in the batch, the others are the store's features.
+    ds.set_epoch(0)
+    batch, _ = ds.read_batch(range(len(sizes)))
+    zeroed = [ds._example(i, lambda iid, cls_prob: ds.store.get(iid, native=True, cls_prob=cls_prob)).zeroed
+              for i in range(len(sizes))]
+    assert any(z.any() for z in zeroed)
+    for i, z in enumerate(zeroed):
+        stored = torch.from_numpy(ds.store.get(str(i), native=True).features)
+        feats = batch.region_feats[i, : sizes[i]]
+        assert not feats[torch.from_numpy(z)].any() and torch.equal(feats[torch.from_numpy(~z)], stored[~z])
+
+
+@pytest.mark.filterwarnings("ignore::switchbert.data.errors.DataWarning")
+def test_batch_reader_skips_and_raises_as_the_items_do(tmp_path, tok):
+    records = [_record(4, feat_dim=8, classes=6, seed=i, iid=str(i)) for i in range(5)]
+    records[2].features[1, 3] = np.nan
+    write_store(tmp_path / "s", records, "fast")
+    (tmp_path / "cc.json").write_text("{" + ",".join(f'"{i}": "a blue sphere"' for i in range(5)) + "}")
+    store = open_feature_store(tmp_path / "s")
+    strict = CaptionPairsDataset(tmp_path / "cc.json", store, tok)
+    with pytest.raises(DataError, match=r"item '2': corrupt record: features or boxes contain NaN/inf"):
+        strict.read_batch([0, 2])
+    lenient = CaptionPairsDataset(tmp_path / "cc.json", store, tok, skip_bad=True)
+    _assert_same_batch(lenient.read_batch(range(5)), lenient.collate([lenient[i] for i in range(5)]))
+    assert len(lenient.read_batch(range(5))[0].text_ids) == 4
+    # Through the loader, which reads by batch, the skip is counted in the pass summary.
+    calls = []
+    read_batch = lenient.read_batch
+    lenient.read_batch = lambda indices: calls.append(list(indices)) or read_batch(indices)
+    with pytest.warns(Warning, match="1 of 5 items skipped"):
+        batches = list(make_dataloader(lenient, 5))
+    assert calls == [[0, 1, 2, 3, 4]] and len(batches[0][0].text_ids) == 4
+    # A collate_fn of the caller's own gets the items, as before.
+    calls.clear()
+    items = list(make_dataloader(lenient, 5, collate_fn=lambda examples: examples))
+    assert not calls and len(items[0]) == 5 and items[0][2] is None

@@ -66,3 +66,19 @@ def test_tensorboard_is_off_unless_a_recipe_asks():
     assert TrainSection().tensorboard is False
     assert load_config(recipe_path("synth/vqa")).train.tensorboard is False
     assert load_config(recipe_path("vqa/uniter")).train.tensorboard is True
+
+
+def test_resume_before_a_validation_drops_its_records_once_logged(tmp_path):
+    """A kill after an epoch's validation was logged but before the checkpoint after it: the resumed run
+    (from last/, written before that validation) runs it again, so its lines at that step go; train
+    lines at that step stay (that training is not redone)."""
+    from switchbert.train.metrics_log import MetricsLog
+
+    lines = [{"split": "train", "step": 1, "epoch": 0}, {"split": "train", "step": 2, "epoch": 0},
+             {"split": "val", "step": 2, "epoch": 0}, {"split": "train", "step": 3, "epoch": 1}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    MetricsLog(tmp_path, tensorboard=False, truncate_after_step=2, redo_validation=True).close()
+    assert read_jsonl(tmp_path / "metrics.jsonl") == lines[:2]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    MetricsLog(tmp_path, tensorboard=False, truncate_after_step=2).close()
+    assert read_jsonl(tmp_path / "metrics.jsonl") == lines[:3]

@@ -77,10 +77,51 @@ def test_visualbert_mlm_head_matches_hf_and_its_itm_convention_is_noted(tmp_path
                  visual_attention_mask=region_token_mask(batch).long()).prediction_logits
     T = batch.text_ids.shape[1]
     assert (mlm - ref[:, :T])[batch.text_mask].abs().max().item() < 5e-5
-    # The command writes the heads; --strict names what has no HF counterpart by design.
+    # The command writes the heads; --strict passes and names what has no HF counterpart by design (it
+    # failed here before --strict was made meaningful for HF imports: the poolers and ITM head can never load).
     assert main(["import-checkpoint", str(tmp_path / "hf"), str(tmp_path / "ours"), "--from", "hf",
                  "--preset", "visualbert-base"]) == 0
     assert (tmp_path / "ours" / "heads.safetensors").is_file()
     assert main(["import-checkpoint", str(tmp_path / "hf"), str(tmp_path / "o2"), "--from", "hf",
-                 "--preset", "visualbert-base", "--strict"]) == 1
-    assert "0 missing from the checkpoint" in capsys.readouterr().out
+                 "--preset", "visualbert-base", "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert ("the VOLTA poolers, the ITM head and the MRC head (the checkpoint has no object head) "
+            in out and "start random by design; fine-tuning trains them" in out)
+    assert (tmp_path / "o2" / "heads.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", ["visual_bert", "lxmert"])
+def test_bert_pooler_imports_hf_itm_in_our_label_convention(tmp_path, capsys, kind):
+    # With pooler="bert" our model pools as HF does, so HF's pooler and ITM classifier map; ITM logits equal
+    # HF's with VisualBERT's rows swapped (HF VisualBERT: 0 = matched; ours and HF LXMERT: 1 = matched).
+    if kind == "visual_bert":
+        cfg = transformers.VisualBertConfig(num_hidden_layers=1, visual_embedding_dim=24, **TINY)
+        hf, preset = _save(transformers.VisualBertForPreTraining(cfg), tmp_path / "hf"), "visualbert-base"
+    else:
+        cfg = transformers.LxmertConfig(l_layers=1, r_layers=1, x_layers=1, visual_feat_dim=24, visual_pos_dim=4,
+                                        num_object_labels=7, **TINY)
+        hf, preset = _save(transformers.LxmertForPreTraining(cfg), tmp_path / "hf"), "lxmert-base"
+    base = switchbert.get_config(preset).replace(pooler="bert", pooler_size=768)
+    model, heads, report = load_hf_with_heads(tmp_path / "hf", base)
+    model.eval(), heads.eval()
+    assert not [k for k in report.uninitialised if k.startswith(("text_pooler", "heads.itm"))], report.uninitialised
+    assert not [k for k in report.unused if k.startswith(("pooler.", "cls.seq_relationship"))], report.unused
+    batch = random_batch(model.config, batch_size=3, num_text=7, num_regions=4)
+    feats, boxes = add_img_token(batch.region_feats, batch.region_boxes, batch.region_mask)
+    common = dict(input_ids=batch.text_ids, attention_mask=batch.text_mask.long(),
+                  token_type_ids=torch.zeros_like(batch.text_ids))
+    with torch.no_grad():
+        ours = heads.itm(model(batch).pooled)
+        if kind == "visual_bert":
+            ref = hf(**common, visual_embeds=feats, visual_attention_mask=region_token_mask(batch).long())
+            ref = ref.seq_relationship_logits[:, [1, 0]]  # HF class 0 = matched = our class 1
+        else:
+            ref = hf(**common, visual_feats=feats, visual_pos=boxes[..., :4],
+                     visual_attention_mask=region_token_mask(batch).long()).cross_relationship_score
+    assert (ours - ref).abs().max().item() < 5e-5
+    # The command: --pooler bert, and --strict has nothing by design left but (VisualBERT) the MRC head.
+    assert main(["import-checkpoint", str(tmp_path / "hf"), str(tmp_path / "ours"), "--from", "hf",
+                 "--preset", preset, "--pooler", "bert", "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "VOLTA poolers" not in out.split("--strict passed")[1] and "ITM head" not in out.split("--strict passed")[1]
+    assert switchbert.load_pretrained(tmp_path / "ours").config.pooler == "bert"

@@ -32,6 +32,7 @@ SIB_CANDIDATE_SETS: dict[str, tuple[str, ...]] = {
 }
 ALIGNMENTS: tuple[str, ...] = ("hadamard", "concat", "rich")
 ARCHS: tuple[str, ...] = ("switchbert", "lxmert", "vilbert")
+POOLERS: tuple[str, ...] = ("volta", "bert")
 EMBEDDINGS: tuple[str, ...] = ("uniter", "visualbert", "vlbert", "lxmert", "vilbert")
 """Region (and text) embedding variants of docs/method.md §2/§5; layers/embeddings*.py implement them."""
 
@@ -130,6 +131,11 @@ class ModelConfig:
     # controlled VL-BERT turns it off (``image_head_ln: false``), the other baselines keep it; a VOLTA
     # import follows the checkpoint (the LayerNorm exists there or not).
     mrc_head_norm: bool = True
+    # The pooled vector the heads read. "volta": VOLTA's ReLU poolers (D -> P) on [CLS] and IMG and their
+    # product (the controlled setting, docs/method.md §4). "bert": BERT's pooler, tanh(Linear(D -> D)) of
+    # [CLS] alone, as HF VisualBERT and LXMERT (and the original UNITER) pool; ``pooler_size`` must then
+    # equal ``hidden_size``. An HF import with "bert" maps the HF pooler and ITM classifier too [ours].
+    pooler: str = "volta"
 
     # Runtime choice of the soft-mixture attention kernel (layers/block_attention.py, lse_attention.py):
     # "fused" (one score matrix, hand-written backward), "sdpa" (three SDPA calls, no score matrix), "flex"
@@ -197,6 +203,11 @@ class ModelConfig:
             bad("switch_init_logit", f"must be finite and >= 0, got {self.switch_init_logit}")
         if not (self.switch_noise >= 0 and math.isfinite(self.switch_noise)):
             bad("switch_noise", f"must be finite and >= 0, got {self.switch_noise}")
+        if self.pooler not in POOLERS:
+            bad("pooler", f"must be one of {POOLERS}, got {self.pooler!r}")
+        if self.pooler == "bert" and self.pooler_size != self.hidden_size:
+            bad("pooler_size", f"must equal hidden_size ({self.hidden_size}) with pooler 'bert' (tanh, D -> D); "
+                               f"got {self.pooler_size}")
         if self.attention_impl not in ATTENTION_IMPLS:
             bad("attention_impl", f"must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.region_hidden_size and self.region_hidden_size % self.region_num_heads_ != 0:

@@ -57,9 +57,10 @@ class EncoderOutput:
         region_hidden: (B, R, D_r) last-layer region states; index 0 is the IMG token.
         text_mask: (B, T) bool, True = real token.
         region_mask: (B, R) bool, True = real region token (IMG included unless the sample has no image).
-        pooled_text: (B, P) ReLU(Linear) of the [CLS] state.
-        pooled_region: (B, P) ReLU(Linear) of the IMG state.
-        pooled: (B, P) fused vector: dropout(pooled_text * pooled_region).
+        pooled_text: (B, P) ReLU(Linear) of the [CLS] state (``pooler="bert"``: tanh, P = D).
+        pooled_region: (B, P) ReLU(Linear) of the IMG state; None with ``pooler="bert"``.
+        pooled: (B, P) fused vector: dropout(pooled_text * pooled_region) (``pooler="bert"``:
+            dropout(pooled_text)).
         routes: one ``LayerRoute`` per layer for switching models; empty for fixed architectures.
     """
 
@@ -68,7 +69,7 @@ class EncoderOutput:
     text_mask: Tensor
     region_mask: Tensor
     pooled_text: Tensor
-    pooled_region: Tensor
+    pooled_region: Optional[Tensor]
     pooled: Tensor
     routes: tuple[LayerRoute, ...] = field(default_factory=tuple)
 

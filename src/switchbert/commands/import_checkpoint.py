@@ -15,6 +15,8 @@ def run(args: argparse.Namespace) -> int:
     from switchbert.models import HEADS_NAME, save_pretrained, write_heads
 
     base = get_config(args.preset)
+    if args.pooler is not None:
+        base = base.replace(pooler=args.pooler, pooler_size=base.hidden_size if args.pooler == "bert" else base.pooler_size)
     heads = None
     if args.source_format == "volta":
         from switchbert.weights.volta import load_volta
@@ -28,16 +30,21 @@ def run(args: argparse.Namespace) -> int:
         else:
             model, heads, report = load_hf_with_heads(args.src, base)
     print(report.summary())
-    if args.strict and report.uninitialised:
-        detail = ""
-        if args.source_format == "hf":
-            from switchbert.weights.hf import strict_problems
+    if args.source_format == "hf":
+        from switchbert.weights.hf import key_groups, strict_check
 
-            missing, by_design = strict_problems(report)
-            detail = (f" ({len(missing)} missing from the checkpoint, {len(by_design)} with no HF counterpart "
-                      f"by design: the VOLTA poolers and ITM head, which fine-tuning trains)")
-        print(f"import-checkpoint: --strict and {len(report.uninitialised)} parameters are not initialised"
-              f"{detail}; nothing written to {args.dst}")
+        check = strict_check(report, heads=not args.no_heads, pooler=model.config.pooler)
+        if args.strict and not check.passed:
+            print(f"import-checkpoint: {check.failed_line()}; nothing written to {args.dst}")
+            return 1
+        if args.strict:
+            print(f"import-checkpoint: {check.passed_line()}")
+        elif check.unused:  # said without --strict too: these weights are silently dropped otherwise
+            print(f"import-checkpoint: note: {len(check.unused)} checkpoint weights that should map were not used "
+                  f"({key_groups(check.unused)}); --strict refuses such an import")
+    elif args.strict and report.uninitialised:
+        print(f"import-checkpoint: --strict and {len(report.uninitialised)} parameters are not initialised; "
+              f"nothing written to {args.dst}")
         return 1
     save_pretrained(model, args.dst)
     if heads is not None:
@@ -66,7 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source_format", choices=("volta", "hf"), required=True, help="checkpoint layout")
     p.add_argument("--preset", required=True, choices=sorted(PRESETS), metavar="NAME",
                    help="our architecture (e.g. uniter-base, lxmert-base); HF sizes override its sizes")
-    p.add_argument("--strict", action="store_true", help="fail (write nothing) if any parameter stays random")
+    p.add_argument("--strict", action="store_true",
+                   help="fail (write nothing, exit 1) if a parameter stays random or a checkpoint weight is unused; "
+                        "for --from hf only those that have a counterpart: the VOLTA poolers, the ITM head (and the "
+                        "MRC head without an object head) start random by design, and HF's tanh pooler, ITM "
+                        "classifier and answer/task heads are unused by design")
+    p.add_argument("--pooler", choices=("volta", "bert"), default=None,
+                   help="the pooled vector of the written model (default: the preset's, 'volta'): 'bert' pools as "
+                        "HF VisualBERT/LXMERT do (tanh on [CLS], D -> D), so --from hf also imports HF's pooler "
+                        "and ITM classifier (VisualBERT's rows swapped to our class 1 = matched)")
     p.add_argument("--no-heads", action="store_true",
                    help="skip the pretraining heads (by default they go to DST/heads.safetensors: from VOLTA MLM, "
                         "MRC and ITM, ITM rows mapped to our class 1 = matched; from HF the MLM head and LXMERT's "

@@ -32,9 +32,10 @@ import pickle
 import struct
 import warnings
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -250,6 +251,18 @@ class FeatureStore(ABC):
         if probs is None:
             raise DataError(self.path, str(image_id), "no cls_prob: the store has no class distributions")
         return probs[np.asarray(rows, dtype=np.int64)]
+
+    @contextmanager
+    def pages(self) -> Iterator[Callable[..., RegionRecord]]:
+        """A reader for a batch of records: ``read(image_id, cls_prob=True)`` -> a checked record, as
+        :meth:`get` returns it with ``native=True``.
+
+        Here each record is a fresh copy; :class:`FastStore` opens one read transaction for the
+        block and returns records whose features and ``cls_prob`` view its LMDB pages, valid only
+        inside the block: a batch reader copies them straight into the batch, one copy instead of
+        a decode and a collate (BENCHMARKS.md, "Input pipeline").
+        """
+        yield lambda image_id, cls_prob=True: self.get(image_id, native=True, cls_prob=cls_prob)
 
     def __iter__(self) -> Iterator[RegionRecord]:
         for iid in self._ids:
@@ -505,6 +518,29 @@ class FastStore(_LMDBMixin, FeatureStore):
             if rows.size and (rows.min() < 0 or rows.max() >= n):
                 raise IndexError(f"{self.path}: image {iid} has {n} regions, rows {rows.tolist()} asked for")
             return probs[rows]  # fancy indexing copies out of the page
+
+    @contextmanager
+    def pages(self) -> Iterator[Callable[..., RegionRecord]]:
+        # One transaction for the whole batch; features and cls_prob are views of the LMDB pages (boxes,
+        # 16 bytes a region, are copied so that nothing small outlives the block by accident).
+        with self._env().begin(buffers=True) as txn:
+            def read(image_id: object, cls_prob: bool = True) -> RegionRecord:
+                iid = str(image_id)
+                if iid not in self:
+                    raise DataError(self.path, iid, "missing image id: not in the feature store")
+                buf = txn.get(iid.encode())
+                if buf is None:
+                    raise DataError(self.path, iid, "missing image id: listed but has no record")
+                n, f, c, w, h = self._check_header(iid, buf)
+                off = _FAST_HEADER.size
+                boxes = np.frombuffer(buf, np.float32, n * 4, off).reshape(n, 4).copy()
+                feats = np.frombuffer(buf, np.float16, n * f, off + n * 16).reshape(n, f)
+                probs = (np.frombuffer(buf, np.float16, n * c, off + n * 16 + n * f * 2).reshape(n, c)
+                         if c and cls_prob else None)
+                record = RegionRecord(iid, feats, boxes, float(w), float(h), probs)
+                return validate_record(record, self.path, self.feat_dim, self.num_classes, cls_prob=cls_prob)
+
+            yield read
 
     def _check_header(self, image_id: str, buf) -> tuple[int, int, int, int, int]:
         """(n, F, C, w, h) of a record, the boxes at ``_FAST_HEADER.size``; DataError if its size does not match."""
@@ -862,9 +898,15 @@ def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, r
     Returns:
         :class:`~switchbert.data.regions.Regions`.
     """
+    return record_regions(store.get(image_id, native=True, cls_prob=cls_prob), store.path, max_regions,
+                          require_regions)
+
+
+def record_regions(r: RegionRecord, path: PathLike, max_regions: int = 36, require_regions: bool = False):
+    """:func:`read_regions` for a record already read (e.g. from :meth:`FeatureStore.pages`; the
+    arrays of the result view the record's where no conversion is needed)."""
     from switchbert.data.regions import process_regions
 
-    r = store.get(image_id, native=True, cls_prob=cls_prob)
     if require_regions and r.num_regions == 0:
-        raise DataError(store.path, r.image_id, "zero regions: this task needs at least one region")
+        raise DataError(path, r.image_id, "zero regions: this task needs at least one region")
     return process_regions(r.features, r.boxes_px, r.image_w, r.image_h, r.cls_prob, max_regions, keep_half=True)

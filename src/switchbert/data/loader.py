@@ -15,7 +15,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -42,21 +42,20 @@ class TensorFields:
 
 def pad_text(token_ids: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
     """(B,) variable-length id arrays -> ids (B, T) long padded with [PAD], mask (B, T) bool."""
-    T = max(len(t) for t in token_ids)
-    ids = torch.full((len(token_ids), T), PAD_ID, dtype=torch.long)
-    mask = torch.zeros((len(token_ids), T), dtype=torch.bool)
-    for i, t in enumerate(token_ids):
-        ids[i, : len(t)] = torch.as_tensor(np.asarray(t, dtype=np.int64))
-        mask[i, : len(t)] = True
-    return ids, mask
+    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+    ids = np.full((len(token_ids), int(lengths.max())), PAD_ID, dtype=np.int64)
+    for i, t in enumerate(token_ids):  # numpy rows: a torch.as_tensor per row costs ~4x more
+        ids[i, : len(t)] = t
+    mask = np.arange(ids.shape[1]) < lengths[:, None]
+    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def pad_labels(labels: Sequence[np.ndarray], length: int, fill: int) -> Tensor:
     """(B,) variable-length int arrays -> (B, length) long padded with ``fill``."""
-    out = torch.full((len(labels), length), fill, dtype=torch.long)
+    out = np.full((len(labels), length), fill, dtype=np.int64)
     for i, t in enumerate(labels):
-        out[i, : len(t)] = torch.as_tensor(np.asarray(t, dtype=np.int64))
-    return out
+        out[i, : len(t)] = t
+    return torch.from_numpy(out)
 
 
 def new_tensor(shape: Sequence[int], dtype: torch.dtype, zero: bool = True) -> Tensor:
@@ -77,8 +76,13 @@ def new_tensor(shape: Sequence[int], dtype: torch.dtype, zero: bool = True) -> T
     return out.zero_() if zero else out
 
 
-def pad_regions(regions: Sequence[Regions], feat_dim: Optional[int] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def pad_regions(regions: Sequence[Regions], feat_dim: Optional[int] = None,
+                zeroed: Optional[Sequence[Optional[np.ndarray]]] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Stacks regions, zero-padding to the most regions in the batch.
+
+    Args:
+        zeroed: per sample, None or (n,) bool rows whose features are set to 0 in the batch (MRC's
+            masked regions, when the sample's features still view the store's pages).
 
     Returns:
         feats (B, N, F) float16 when every sample's features are float16 (a float16 store; the model
@@ -98,13 +102,17 @@ def pad_regions(regions: Sequence[Regions], feat_dim: Optional[int] = None) -> t
         n = r.num_regions
         feats[i, :n], boxes[i, :n], boxes_px[i, :n], mask[i, :n] = r.features, r.boxes, r.boxes_px, True
         feats[i, n:] = 0  # only the padding is zeroed: the rest is written once
+        if zeroed is not None and zeroed[i] is not None and zeroed[i].any():
+            feats[i, :n][zeroed[i]] = 0
     return feats_t, torch.from_numpy(boxes), torch.from_numpy(mask), torch.from_numpy(boxes_px)
 
 
-def make_batch(token_ids: Sequence[np.ndarray], regions: Sequence[Regions]) -> tuple[Batch, Tensor]:
-    """A :class:`Batch` from per-sample ids and regions; also returns boxes_px (B, N, 4)."""
+def make_batch(token_ids: Sequence[np.ndarray], regions: Sequence[Regions],
+               zeroed: Optional[Sequence[Optional[np.ndarray]]] = None) -> tuple[Batch, Tensor]:
+    """A :class:`Batch` from per-sample ids and regions (``zeroed``: see :func:`pad_regions`); also
+    returns boxes_px (B, N, 4)."""
     ids, tmask = pad_text(token_ids)
-    feats, boxes, rmask, boxes_px = pad_regions(regions)
+    feats, boxes, rmask, boxes_px = pad_regions(regions, zeroed=zeroed)
     return Batch(ids, tmask, feats, boxes, rmask), boxes_px
 
 
@@ -125,11 +133,25 @@ class _Failure:
     error: DataError
 
 
-class _ReadGuard(Dataset):
-    """Wraps a dataset so that a DataError from ``__getitem__`` travels as a value (see _Failure)."""
+@dataclass
+class _ReadBatch:
+    """A batch that the dataset's ``read_batch`` collated as it read it, and how many items it skipped."""
 
-    def __init__(self, dataset: Dataset) -> None:
+    value: Any
+    skipped: int
+
+
+class _ReadGuard(Dataset):
+    """Wraps a dataset so that a DataError from reading travels as a value (see _Failure).
+
+    A dataset with ``read_batch(indices)`` (equal to ``collate([dataset[i] for i in indices])``) is
+    read a batch at a time through torch's ``__getitems__``: it can copy each image's features once,
+    from the store straight into the batch (``CaptionPairsDataset``; BENCHMARKS.md, "Input pipeline").
+    """
+
+    def __init__(self, dataset: Dataset, read_batches: bool = False) -> None:
         self.dataset = dataset
+        self.read_batch = getattr(dataset, "read_batch", None) if read_batches else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -139,6 +161,18 @@ class _ReadGuard(Dataset):
             return self.dataset[index]
         except DataError as err:
             return _Failure(err)
+
+    def __getitems__(self, indices: list) -> Union[list, _ReadBatch]:
+        read_batch = self.read_batch
+        if read_batch is None:
+            return [self[i] for i in indices]
+        policy = getattr(self.dataset, "policy", None)
+        before = policy.skipped if isinstance(policy, BadItemPolicy) else 0
+        try:
+            value = read_batch(indices)
+        except DataError as err:
+            return [_Failure(err)]
+        return _ReadBatch(value, (policy.skipped - before) if isinstance(policy, BadItemPolicy) else 0)
 
 
 @dataclass
@@ -168,8 +202,12 @@ class _CountingCollate:
     def __init__(self, collate: Callable, dataset: Dataset) -> None:
         self.collate, self.dataset = collate, dataset
 
-    def __call__(self, examples: list) -> _Counted:
+    def __call__(self, examples: Union[list, _ReadBatch]) -> _Counted:
         policy = getattr(self.dataset, "policy", None)
+        if isinstance(examples, _ReadBatch):  # read and collated in one (_ReadGuard.__getitems__)
+            drained = policy.drain() if isinstance(policy, BadItemPolicy) else None
+            size = len(examples.value[0].text_ids) + examples.skipped
+            return _Counted(examples.value, size, examples.skipped, drained)
         failure = next((e for e in examples if isinstance(e, _Failure)), None)
         if failure is not None:
             return _Counted(None, len(examples), 0, error=failure.error)
@@ -208,8 +246,8 @@ class SummarizingDataLoader(DataLoader):
     DataError raised by a worker is re-raised here as itself, not as torch's RuntimeError.
     """
 
-    def __init__(self, dataset: Dataset, *args, **kwargs) -> None:
-        super().__init__(_ReadGuard(dataset), *args, **kwargs)
+    def __init__(self, dataset: Dataset, *args, read_batches: bool = False, **kwargs) -> None:
+        super().__init__(_ReadGuard(dataset, read_batches), *args, **kwargs)
         self.source = dataset
 
     def __iter__(self):
@@ -358,5 +396,7 @@ def make_dataloader(
         drop_last=drop_last,
         collate_fn=collate,
         generator=generator,
+        # the dataset's own batch reader (one copy of the features) where it has one and its collate is used
+        read_batches=collate_fn is None,
         **kwargs,
     )

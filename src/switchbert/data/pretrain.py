@@ -9,7 +9,7 @@ The model prepends the IMG token, so the MRC targets here index ``region_hidden[
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from switchbert.batch import Batch
 from switchbert.data.caption_index import load_caption_index
 from switchbert.data.errors import BadItemPolicy, DataError, PathLike, load_json
-from switchbert.data.features import FeatureStore, read_regions
+from switchbert.data.features import FeatureStore, record_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch, new_tensor, pad_labels
 from switchbert.data.masking import (IGNORE_INDEX, mask_regions, mask_tokens, sample_itm_negative, sample_rng,
                                      zero_rows_in_place)
@@ -36,7 +36,7 @@ class PretrainExample:
         image_id: the image.
         text_ids: (T,) int64 caption ids after MLM corruption.
         mlm_labels: (T,) int64 original ids at MLM targets, -100 elsewhere (all -100 if mismatched).
-        regions: the image's regions; features of zeroed MRC targets are 0, boxes kept; ``cls_prob``
+        regions: the image's regions; features of zeroed MRC targets are 0 (see ``zeroed``), boxes kept; ``cls_prob``
             None when ``mrc_probs`` is given.
         mrc_mask: (N,) bool MRC targets (all False if mismatched).
         itm_label: 1 if the caption belongs to the image, 0 if it was replaced.
@@ -44,6 +44,8 @@ class PretrainExample:
         mrc_probs: (k, C) the detector's class distribution of the ``mrc_mask`` regions, in region
             order (the dataset reads only these rows; ``regions.cls_prob`` is then None). None = take
             them from ``regions.cls_prob``.
+        zeroed: (N,) bool, rows of ``regions.features`` still to be zeroed when collated (the batch
+            path, whose features view the store's pages until then); None = already applied.
     """
 
     image_id: str
@@ -54,6 +56,7 @@ class PretrainExample:
     itm_label: int
     caption_image_id: str
     mrc_probs: Optional[np.ndarray] = None
+    zeroed: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -172,40 +175,52 @@ class CaptionPairsDataset(Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, index: int) -> Optional[PretrainExample]:
+        with self.store.pages() as read:
+            example = self._example(index, read)
+            if example is not None:  # a copy off the store's pages (or in place on a fresh decode)
+                example.regions.features = zero_rows_in_place(example.regions.features, example.zeroed)
+                example.zeroed = None
+        return example
+
+    def read_batch(self, indices: Sequence[int]) -> tuple[Batch, PretrainLabels]:
+        """``collate([self[i] for i in indices])``, equal to it, with each image's features copied once:
+        from the store's pages straight into the batch tensor (the batch path of ``make_dataloader``).
+
+        Raises:
+            DataError: a bad item (without ``skip_bad``), or every item skipped.
+        """
+        with self.store.pages() as read:
+            return self.collate([self._example(int(i), read) for i in indices])
+
+    def _example(self, index: int, read) -> Optional[PretrainExample]:
+        """Sample ``index`` with its regions as ``read`` returns them (views of the store's pages for a
+        fast store) and the rows to zero in ``zeroed``, not yet applied; None if skipped as bad."""
         rng = sample_rng(self.seed, self.epoch, index)
         other = sample_itm_negative(rng, index, len(self), self.itm_mismatch_prob)
         cap_index = index if other is None else other
         image_id = self.image_ids[index]
         try:
-            # With MRC, the class distributions are read below, only the target rows (~15%).
-            regions = read_regions(self.store, image_id, self.max_regions, require_regions=self.mrc,
-                                   cls_prob=not self.mrc)
+            # With MRC the whole class distribution is read (checked, on the page) and only the target
+            # rows (~15%) are copied out below.
+            record = read(image_id, cls_prob=self.mrc)
+            regions = record_regions(record, self.store.path, self.max_regions, require_regions=self.mrc)
         except DataError as err:
             self.policy.handle(err)
             return None
+        probs, regions.cls_prob = regions.cls_prob, None
         ids = with_specials(self.tokens.row(cap_index))
         # Corrupt mismatched pairs exactly like matched ones and only drop their labels: if mismatched
         # captions came without [MASK] tokens, ITM could be solved by spotting [MASK].
         text_ids, mlm_labels = mask_tokens(ids, rng, self.mlm_prob)
         targets, zeroed = mask_regions(regions.num_regions, rng, self.region_mask_prob, self.region_zero_prob)
-        # In place: read_regions decoded a fresh array for this sample (apply_region_mask's copy would
-        # be a third copy of 147 KB per sample; BENCHMARKS.md, "Input pipeline").
-        regions.features = zero_rows_in_place(regions.features, zeroed)
-        if not self.mrc:
-            targets = np.zeros_like(targets)
         matched = other is None
+        if not self.mrc or not matched:
+            targets = np.zeros_like(targets)
         if not matched:
             mlm_labels = np.full_like(mlm_labels, IGNORE_INDEX)
-            targets = np.zeros_like(targets)
-        probs = None
-        if self.mrc:
-            try:  # always read (even for no row): a bad distribution fails the sample, as a full read did
-                probs = self.store.cls_prob_rows(image_id, np.flatnonzero(targets))
-            except DataError as err:
-                self.policy.handle(err)
-                return None
+        rows = probs[np.flatnonzero(targets)] if self.mrc else None  # fancy indexing copies off the page
         return PretrainExample(image_id, text_ids, mlm_labels, regions, targets, int(matched),
-                               self.image_ids[cap_index], probs)
+                               self.image_ids[cap_index], rows, zeroed)
 
     def collate(self, examples: list[Optional[PretrainExample]]) -> tuple[Batch, PretrainLabels]:
         return collate_pretrain(examples, self.store.num_classes or 0)
@@ -221,7 +236,8 @@ def collate_pretrain(examples: list[Optional[PretrainExample]], num_classes: int
     examples = drop_skipped(examples)
     if not examples:
         raise DataError(None, None, "every item of the batch was skipped as bad")
-    batch, _ = make_batch([e.text_ids for e in examples], [e.regions for e in examples])
+    batch, _ = make_batch([e.text_ids for e in examples], [e.regions for e in examples],
+                          [e.zeroed for e in examples])
     B, T = batch.text_ids.shape
     N = batch.region_mask.shape[1]
     mrc_mask = np.zeros((B, N), dtype=bool)

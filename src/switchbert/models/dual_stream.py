@@ -22,10 +22,10 @@ from switchbert.batch import Batch
 from switchbert.config import ModelConfig
 from switchbert.layers.cross_attention import StreamLayer
 from switchbert.layers.embeddings import build_embeddings
-from switchbert.layers.pooler import Pooler, ProductFusion
+from switchbert.layers.pooler import build_poolers
 from switchbert.models.base import VLModel
 from switchbert.outputs import EncoderOutput
-from switchbert.weights.keymaps import bert_slot_key_map, text_embeddings_key_map
+from switchbert.weights.keymaps import BERT_POOLER, bert_slot_key_map, text_embeddings_key_map
 
 class DualStreamModel(VLModel):
     """Base of the dual-stream baselines. Subclasses set ``self.cross_layers`` before ``init_weights``.
@@ -47,9 +47,7 @@ class DualStreamModel(VLModel):
                         c.layer_norm_eps)
             for _ in range(c.region_layers)
         )
-        self.text_pooler = Pooler(D, c.pooler_size)
-        self.region_pooler = Pooler(Dr, c.pooler_size)
-        self.fusion = ProductFusion(c.fusion_dropout)
+        self.text_pooler, self.region_pooler, self.fusion = build_poolers(c, D, Dr)
 
     def forward(self, batch: Batch, validate: bool = True) -> EncoderOutput:
         """Encodes a batch.
@@ -72,7 +70,7 @@ class DualStreamModel(VLModel):
         for layer in self.cross_layers:
             text, region = layer(text, region, text_mask, region_mask)
         pooled_text = self.text_pooler(text[:, 0])
-        pooled_region = self.region_pooler(region[:, 0])
+        pooled_region = None if self.region_pooler is None else self.region_pooler(region[:, 0])
         return EncoderOutput(
             text_hidden=text,
             region_hidden=region,
@@ -100,10 +98,13 @@ class DualStreamModel(VLModel):
         return self.config.bert_layers or len(self.text_slots())
 
     def bert_key_map(self, num_bert_layers: int) -> dict[str, str]:
-        """Our parameter name -> BERT's (without ``bert.``): text embeddings and the first text slots."""
+        """Our parameter name -> BERT's (without ``bert.``): text embeddings, the first text slots and,
+        with ``pooler="bert"``, the pooler."""
         m = text_embeddings_key_map()
         n = min(num_bert_layers, self.bert_layers_needed())
         for i, (attn, ffn) in enumerate(self.text_slots()[:n]):
             m.update(bert_slot_key_map(attn, ffn, f"encoder.layer.{i}."))
+        if self.config.pooler == "bert":
+            m.update(BERT_POOLER)
         return m
 

@@ -27,12 +27,12 @@ from switchbert.batch import Batch
 from switchbert.config import MODES, ModelConfig
 from switchbert.layers.attention import expand_mode_weights
 from switchbert.layers.embeddings import build_embeddings
-from switchbert.layers.pooler import Pooler, ProductFusion
+from switchbert.layers.pooler import build_poolers
 from switchbert.layers.switcher import SwitchDecision, Switcher, pool_modalities, pooling_weights
 from switchbert.layers.transformer import SwitchLayer
 from switchbert.models.base import VLModel
 from switchbert.outputs import EncoderOutput, LayerRoute
-from switchbert.weights.keymaps import bert_layer_key_map, text_embeddings_key_map
+from switchbert.weights.keymaps import BERT_POOLER, bert_layer_key_map, text_embeddings_key_map
 
 
 def sib_num_candidates(config: ModelConfig, layer_index: int) -> int:
@@ -79,9 +79,7 @@ class SwitchBertModel(VLModel):
                          noise_scale=config.switch_noise)
                 for i in range(config.num_layers - 1)
             )
-        self.text_pooler = Pooler(D, config.pooler_size)
-        self.region_pooler = Pooler(D, config.pooler_size)
-        self.fusion = ProductFusion(config.fusion_dropout)
+        self.text_pooler, self.region_pooler, self.fusion = build_poolers(config, D, D)
         # The one-hot weights of a fixed single mode, e.g. J for UNITER.
         fixed = torch.tensor([float(m == config.sab_modes[0]) for m in MODES])
         self.register_buffer("_fixed_mode_weights", fixed, persistent=False)
@@ -150,7 +148,7 @@ class SwitchBertModel(VLModel):
 
         text_hidden, region_hidden = h[:, :T], h[:, T:]
         pooled_text = self.text_pooler(text_hidden[:, 0])
-        pooled_region = self.region_pooler(region_hidden[:, 0])
+        pooled_region = None if self.region_pooler is None else self.region_pooler(region_hidden[:, 0])
         return EncoderOutput(
             text_hidden=text_hidden,
             region_hidden=region_hidden,
@@ -196,11 +194,14 @@ class SwitchBertModel(VLModel):
         """Our parameter name -> HF BERT name (without ``bert.``), for every BERT-initialised tensor.
 
         Text embeddings and layer i <- BERT layer i; region embeddings, switchers and the VOLTA
-        poolers start random (docs/method.md §5, controlled setting).
+        poolers start random (docs/method.md §5, controlled setting); BERT's own pooler initialises a
+        ``pooler="bert"`` model's.
         """
         m = text_embeddings_key_map()
         for i in range(self.config.num_layers):
             m.update(bert_layer_key_map(f"layers.{i}.", f"encoder.layer.{i}."))
+        if self.config.pooler == "bert":
+            m.update(BERT_POOLER)
         return m
 
 

@@ -6,7 +6,8 @@ also carry ``lr``, ``tau``, ``samples_per_s`` and, for switching models, the mea
 probabilities per layer (``switchbert.analysis.routes.route_probability_log``).
 
 The file always belongs to one run's history. On ``--resume`` the lines after the checkpoint's step
-are dropped (the resumed run writes them again), and so is a torn last line a kill left (with a
+are dropped (the resumed run writes them again; from a checkpoint written before its epoch's
+validation, that validation's lines too), and so is a torn last line a kill left (with a
 warning); a bad line elsewhere is an error naming the file and line. A fresh start never appends to an
 older file (a run killed before its first checkpoint): that one is renamed ``metrics.jsonl.1`` (``.2``
 if taken, ...) with a warning.
@@ -35,11 +36,15 @@ class MetricsLog:
         tensorboard: also write TensorBoard events (when ``torch.utils.tensorboard`` imports).
         truncate_after_step: on resume, drop records of steps after this one (they belong to the
             interrupted run's lost work and are about to be redone).
+        redo_validation: on resume from a checkpoint written before its epoch's validation, also drop
+            ``val`` records at ``truncate_after_step`` (a kill after logging them but before the next
+            checkpoint): that validation runs again and logs them once.
         fresh: a new run: an existing ``metrics.jsonl`` is renamed aside instead of appended to.
     """
 
     def __init__(self, output_dir: Path, enabled: bool = True, tensorboard: bool = True,
-                 truncate_after_step: Optional[int] = None, fresh: bool = False) -> None:
+                 truncate_after_step: Optional[int] = None, fresh: bool = False,
+                 redo_validation: bool = False) -> None:
         self.path = Path(output_dir) / "metrics.jsonl"
         self.enabled = enabled
         self._tb: Any = None
@@ -55,7 +60,9 @@ class MetricsLog:
             log.warning("%s: left by an earlier run in this directory (killed before its first checkpoint?); "
                         "renamed to %s so this run's log starts empty", self.path, aside.name)
         if truncate_after_step is not None and self.path.exists():
-            kept = [json.dumps(r) for r in _records_for_resume(self.path) if r.get("step", 0) <= truncate_after_step]
+            redone = lambda r: r.get("step", 0) > truncate_after_step or (
+                redo_validation and r.get("split") == "val" and r.get("step", 0) == truncate_after_step)
+            kept = [json.dumps(r) for r in _records_for_resume(self.path) if not redone(r)]
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
         if tensorboard:
             try:

@@ -3,9 +3,11 @@
 Per optimizer step: set the switch temperature tau(step) (restarted each stage), run ``grad_accum``
 micro-batches (each validated on the host before its copy to the device; DDP syncs gradients on the
 last one only), average the loss over processes, clip, step AdamW and the warm-up/linear-decay
-schedule. After each epoch: validate, write ``last/`` and, when the validation metric improved,
-``best/``. ``resume=True`` restores everything from ``last/`` (weights, optimizer, scheduler, RNG
-states, the position inside the epoch), so on CPU the resumed run's losses equal an uninterrupted run's.
+schedule. After each epoch: write ``last/`` (the trained epoch, so a failure in validation loses no
+training), validate, write ``last/`` again and, when the validation metric improved, ``best/``.
+``resume=True`` restores everything from ``last/`` (weights, optimizer, scheduler, RNG states, the
+position inside the epoch; from a ``last/`` written before its validation, that validation runs first),
+so on CPU the resumed run's losses equal an uninterrupted run's.
 
 No host syncs in the step (docs/performance.md, "Host syncs in the training step"): the loss sums and the
 gradient norm stay on the device and become Python numbers only on log steps (every ``train.log_every``). A
@@ -25,8 +27,8 @@ checkpoints are written from the uncompiled modules, so their keys are the usual
 
 ``Trainer._fit`` reads top to bottom: ``_setup`` builds a ``_Run`` (model, heads, optimizer, state,
 ...); each epoch ``_train_epoch`` repeats ``_train_step``, ``_log`` (on log steps), ``_should_stop`` and
-``_maybe_checkpoint``; then ``_end_epoch`` validates and checkpoints. The NaN guard lives in
-``train/nonfinite.py``, the bar and console lines in ``train/progress.py``.
+``_maybe_checkpoint``; then ``_save_trained`` writes ``last/`` and ``_end_epoch`` validates and
+checkpoints. The NaN guard lives in ``train/nonfinite.py``, the bar and console lines in ``train/progress.py``.
 """
 
 from __future__ import annotations
@@ -113,6 +115,15 @@ def _continue_heads(heads: nn.Module, init_from: Path) -> None:
     ckpt = resolve_checkpoint(init_from)
     if (ckpt / HEADS_NAME).is_file():
         load_heads(heads, ckpt)
+
+
+def validation_pending(state: TrainerState, steps_per_epoch: int, total: int) -> bool:
+    """Whether the current epoch's steps are all done and its validation is still to run: the state
+    ``Trainer._save_trained`` (or a stop at an epoch's last step) leaves in ``last/``. Read from the
+    counters the checkpoint always had (no new field): only then is ``step_in_epoch`` positive at an
+    epoch's end, since ``_end_epoch`` resets it."""
+    s = state
+    return s.step_in_epoch > 0 and (s.step_in_epoch >= steps_per_epoch or s.step >= total)
 
 
 @dataclass
@@ -252,12 +263,16 @@ class Trainer:
         """The loop: epochs of steps until the stage's last step, a signal or ``train.stop_after``."""
         run = self._setup(ctx)
         with run.progress.redirect():
-            while run.state.step < run.total and not run.stopped:
-                self._train_epoch(run, ctx)
-                self._check_finite(run.watch, run.state)  # before any checkpoint, and so a NaN never crosses an epoch
-                if run.stopped:
-                    self._stop(run, ctx)
-                    break
+            while not run.stopped:
+                if not self._epoch_trained(run):  # else resumed after a failure in this epoch's validation
+                    if run.state.step >= run.total:
+                        break
+                    self._train_epoch(run, ctx)
+                    self._check_finite(run.watch, run.state)  # before any checkpoint; a NaN never crosses an epoch
+                    if run.stopped:
+                        self._stop(run, ctx)
+                        break
+                    self._save_trained(run, ctx)
                 self._end_epoch(run, ctx)
         run.progress.close()
         run.metrics_log.close()
@@ -290,9 +305,10 @@ class Trainer:
             save_config(cfg, self.out / "config.yaml")
             if not self.resume:
                 task.save_assets(self.out)
+        pending = self.resume and validation_pending(state, steps_per_epoch, total)
         metrics_log = MetricsLog(self.out, enabled=ctx.is_main, tensorboard=t.tensorboard,
                                  truncate_after_step=state.step if self.resume else None,
-                                 fresh=not self.resume)
+                                 fresh=not self.resume, redo_validation=pending)
         step_module: nn.Module = _TrainModule(model, heads, task)
         if ctx.distributed:
             step_module = nn.parallel.DistributedDataParallel(
@@ -438,8 +454,22 @@ class Trainer:
             log.warning("stopped by %s at step %d of %d; %s holds it: continue with --resume",
                         signal.Signals(run.stop_signal).name, run.state.step, run.total, self.out / "last")
 
+    @staticmethod
+    def _epoch_trained(run: _Run) -> bool:
+        return validation_pending(run.state, run.steps_per_epoch, run.total)
+
+    def _save_trained(self, run: _Run, ctx: DistContext) -> None:
+        """``last/`` with the epoch trained, before its validation, so a failure there (a bad record, an
+        evaluator error, Ctrl-C, a kill) loses no training. The epoch counters are not advanced yet and the
+        RNG states are those validation starts from, so ``--resume`` runs this validation, not the epoch,
+        and continues exactly. Skipped when ``train.checkpoint_every`` has just written this step."""
+        if self.last_good != (self.out / "last", run.state.step):
+            self._save_run("last", run, ctx)
+
     def _end_epoch(self, run: _Run, ctx: DistContext) -> None:
-        """End of an epoch (or of the stage): validate, then ``last/`` and, when the metric improved, ``best/``."""
+        """End of an epoch (or of the stage), ``last/`` already holding its trained state: validate, then
+        ``last/`` again (epoch counters advanced, the validation in the history) and, when the metric
+        improved, ``best/``."""
         state = run.state
         if state.step_in_epoch < run.steps_per_epoch and ctx.is_main:
             log.info("epoch %d cut short by train.max_steps=%s: %d of its %d steps", state.epoch + 1,

@@ -36,6 +36,8 @@ BERT_ATTENTION: dict[str, str] = {"query": "attention.self.query", "key": "atten
 """Attention sub-layer module -> BERT's module inside ``encoder.layer.{i}.``."""
 
 BERT_FFN: dict[str, str] = {"up": "intermediate.dense", "down": "output.dense", "norm": "output.LayerNorm"}
+BERT_POOLER: dict[str, str] = {f"text_pooler.dense.{p}": f"pooler.dense.{p}" for p in ("weight", "bias")}
+"""BERT's tanh pooler -> ours, for a model with ``pooler="bert"`` (BERT and HF VisualBERT/LXMERT keys)."""
 """FFN sub-layer module -> BERT's module inside ``encoder.layer.{i}.``."""
 
 # -- where the sub-layer vocabulary lives in a SwitchLayer ---------------------------------------------------

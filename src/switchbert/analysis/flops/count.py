@@ -110,7 +110,9 @@ def embedding_flops(config: ModelConfig, T: Count, R: Count) -> Count:
 
 
 def pooler_flops(config: ModelConfig) -> int:
-    """The two VOLTA poolers, one token each."""
+    """The two VOLTA poolers, one token each (``pooler="bert"``: one D -> D on [CLS])."""
+    if config.pooler == "bert":
+        return linear_flops(1, config.hidden_size, config.hidden_size)
     return linear_flops(1, config.hidden_size, config.pooler_size) + linear_flops(
         1, config.region_hidden_size_, config.pooler_size)
 
