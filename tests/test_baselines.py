@@ -340,6 +340,46 @@ def test_vlbert_embedding_places_regions_after_the_text():
     assert box_sinusoid(boxes, 4).shape == (*boxes.shape[:2], 32)
 
 
+def test_vlbert_visual_gains_start_at_the_configured_value():
+    # VL-BERT's and VOLTA's zero gains (every VL-BERT preset but the tiny one, trained from random weights):
+    # no token carries the image's features or boxes at init.
+    for preset in ("vlbert-base", "vlbert-small", "vlbert-mini"):
+        c = switchbert.get_config(preset)
+        assert c.vlbert_object_gain_init == 0 and c.vlbert_text_gain_init == 0
+    c = switchbert.get_config("vlbert-tiny")
+    assert c.vlbert_object_gain_init == 1 and c.vlbert_text_gain_init == 0
+    model = build("vlbert-tiny", vlbert_object_gain_init=0.0, **NO_DROPOUT).eval()
+    e = model.embeddings
+    assert e.object_norm.weight.abs().max() == 0 and e.text_visual_norm.weight.abs().max() == 0
+    batch = batch_of(model)
+    other = batch_of(model)  # the same text and region counts, other features and boxes
+    other.region_feats = torch.rand_like(batch.region_feats) + 0.1
+    other.region_boxes = batch.region_boxes * 0.5
+    with torch.no_grad():
+        (text_a, region_a, _), (text_b, region_b, _) = e(batch), e(other)
+    torch.testing.assert_close(region_a, region_b, atol=0, rtol=0)
+    torch.testing.assert_close(text_a, text_b, atol=0, rtol=0)
+    # vlbert_object_gain_init=1 (vlbert-tiny's): the region tokens carry the image from step 0; the text
+    # tokens still do not (a unit text gain would swamp every word with the image).
+    model = build("vlbert-tiny", **NO_DROPOUT).eval()
+    e = model.embeddings
+    assert torch.equal(e.object_norm.weight, torch.ones(32)) and e.text_visual_norm.weight.abs().max() == 0
+    with torch.no_grad():
+        (text_a, region_a, _), (text_b, region_b, _) = e(batch), e(other)
+    assert (region_a[:, 1:] - region_b[:, 1:]).abs().amax() > 0.1
+    torch.testing.assert_close(text_a, text_b, atol=0, rtol=0)
+    # A checkpoint keeps its trained gains whatever the config's initial value.
+    loaded = build("vlbert-tiny", vlbert_object_gain_init=0.0, **NO_DROPOUT)
+    loaded.load_state_dict(model.state_dict())
+    assert torch.equal(loaded.embeddings.object_norm.weight, torch.ones(32))
+
+
+@pytest.mark.parametrize("value", [float("nan"), "1", True])
+def test_vlbert_gain_init_must_be_a_finite_number(value):
+    with pytest.raises(ValueError, match="vlbert_object_gain_init"):
+        switchbert.get_config("vlbert-tiny").replace(vlbert_object_gain_init=value)
+
+
 # ---- BERT initialisation follows the controlled setting ---------------------------------------------
 
 

@@ -119,6 +119,14 @@ class ModelConfig:
     # VOLTA's code takes (``final_feats[:, -1]``; with regions padded to the batch's longest, a padding
     # slot for the shorter samples). Importing a VOLTA checkpoint sets "last" (docs/baselines.md).
     vlbert_text_visual: str = "img"
+    # VL-BERT's visual LayerNorm gains at initialisation (VL-BERT's ``visual_scale_object_init`` and
+    # ``visual_scale_text_init``; ``LN_obj`` / ``LN_txt`` in docs/baselines.md). 0, VL-BERT's and VOLTA's,
+    # starts with no image in the region tokens, so that vision enters a pretrained BERT gradually;
+    # from random weights on a small budget the gains hardly move and the model answers from the text
+    # alone (docs/training.md, "A learning-rate sweep per architecture"). 1 on the object side lets the
+    # region tokens carry the image from step 0; 1 on the text side swamps every word with the image.
+    vlbert_object_gain_init: float = 0.0
+    vlbert_text_gain_init: float = 0.0
     # LayerNorm at the end of the MRC head's transform (BERT's prediction-head transform). VOLTA's
     # controlled VL-BERT turns it off (``image_head_ln: false``), the other baselines keep it; a VOLTA
     # import follows the checkpoint (the LayerNorm exists there or not).
@@ -221,6 +229,10 @@ class ModelConfig:
             bad("vlbert_coord_dim", f"must be a positive integer, got {self.vlbert_coord_dim!r}")
         if self.vlbert_text_visual not in VLBERT_TEXT_VISUAL:
             bad("vlbert_text_visual", f"must be one of {VLBERT_TEXT_VISUAL}, got {self.vlbert_text_visual!r}")
+        for name in ("vlbert_object_gain_init", "vlbert_text_gain_init"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value!r}")
         if not isinstance(self.mrc_head_norm, bool):
             bad("mrc_head_norm", f"must be true or false, got {self.mrc_head_norm!r}")
         wide = self.region_hidden_size_ != self.hidden_size

@@ -155,8 +155,10 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     # Tiny versions of every baseline (switchbert-tiny's sizes), for tests and smoke runs.
     "uniter-tiny": _variant(switchbert_tiny, "uniter-tiny", embedding="uniter", **FIXED_JOINT),
     "visualbert-tiny": _variant(switchbert_tiny, "visualbert-tiny", embedding="visualbert", **FIXED_JOINT),
+    # [ours] vlbert_object_gain_init=1: a tiny model trains from random weights, where VL-BERT's zero
+    # start keeps the image out of the region tokens (docs/training.md, the learning-rate sweep).
     "vlbert-tiny": _variant(switchbert_tiny, "vlbert-tiny", embedding="vlbert", vlbert_coord_dim=8,
-                            mrc_head_norm=False, **FIXED_JOINT),
+                            vlbert_object_gain_init=1.0, mrc_head_norm=False, **FIXED_JOINT),
     "lxmert-tiny": lxmert_tiny,
     "vilbert-tiny": vilbert_tiny,
 }

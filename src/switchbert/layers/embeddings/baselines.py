@@ -14,7 +14,7 @@ place for every model.
     vlbert      regions: ReLU(W [sinusoid(box); f]) (8*c + F -> D), then LN_obj(.) + object word
                 embedding + position + type(2); text tokens also get LN_txt(one slot's visual vector:
                 the IMG token's, or with ``vlbert_text_visual="last"`` VOLTA's last slot); ONE
-                LayerNorm over both. LN_obj and LN_txt start with zero gain.
+                LayerNorm over both. LN_obj and LN_txt start with zero gain (``vlbert_*_gain_init``).
     lxmert      regions: (LN_f(W_f f) + LN_b(W_b b)) / 2 (LXMERT; no LayerNorm after, no type).
     vilbert     regions: LN(W_f f + W_b b) (ViLBERT).
 """
@@ -95,15 +95,15 @@ def box_sinusoid(boxes: Tensor, dim: int) -> Tensor:
 
 
 class ZeroGainLayerNorm(nn.Module):
-    """A LayerNorm whose gain starts at 0 (VL-BERT ``visual_ln_text``/``visual_ln_object``).
+    """A LayerNorm whose gain starts at ``gain``, 0 by default (VL-BERT ``visual_ln_text``/``visual_ln_object``).
 
     Deliberately not an ``nn.LayerNorm``: ``VLModel.init_weights`` resets those to unit gain, which
     would switch on, from step 0, the visual terms VL-BERT introduces gradually.
     """
 
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, dim: int, eps: float, gain: float = 0.0) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(dim))
+        self.weight = nn.Parameter(torch.full((dim,), float(gain)))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.eps = eps
 
@@ -142,8 +142,8 @@ class VLBertEmbeddings(_TextTables):
         self.object_embedding = nn.Parameter(torch.empty(D).normal_(std=config.initializer_range))
         self.end_embedding = nn.Parameter(torch.empty(D).normal_(std=config.initializer_range))
         self.type_embedding = nn.Parameter(torch.empty(D).normal_(std=config.initializer_range))
-        self.text_visual_norm = ZeroGainLayerNorm(D, eps)
-        self.object_norm = ZeroGainLayerNorm(D, eps)
+        self.text_visual_norm = ZeroGainLayerNorm(D, eps, config.vlbert_text_gain_init)
+        self.object_norm = ZeroGainLayerNorm(D, eps, config.vlbert_object_gain_init)
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Returns text (B, T, D), regions (B, R, D) with IMG first, region mask (B, R)."""
