@@ -183,3 +183,21 @@ def test_a_missing_config_names_only_the_config(capsys):
         main(["pretrain", "--resume"])
     err = capsys.readouterr().err
     assert "required: config" in err and "key=value" not in err.splitlines()[-1]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    # `switchbert ... | head` used to end in "error: [Errno 32] Broken pipe": now exit 141, as SIGPIPE, silent.
+    import subprocess
+    import sys
+
+    code = ("from switchbert.commands.parsing import run_command\n"
+            "import argparse, sys\n"
+            "def run(args):\n"
+            "    for i in range(100000):\n"
+            "        print('line', i)\n"
+            "sys.exit(run_command('switchbert x', run, argparse.Namespace(verbose=False)))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == b"line 0\n"
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and err == "", err

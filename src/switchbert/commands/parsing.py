@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from typing import Any
 
@@ -92,6 +93,14 @@ def run_command(prog: str, func: Any, args: argparse.Namespace) -> int:
             raise
         print(f"{prog}: error: {error_message(e)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (`... | head`): stop quietly, as a command killed by SIGPIPE
+        # does, and point stdout at /dev/null so that flushing it at exit does not fail a second time.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # no real stdout to redirect (captured, closed)
+            pass
+        return 141
     except OSError as e:  # the environment (a full disk, permissions): the message names the file
         if getattr(args, "verbose", False):
             raise
