@@ -33,3 +33,17 @@ def test_an_unknown_column_metric_is_refused_with_did_you_mean(tmp_path, capsys)
     assert main(["report", str(_runs(tmp_path)), "--column", "VQA=vqa:acuracy_val"]) == 2
     err = capsys.readouterr().err
     assert "did you mean vqa:accuracy_val" in err
+
+
+def test_runs_not_yet_evaluated_are_named(tmp_path, capsys):
+    # A run without results.jsonl would silently be one seed fewer in its row.
+    runs = _runs(tmp_path)
+    for name in ("mynet-seed2", "sub/uniter-tiny-seed2"):
+        (runs / name / "best").mkdir(parents=True)
+        (runs / name / "config.yaml").write_text("task: vqa\n")
+    assert main(["report", str(runs)]) == 0
+    err = capsys.readouterr().err
+    assert "note: 2 run(s) have no results.jsonl and are not in the table" in err
+    assert "mynet-seed2" in err and "uniter-tiny-seed2" in err
+    assert main(["report", str(runs / "mynet-seed0")]) == 0  # a run directory itself: nothing to note
+    assert "note" not in capsys.readouterr().err

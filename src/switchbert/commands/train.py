@@ -128,7 +128,7 @@ def run_report(args: argparse.Namespace) -> int:
     from switchbert.metrics.aggregate import check_columns, compare_models, default_columns, has_paper_model
     from switchbert.train.evaluate import RESULTS_NAME
 
-    files = []
+    files, unevaluated = [], []
     for p in map(Path, args.paths):
         if p.is_file():
             files.append(p)
@@ -136,8 +136,13 @@ def run_report(args: argparse.Namespace) -> int:
             files.append(p / RESULTS_NAME)
         elif p.is_dir() and sorted(p.rglob(RESULTS_NAME)):  # a parent of runs: every run under it
             files.extend(sorted(p.rglob(RESULTS_NAME)))
+            unevaluated += _runs_without_results(p, RESULTS_NAME)
         else:
             raise FileNotFoundError(f"{p}: no result records in or under it (run `switchbert evaluate` on the run first)")
+    if unevaluated:  # else a seed missing from a row looks like a model run fewer times
+        names = ", ".join(map(str, unevaluated[:4])) + (", ..." if len(unevaluated) > 4 else "")
+        print(f"switchbert report: note: {len(unevaluated)} run(s) have no {RESULTS_NAME} and are not in the table "
+              f"(not evaluated yet: `switchbert evaluate RUN`): {names}", file=sys.stderr)
     raw = load_records(files)
     records = [{k: r[k] for k in ("model", "task", "metric", "seed", "value")} for r in raw]
     records = split_recipes(records, [r.get("recipe") for r in raw])
@@ -155,6 +160,12 @@ def run_report(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_text(args.out, table + "\n")
     return 0
+
+
+def _runs_without_results(parent: Path, results_name: str) -> list[Path]:
+    """Run directories under ``parent`` (a ``config.yaml`` beside ``best/`` or ``last/``) without results."""
+    runs = {c.parent for c in parent.rglob("config.yaml") if (c.parent / "best").is_dir() or (c.parent / "last").is_dir()}
+    return sorted(r for r in runs if not (r / results_name).is_file())
 
 
 def _parse_column(text: str):
