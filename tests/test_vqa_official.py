@@ -175,10 +175,12 @@ def test_server_answers_are_raw_forms_annotators_wrote(tmp_path):
          "answers": [{"answer": a, "answer_id": k} for k, a in enumerate(["2"] * 4 + ["two"] * 6)]},
         {"question_id": 4, "image_id": 2, "multiple_choice_answer": "couldn't've",
          "answers": [{"answer": "couldnt've ", "answer_id": k} for k in range(10)]},
+        {"question_id": 5, "image_id": 3, "multiple_choice_answer": "no",  # a tie: the class's own spelling
+         "answers": [{"answer": a, "answer_id": k} for k, a in enumerate(["No!", "no"] * 5)]},
     ]
     vocab = build_answer_vocab([_write(tmp_path, anns)])
     server = dict(zip(vocab.answers, vocab.server_answers))
-    assert server == {"2": "two", "shell": "shell", "couldn't've": "couldnt've"}
+    assert server == {"2": "two", "shell": "shell", "couldn't've": "couldnt've", "no": "no"}
     # The written strings score as the humans wrote them; the classes themselves would not.
     assert soft_score(server["2"], ["two"] * 10) == 1.0 and soft_score("2", ["two"] * 10) == 0.0
     assert soft_score(server["couldn't've"], ["couldnt've"] * 10) == 1.0

@@ -293,7 +293,8 @@ def build_answer_vocab(annotation_files: Iterable[PathLike], top_k: int = 3129) 
     Frequency = the number of questions whose ``multiple_choice_answer`` (the annotators' majority;
     recomputed from the 10 answers when absent) is that answer after normalisation, as in the
     bottom-up-attention recipe that produced the 3,129-answer set. Ties are broken alphabetically.
-    Each class's server answer is its most frequent raw form over all human answers of the files.
+    Each class's server answer is its most frequent raw form over all human answers of the files (on a
+    tie, the class's own spelling when it is one of them).
     """
     counts: Counter = Counter()
     forms: dict[str, Counter] = {}
@@ -306,7 +307,13 @@ def build_answer_vocab(annotation_files: Iterable[PathLike], top_k: int = 3129) 
                    else majority_answer([a["answer"] for a in ann["answers"]])] += 1
     counts.pop("", None)
     answers = [a for a, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k]]
-    return AnswerVocab(answers, server_answers=[_most_frequent(forms[a]) if forms.get(a) else a for a in answers])
+    return AnswerVocab(answers, server_answers=[_server_form(a, forms[a]) if forms.get(a) else a for a in answers])
+
+
+def _server_form(answer: str, forms: Counter) -> str:
+    """The most frequent raw form of class ``answer``; on a tie the class's own spelling if it is among
+    the tied forms (not "No!" before "no" by ASCII order), else the first alphabetically."""
+    return min(forms.items(), key=lambda kv: (-kv[1], kv[0] != answer, kv[0]))[0]
 
 
 def question_id(value, path: PathLike, item) -> int:
