@@ -229,7 +229,7 @@ class AnswerVocab:
         """A copy whose server answers are each class's most frequent raw form in the annotation files
         (classes no annotator spelled keep their class name)."""
         forms = raw_forms(annotation_files)
-        server = [_most_frequent(forms[a]) if forms.get(a) else a for a in self.answers]
+        server = [_server_form(a, forms[a]) if forms.get(a) else a for a in self.answers]
         return AnswerVocab(list(self.answers), self.source, server)
 
     def to_json(self) -> dict:
