@@ -89,14 +89,20 @@ def _tiny_bert(tmp_path: Path, old_names: bool, fmt: str, layers: int = 3) -> tu
     return out, hf
 
 
+def _two_captions() -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (2, 7) and a mask whose second row is padded after 5 tokens."""
+    ids = torch.randint(1000, 2000, (2, 7))
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    return ids, mask
+
+
 @pytest.mark.parametrize("fmt,old_names", [("safetensors", False), ("bin", True)])
 def test_prefixed_and_gamma_beta_checkpoints_load(tmp_path, fmt, old_names):
     bert_dir, hf = _tiny_bert(tmp_path, old_names, fmt)
     model = switchbert.create_model("switchbert-tiny", bert_dir=str(bert_dir), sab_modes=("J",), sib=None).eval()
     torch.manual_seed(1)
-    ids = torch.randint(1000, 2000, (2, 7))
-    mask = torch.ones(2, 7, dtype=torch.bool)
-    mask[1, 5:] = False
+    ids, mask = _two_captions()
     with torch.no_grad():
         ours = model(text_only_batch(ids, mask, 64)).text_hidden
         ref = hf(input_ids=ids, attention_mask=mask.long()).last_hidden_state
@@ -137,9 +143,7 @@ def test_bert_pooler_pools_cls_alone(preset):
 def test_bert_pooler_is_initialised_from_bert_and_equals_hf_pooler_output(tmp_path):
     bert_dir, hf = _tiny_bert(tmp_path, False, "safetensors")
     model = switchbert.create_model("uniter-tiny", bert_dir=str(bert_dir), pooler="bert", pooler_size=32).eval()
-    ids = torch.randint(1000, 2000, (2, 7))
-    mask = torch.ones(2, 7, dtype=torch.bool)
-    mask[1, 5:] = False
+    ids, mask = _two_captions()
     with torch.no_grad():
         ours = model(text_only_batch(ids, mask, 64)).pooled
         ref = hf(input_ids=ids, attention_mask=mask.long()).pooler_output

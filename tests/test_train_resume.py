@@ -10,19 +10,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from switchbert.cli import main
-from tests.test_train_support import QUIET, make_synth, read_jsonl, synth_config, train_losses
+from tests.test_train_support import make_synth, pretrain_accumulated, read_jsonl, train_losses
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def pretrain(synth: Path, out: Path, *extra: str) -> int:
-    # Half of the 32 training pairs (data.fraction), batch 8 in 2 accumulated micro-batches: 2 steps per
-    # epoch, 2 epochs = 4 steps. The interrupted run stops mid-epoch; the resumed one crosses an epoch.
-    # Options (--resume) go after the overrides.
-    return main(["pretrain", synth_config("pretrain"), f"data.root={synth}", f"output_dir={out}",
-                 "data.fraction=0.5", "train.batch_size=8", "train.grad_accum=2", "train.epochs=2",
-                 "train.log_every=1", *QUIET, *extra])
+    # The interrupted run stops mid-epoch; the resumed one crosses an epoch.
+    return pretrain_accumulated(synth, out, *extra)
 
 
 @pytest.fixture(scope="module")

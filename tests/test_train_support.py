@@ -48,6 +48,14 @@ def pretrain(synth: Path, out: Path, *extra: str) -> int:
                  "train.batch_size=8", "train.epochs=2", "train.log_every=1", *QUIET, *overrides, *options])
 
 
+def pretrain_accumulated(synth: Path, out: Path, *extra: str) -> int:
+    # Half of the 32 training pairs (data.fraction), batch 8 in 2 accumulated micro-batches: 2 steps per
+    # epoch, 2 epochs = 4 steps. Options (--resume) go after the overrides.
+    return main(["pretrain", synth_config("pretrain"), f"data.root={synth}", f"output_dir={out}",
+                 "data.fraction=0.5", "train.batch_size=8", "train.grad_accum=2", "train.epochs=2",
+                 "train.log_every=1", *QUIET, *extra])
+
+
 def ckpt_step(out: Path) -> int:
     return torch.load(out / "last" / STATE_NAME, weights_only=True)["state"]["step"]
 

@@ -10,18 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from switchbert.cli import main
 from switchbert.train.trainer import Trainer
-from tests.test_train_support import QUIET, make_synth, read_jsonl, synth_config
+from tests.test_train_support import make_synth, pretrain_accumulated, read_jsonl
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def pretrain(synth: Path, out: Path, *extra: str) -> int:
-    # 16 training pairs, batch 8: 2 steps per epoch, 2 epochs = 4 steps (as tests/test_train_resume.py).
-    return main(["pretrain", synth_config("pretrain"), f"data.root={synth}", f"output_dir={out}",
-                 "data.fraction=0.5", "train.batch_size=8", "train.grad_accum=2", "train.epochs=2",
-                 "train.log_every=1", *QUIET, *extra])
+pretrain = pretrain_accumulated  # 2 steps per epoch, 2 epochs (as tests/test_train_resume.py)
 
 
 @pytest.fixture(scope="module")
