@@ -36,8 +36,8 @@ class PretrainExample:
         image_id: the image.
         text_ids: (T,) int64 caption ids after MLM corruption.
         mlm_labels: (T,) int64 original ids at MLM targets, -100 elsewhere (all -100 if mismatched).
-        regions: the image's regions; features of zeroed MRC targets are 0 (see ``zeroed``), boxes kept; ``cls_prob``
-            None when ``mrc_probs`` is given.
+        regions: the image's regions; features of zeroed MRC targets are 0 (see ``zeroed``), boxes
+            kept; ``cls_prob`` None when ``mrc_probs`` is given.
         mrc_mask: (N,) bool MRC targets (all False if mismatched).
         itm_label: 1 if the caption belongs to the image, 0 if it was replaced.
         caption_image_id: the image the caption was written for.
