@@ -412,3 +412,25 @@ def test_batch_reader_skips_and_raises_as_the_items_do(tmp_path, tok):
     calls.clear()
     items = list(make_dataloader(lenient, 5, collate_fn=lambda examples: examples))
     assert not calls and len(items[0]) == 5 and items[0][2] is None
+
+
+@pytest.mark.parametrize("fmt", ["fast", "volta"])
+def test_vqa_batch_reader_equals_the_collated_items_and_the_per_sample_encoding(synth, tok, tmp_path, fmt):
+    # Questions are tokenised once at build; the batch path reads each image's features once and never
+    # the class distributions (VQA does not use them). Same batches as the items, same ids as encode().
+    from switchbert.data import VQADataset, build_answer_vocab
+    from switchbert.data.tokenizer import encode
+
+    root, m = synth
+    source = open_feature_store(root / m["features"])
+    write_store(tmp_path / "s", (source.get(i, native=True) for i in source.ids()), fmt)
+    vqa = root / "vqa"
+    ann = vqa / "v2_mscoco_train2014_annotations.json"
+    ds = VQADataset(vqa / "v2_OpenEnded_mscoco_train2014_questions.json", ann, open_feature_store(tmp_path / "s"),
+                    tok, build_answer_vocab([ann]), max_text_len=9)
+    order = list(range(len(ds)))[::-1][:16]
+    assert len(order) == 16
+    got, want = ds.read_batch(order), ds.collate([ds[i] for i in order])
+    _assert_same_batch(got, want)
+    for i in order:
+        assert ds[i].text_ids.tolist() == encode(tok, ds.items[i][2], 9) and ds[i].regions.cls_prob is None

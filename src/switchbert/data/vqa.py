@@ -15,10 +15,11 @@ from torch.utils.data import Dataset
 
 from switchbert.batch import Batch
 from switchbert.data.errors import BadItemPolicy, DataError, DataWarning, PathLike, load_json
-from switchbert.data.features import FeatureStore, read_regions
+from switchbert.data.features import FeatureStore, record_regions
+from switchbert.data.index import StringTable
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch
 from switchbert.data.regions import Regions
-from switchbert.data.tokenizer import encode
+from switchbert.data.tokens import caption_tokens, with_specials
 from switchbert.data.vqa_answers import AnswerVocab, answer_scores, load_annotations, question_id
 
 OOV_POLICIES = ("keep", "drop", "error")
@@ -136,6 +137,9 @@ class VQADataset(Dataset):
         seen: dict[int, str] = {}
         for q_file, a_file in zip(q_files, a_files):
             self._load(q_file, a_file, oov, include_ids, exclude_ids, seen)
+        # Tokenised once here (the Rust tokenizer, in batches), not per sample per epoch: ~70 us a question.
+        self.tokens = caption_tokens(StringTable.from_strings([q for _, _, q, _, _ in self.items]), tokenizer,
+                                     max_text_len)
         if self.num_oov and oov != "error":
             import warnings
 
@@ -194,14 +198,26 @@ class VQADataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, index: int) -> Optional[VQAExample]:
-        qid, iid, question, ans_index, ans_score = self.items[index]
-        try:
-            regions = read_regions(self.store, iid, self.max_regions)
+        with self.store.pages() as read:
+            example = self._example(index, read)
+            if example is not None:  # the sample's own copy, off the store's pages
+                example.regions.features = np.array(example.regions.features)
+        return example
+
+    def read_batch(self, indices: Sequence[int]) -> tuple[Batch, VQALabels]:
+        """``collate([self[i] for i in indices])``, equal to it, each image's features copied once: from
+        the store's pages into the batch (the batch path of ``make_dataloader``; see ``CaptionPairsDataset``)."""
+        with self.store.pages() as read:
+            return self.collate([self._example(int(i), read) for i in indices])
+
+    def _example(self, index: int, read) -> Optional[VQAExample]:
+        qid, iid, _, ans_index, ans_score = self.items[index]
+        try:  # VQA does not use the detector's class distribution: not read, not copied
+            regions = record_regions(read(iid, cls_prob=False), self.store.path, self.max_regions)
         except DataError as err:
             self.policy.handle(err)
             return None
-        ids = np.asarray(encode(self.tokenizer, question, self.max_text_len), dtype=np.int64)
-        return VQAExample(qid, iid, ids, regions, ans_index, ans_score)
+        return VQAExample(qid, iid, with_specials(self.tokens.row(index)), regions, ans_index, ans_score)
 
     def collate(self, examples: list[Optional[VQAExample]]) -> tuple[Batch, VQALabels]:
         return collate_vqa(examples, len(self.vocab))
