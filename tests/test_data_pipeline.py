@@ -434,3 +434,19 @@ def test_vqa_batch_reader_equals_the_collated_items_and_the_per_sample_encoding(
     _assert_same_batch(got, want)
     for i in order:
         assert ds[i].text_ids.tolist() == encode(tok, ds.items[i][2], 9) and ds[i].regions.cls_prob is None
+
+
+def test_refexp_and_retrieval_read_no_class_distributions_and_refexp_tokenises_once(synth, tok):
+    from switchbert.data import RefCOCODataset
+    from switchbert.data.tokenizer import encode
+
+    root, m = synth
+    store = open_feature_store(root / m["features"])
+    ref = RefCOCODataset(root / "refcoco+" / "refs(unc).p", root / "refcoco+" / "instances.json", store, tok,
+                         "train", max_text_len=7)
+    assert len(ref) > 0
+    for i in range(len(ref)):
+        ex = ref[i]
+        assert ex.text_ids.tolist() == encode(tok, ref.items[i][3], 7) and ex.regions.cls_prob is None
+    ret = RetrievalTrainDataset(root / "flickr30k" / "train.jsonl", store, tok, cache_path=None)
+    assert ret._regions(0).cls_prob is None and store.num_classes  # the store has them; retrieval skips them

@@ -40,7 +40,8 @@ from switchbert.data.features import FeatureStore, read_regions
 from switchbert.data.loader import TensorFields, drop_skipped, make_batch
 from switchbert.data.regions import Regions, box_iou, xywh_to_xyxy
 from switchbert.data.safe_pickle import safe_load_file
-from switchbert.data.tokenizer import encode
+from switchbert.data.index import StringTable
+from switchbert.data.tokens import caption_tokens, with_specials
 
 SPLITS = ("train", "val", "testA", "testB")
 IOU_CONVENTIONS = ("volta", "continuous")
@@ -232,6 +233,8 @@ class RefCOCODataset(Dataset):
                 self.policy.handle(err)
         if not self.items:
             raise DataError(refs_path, None, f"no usable referring expression in split {split!r}")
+        # Tokenised once here, not per sample per epoch.
+        self.tokens = caption_tokens(StringTable.from_strings([it[3] for it in self.items]), tokenizer, max_text_len)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -239,13 +242,14 @@ class RefCOCODataset(Dataset):
     def __getitem__(self, index: int) -> Optional[RefExample]:
         ref_id, sent_id, iid, text, box = self.items[index]
         try:
-            regions = read_regions(self.store, iid, self.max_regions, require_regions=True)
+            # RefExp does not use the detector's class distribution: not read, not copied
+            regions = read_regions(self.store, iid, self.max_regions, require_regions=True, cls_prob=False)
             if self.gt_store is not None:
-                regions = concat_regions(regions, read_regions(self.gt_store, iid, self.max_regions))
+                regions = concat_regions(regions, read_regions(self.gt_store, iid, self.max_regions, cls_prob=False))
         except DataError as err:
             self.policy.handle(err)
             return None
-        ids = np.asarray(encode(self.tokenizer, text, self.max_text_len), dtype=np.int64)
+        ids = with_specials(self.tokens.row(index))
         iou = region_iou(regions.boxes_px, box, self.iou_convention)
         return RefExample(ref_id, sent_id, iid, ids, regions, iou, box, iou_target(iou, self.target))
 

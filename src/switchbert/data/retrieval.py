@@ -201,7 +201,8 @@ class _FlickrSplit(Dataset):
                                                     for i in range(len(self.images))]
 
     def _regions(self, image_index: int) -> Regions:
-        return read_regions(self.store, self.image_ids[image_index], self.max_regions)
+        # retrieval does not use the detector's class distribution: not read, not copied
+        return read_regions(self.store, self.image_ids[image_index], self.max_regions, cls_prob=False)
 
 
 class RetrievalTrainDataset(_FlickrSplit):
