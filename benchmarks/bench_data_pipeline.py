@@ -6,7 +6,8 @@ revisions in separate processes (``--before``, default: main before this work; a
 
 1. Bytes per sample: the tensors of one collated (Batch, labels) of each task, divided by its samples
    (pretraining, VQA, retrieval training (4 candidates per caption), RefExp).
-2. Pretraining samples/s through ``make_dataloader`` at batch 256 with 0, 1 and 2 worker processes
+2. Pretraining samples/s through ``make_dataloader`` at batch 256 with 0, 1 and 2 worker processes (and
+   VQA fine-tuning batches with 0 and 1)
    (persistent workers, start-up and one warm-up batch excluded), and the stage costs in the main
    process (read + corrupt = ``__getitem__``, collate, and the move into shared memory that a worker
    pays to hand a batch over).
@@ -105,10 +106,11 @@ def child(args) -> dict:
                                   "collate": float(np.median(coll_s)) / B * 1e6,
                                   "to_shared_memory": float(np.median(shm_s)) / B * 1e6}
 
-    # 2b. samples/s through the DataLoader
+    # 2b. samples/s through the DataLoader: pretraining, and VQA fine-tuning (0 and 1 worker)
     rates, cpu_per_sample = {}, {}
-    for w in args.workers:
-        dl = make_dataloader(cc, B, shuffle=True, num_workers=w, seed=0, drop_last=True, persistent_workers=w > 0)
+    settings = [(str(w), cc, w) for w in args.workers] + [(f"vqa{w}", vqa, w) for w in args.workers if w < 2]
+    for key, ds, w in settings:
+        dl = make_dataloader(ds, B, shuffle=True, num_workers=w, seed=0, drop_last=True, persistent_workers=w > 0)
 
         def endless():
             while True:
@@ -122,11 +124,11 @@ def child(args) -> dict:
         t0 = time.perf_counter()
         for _ in range(args.batches):
             next(it)
-        rates[str(w)] = args.batches * B / (time.perf_counter() - t0)
+        rates[key] = args.batches * B / (time.perf_counter() - t0)
         cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
         # CPU seconds per sample, main process and workers: on a shared 2-core machine the wall rate of
         # two workers is capped by the cores left free; the CPU cost says what each worker delivers.
-        cpu_per_sample[str(w)] = {"main": cpu[0] / (args.batches * B), "workers": sum(cpu[1:]) / (args.batches * B)}
+        cpu_per_sample[key] = {"main": cpu[0] / (args.batches * B), "workers": sum(cpu[1:]) / (args.batches * B)}
         del it, dl
     out["samples_per_s"] = rates
     out["cpu_us_per_sample"] = {w: {k: v * 1e6 for k, v in d.items()} for w, d in cpu_per_sample.items()}
@@ -198,7 +200,10 @@ def main(argv=None) -> None:
 
 def report(args, runs: dict[str, list[dict]]) -> None:
     b, a = runs["before"][0], runs["after"][0]
-    best = {k: {w: max(r["samples_per_s"][w] for r in v) for w in v[0]["samples_per_s"]} for k, v in runs.items()}
+    best = {k: {w: max(r["samples_per_s"][w] for r in v) for w in v[0]["samples_per_s"] if not w.startswith("vqa")}
+            for k, v in runs.items()}
+    vqa = {k: {w: max(r["samples_per_s"][w] for r in v) for w in v[0]["samples_per_s"] if w.startswith("vqa")}
+           for k, v in runs.items()}
     stage = {k: {s: min(r["stage_us_per_sample"][s] for r in v) for s in v[0]["stage_us_per_sample"]}
              for k, v in runs.items()}
     loads = [r[key] for v in runs.values() for r in v for key in ("load_start", "load_end")]
@@ -218,8 +223,8 @@ def report(args, runs: dict[str, list[dict]]) -> None:
     for k in ("before", "after"):
         if "1" in best[k] and "2" in best[k]:
             print(f"  {k}: two workers / one = {best[k]['2'] / best[k]['1']:.2f}x (wall clock)")
-    cpu = {k: {w: min(r["cpu_us_per_sample"][w]["workers"] for r in v) for w in v[0]["cpu_us_per_sample"] if w != "0"}
-           for k, v in runs.items()}
+    cpu = {k: {w: min(r["cpu_us_per_sample"][w]["workers"] for r in v) for w in v[0]["cpu_us_per_sample"]
+               if w != "0" and not w.startswith("vqa")} for k, v in runs.items()}
     main_cpu = {k: {w: min(r["cpu_us_per_sample"][w]["main"] for r in v) for w in v[0]["cpu_us_per_sample"]}
                 for k, v in runs.items()}
     print(f"\nCPU us per sample (all workers together / main process), best of {args.rounds}")
@@ -235,6 +240,12 @@ def report(args, runs: dict[str, list[dict]]) -> None:
             # each worker's own rate (samples per CPU second) with two, relative to one alone, times two
             print(f"  {k}: two workers deliver {2 * cpu[k]['1'] / cpu[k]['2']:.2f}x one worker's samples per "
                   f"wall second given a free core each (CPU cost per sample {cpu[k]['2'] / cpu[k]['1']:.2f}x)")
+    if vqa["before"]:
+        print(f"\nVQA fine-tuning samples/s through make_dataloader (best of {args.rounds} rounds)")
+        print(f"  {'workers':<10}{'before':>9}{'after':>9}{'after/before':>14}")
+        for w in vqa["before"]:
+            print(f"  {w[3:]:<10}{vqa['before'][w]:>9,.0f}{vqa['after'][w]:>9,.0f}"
+                  f"{ratio(vqa['after'][w], vqa['before'][w]):>14}")
     print(f"\nH200 step: {H200_STEP_S * 1e3:.0f} ms at batch {args.batch_size} "
           f"({args.batch_size / H200_STEP_S:,.0f} samples/s)")
     for k in ("before", "after"):
