@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "analyse routes, write report.md")
     p.add_argument("--out", default="runs/demo", help="output directory (data are cached here)")
     p.add_argument("--size", choices=sorted(SIZES), default="default",
-                   help="tiny: seconds (CI); default: ~7 minutes on 2 CPU cores (2 seeds); large: more data and "
+                   help="tiny: seconds (CI); default: ~9 minutes on 2 CPU cores (2 seeds); large: more data and "
                         "epochs, MiniLM-initialised (3 seeds)")
     p.add_argument("--seed", type=int, default=0, help="first seed (and the data's)")
     p.add_argument("--seeds", type=int, default=None,

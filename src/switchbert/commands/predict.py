@@ -19,7 +19,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -45,27 +45,41 @@ def _batches(n: int, size: int):
         yield range(start, min(n, start + size))
 
 
-def predict_vqa(model: Any, store: Any, inputs: Path, out_dir: Path, batch_size: int, skip_bad: bool) -> Path:
+def _screen(items: list, problem: Callable[[Any], Optional[str]], inputs: Path, skip_bad: bool,
+            key: Callable[[int, Any], Any], where: Callable[[int, Any], str]) -> tuple[list, list]:
+    """(the items without a problem, (key, problem) of those dropped); without ``skip_bad`` the first
+    problem is a DataError naming ``inputs`` and ``where`` the item is."""
     from switchbert.data.errors import DataError
+
+    keep, dropped = [], []
+    for i, item in enumerate(items):
+        why = problem(item)
+        if why is None:
+            keep.append(item)
+        elif skip_bad:
+            dropped.append((key(i, item), why))
+        else:
+            raise DataError(inputs, where(i, item), f"{why} (--skip-bad drops it)")
+    return keep, dropped
+
+
+def predict_vqa(model: Any, store: Any, inputs: Path, out_dir: Path, batch_size: int, skip_bad: bool) -> Path:
     from switchbert.data.vqa import load_questions
     from switchbert.metrics.vqa import write_vqa_results
 
     questions = load_questions(inputs)
-    keep, dropped = [], []
-    for i, q in enumerate(questions):
-        problem = None
+
+    def problem(q: dict) -> Optional[str]:
         if not isinstance(q.get("question"), str) or not q["question"].strip():
-            problem = "empty question"
-        elif "image_id" not in q:
-            problem = "no image_id"
-        elif str(q["image_id"]) not in store:
-            problem = f"image {q['image_id']} is not in the feature store {store.path}"
-        if problem is None:
-            keep.append(q)
-        elif skip_bad:
-            dropped.append((int(q["question_id"]), problem))
-        else:
-            raise DataError(inputs, f"question #{i} (id {q['question_id']})", f"{problem} (--skip-bad drops it)")
+            return "empty question"
+        if "image_id" not in q:
+            return "no image_id"
+        if str(q["image_id"]) not in store:
+            return f"image {q['image_id']} is not in the feature store {store.path}"
+        return None
+
+    keep, dropped = _screen(questions, problem, inputs, skip_bad, key=lambda i, q: int(q["question_id"]),
+                            where=lambda i, q: f"question #{i} (id {q['question_id']})")
     qids, answers = [], []
     for idx in _batches(len(keep), batch_size):
         part = [keep[i] for i in idx]
@@ -129,21 +143,19 @@ def predict_refexp(model: Any, store: Any, inputs: Path, out_dir: Path, batch_si
         raise DataError(inputs, None, f"not JSON ({e.msg})") from None
     if not isinstance(refs, list):
         raise DataError(inputs, None, "expected a JSON list of {ref_id, image_id, sentence}")
-    keep, dropped = [], []
-    for i, r in enumerate(refs):
-        problem = None
+
+    def problem(r: Any) -> Optional[str]:
         if not isinstance(r, dict) or not {"ref_id", "image_id", "sentence"} <= r.keys():
-            problem = "needs ref_id, image_id and sentence"
-        elif not isinstance(r["sentence"], str) or not r["sentence"].strip():
-            problem = "empty sentence"
-        elif str(r["image_id"]) not in store:
-            problem = f"image {r['image_id']} is not in the feature store {store.path}"
-        if problem is None:
-            keep.append(r)
-        elif skip_bad:
-            dropped.append((r.get("ref_id") if isinstance(r, dict) else f"#{i}", problem))
-        else:
-            raise DataError(inputs, f"item #{i}", f"{problem} (--skip-bad drops it)")
+            return "needs ref_id, image_id and sentence"
+        if not isinstance(r["sentence"], str) or not r["sentence"].strip():
+            return "empty sentence"
+        if str(r["image_id"]) not in store:
+            return f"image {r['image_id']} is not in the feature store {store.path}"
+        return None
+
+    keep, dropped = _screen(refs, problem, inputs, skip_bad,
+                            key=lambda i, r: r.get("ref_id") if isinstance(r, dict) else f"#{i}",
+                            where=lambda i, r: f"item #{i}")
     results = []
     for idx in _batches(len(keep), batch_size):
         part = [keep[i] for i in idx]

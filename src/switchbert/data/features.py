@@ -97,7 +97,7 @@ def validate_record(record: RegionRecord, path: PathLike, feat_dim: Optional[int
     zero-area box), inside the image up to ``BOX_TOLERANCE``; the image size finite and positive;
     ``cls_prob`` (n, C) with the store's C, finite and non-negative, present iff the store has one.
     ``cls_prob=False``: the record was read without its distribution (``get(..., cls_prob=False)``),
-    which is then not checked here (``FeatureStore.cls_prob_rows`` checks it).
+    which is then not checked here (``FeatureStore.cls_prob_rows`` and ``pages`` with it check it).
     """
     if not cls_prob:
         num_classes = None
@@ -227,8 +227,8 @@ class FeatureStore(ABC):
                 store, which the datasets hand to the model as is: half the bytes through the loader);
                 False = float32.
             cls_prob: False = leave the class distribution out (``cls_prob`` None, not read where the
-                format allows): pretraining reads the rows of its MRC targets with
-                :meth:`cls_prob_rows` instead of copying all of them.
+                format allows): the tasks other than pretraining do not use it, and pretraining copies
+                only its MRC targets' rows (:meth:`pages`, :meth:`cls_prob_rows`).
         """
         iid = str(image_id)
         if iid not in self:
@@ -242,15 +242,21 @@ class FeatureStore(ABC):
         """Rows ``rows`` of the record's class distribution, in the store's float type: (k, C).
 
         The whole distribution is checked (finite, non-negative) as :meth:`get` checks it, so a bad
-        record fails whichever rows are asked for. DataError if missing or corrupt.
+        record fails whichever rows are asked for; only the k rows are copied (from the LMDB page for a
+        fast store, :meth:`pages`). DataError if missing or corrupt.
 
         Args:
             rows: (k,) int indices of regions (in store order).
         """
-        probs = self.get(image_id, native=True).cls_prob
-        if probs is None:
-            raise DataError(self.path, str(image_id), "no cls_prob: the store has no class distributions")
-        return probs[np.asarray(rows, dtype=np.int64)]
+        rows = np.asarray(rows, dtype=np.int64)
+        with self.pages() as read:
+            record = read(image_id)
+            if record.cls_prob is None:
+                raise DataError(self.path, str(image_id), "no cls_prob: the store has no class distributions")
+            n = record.num_regions
+            if rows.size and (rows.min() < 0 or rows.max() >= n):
+                raise IndexError(f"{self.path}: image {image_id} has {n} regions, rows {rows.tolist()} asked for")
+            return record.cls_prob[rows]  # fancy indexing copies, off the page
 
     @contextmanager
     def pages(self) -> Iterator[Callable[..., RegionRecord]]:
@@ -493,31 +499,6 @@ class FastStore(_LMDBMixin, FeatureStore):
             if buf is None:
                 raise DataError(self.path, image_id, "missing image id: listed but has no record")
             return self._decode(image_id, buf, widen, cls_prob)
-
-    def cls_prob_rows(self, image_id: object, rows: np.ndarray) -> np.ndarray:
-        # Checked on the LMDB page and only the k rows copied out: a 36 x 1601 float16 distribution is
-        # 115 KB per image, of which pretraining needs ~15% (BENCHMARKS.md, "Input pipeline").
-        iid = str(image_id)
-        if iid not in self:
-            raise DataError(self.path, iid, "missing image id: not in the feature store")
-        rows = np.asarray(rows, dtype=np.int64)
-        with self._env().begin(buffers=True) as txn:
-            buf = txn.get(iid.encode())
-            if buf is None:
-                raise DataError(self.path, iid, "missing image id: listed but has no record")
-            n, f, c, _, _ = self._check_header(iid, buf)
-            off = _FAST_HEADER.size
-            if not c:
-                raise DataError(self.path, iid, "no cls_prob: the store has no class distributions")
-            if self.num_classes is not None and c != self.num_classes:
-                raise DataError(self.path, iid, f"wrong dimensions: cls_prob has {c} classes, the store's is "
-                                                f"{self.num_classes}")
-            probs = np.frombuffer(buf, np.float16, n * c, off + n * 16 + n * f * 2).reshape(n, c)
-            if n and not _finite_non_negative(probs):
-                raise DataError(self.path, iid, "corrupt record: cls_prob contains NaN/inf or negative values")
-            if rows.size and (rows.min() < 0 or rows.max() >= n):
-                raise IndexError(f"{self.path}: image {iid} has {n} regions, rows {rows.tolist()} asked for")
-            return probs[rows]  # fancy indexing copies out of the page
 
     @contextmanager
     def pages(self) -> Iterator[Callable[..., RegionRecord]]:
@@ -888,8 +869,8 @@ def read_regions(store: FeatureStore, image_id: object, max_regions: int = 36, r
     model widens them on the device (``layers.embeddings.common.add_img_token``).
 
     Args:
-        cls_prob: False = without the class distribution (``Regions.cls_prob`` None; see
-            :meth:`FeatureStore.cls_prob_rows`).
+        cls_prob: False = without the class distribution (``Regions.cls_prob`` None; tasks that do not
+            use it).
 
     Raises:
         DataError: missing id, corrupt record, wrong dimensions, or (``require_regions``) zero regions.

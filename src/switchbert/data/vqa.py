@@ -200,8 +200,8 @@ class VQADataset(Dataset):
     def __getitem__(self, index: int) -> Optional[VQAExample]:
         with self.store.pages() as read:
             example = self._example(index, read)
-            if example is not None:  # the sample's own copy, off the store's pages
-                example.regions.features = np.array(example.regions.features)
+            if example is not None and not example.regions.features.flags.writeable:
+                example.regions.features = example.regions.features.copy()  # the sample's own, off the pages
         return example
 
     def read_batch(self, indices: Sequence[int]) -> tuple[Batch, VQALabels]:

@@ -20,7 +20,7 @@ STAGES: tuple[str, ...] = ("pretrain",) + TASKS
 
 @dataclass(frozen=True)
 class DemoSize:
-    """How big a demo runs. ``default`` takes about 7 minutes on 2 CPU cores (2 seeds, 2 jobs).
+    """How big a demo runs. ``default`` takes about 9 minutes on 2 CPU cores (2 seeds, 2 jobs).
 
     Attributes:
         images: scenes the synthetic benchmark generates.
@@ -120,7 +120,7 @@ SIZES: dict[str, DemoSize] = {
     "tiny": DemoSize(images=60, preset="switchbert-tiny", feat_dim=64, num_classes=40, pretrain_epochs=1,
                      finetune_epochs=1, batch_size=16, use_bert=False, route_samples=64, max_steps=4,
                      log_every=1, abstraction=0.0, clutter=0.0, initializer_range=0.08),
-    # The README's demo: ~7 minutes on 2 CPU cores, two seeds two at a time. A 4-layer, 128-wide model
+    # The README's demo: ~9 minutes on 2 CPU cores, two seeds two at a time. A 4-layer, 128-wide model
     # from random weights on word-level features and the two attribute question types, the only ones
     # it learns in this budget; retrieval gets 600 steps at batch 16 because Switch-BERT leaves ln 4
     # late (all measured: BENCHMARKS.md "The demo", docs/training.md).

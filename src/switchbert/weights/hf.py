@@ -63,31 +63,39 @@ NO_HF_SOURCE: tuple[str, ...] = ("text_pooler.", "region_pooler.", "heads.itm.")
 """Our parameters with no HF counterpart by design: the VOLTA ReLU poolers (HF has one tanh pooler on
 [CLS]) and the ITM classifier on them. Fine-tuning trains them. With ``pooler="bert"`` all three have one."""
 
-BERT_POOLER_NOTE = "HF pooler (tanh, D->D on [CLS]) imported into text_pooler: this model pools as HF does (pooler='bert')"
+POOLER_NOTES = {
+    "volta": "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
+    "bert": "HF pooler (tanh, D->D on [CLS]) imported into text_pooler: this model pools as HF does (pooler='bert')",
+}
+"""The pooler note, by ``ModelConfig.pooler``."""
+
 ITM_NOTES = {
     "visual_bert": "ITM cls.seq_relationship imported with its rows swapped: HF VisualBERT's label 0 = matched "
                    "(1 = a random caption), ours class 1 = matched",
     "lxmert": "ITM cls.seq_relationship imported as it is: HF LXMERT's matched_label 1 = matched, as ours",
 }
+"""When the ITM classifier is imported (``pooler="bert"``)."""
+
+ITM_NOT_IMPORTED = {
+    "visual_bert": "ITM cls.seq_relationship not imported: it reads HF's tanh pooler on [CLS] (import with --pooler "
+                   "bert to take both); HF VisualBERT's label 0 = matched (1 = random caption) is the reverse of "
+                   "ours (class 1 = matched), so its rows are swapped when it is imported",
+    "lxmert": "ITM cls.seq_relationship has HF's label 1 = matched, the same convention as ours; it reads HF's tanh "
+              "pooler on [CLS] (D), so it is imported only with --pooler bert",
+}
+"""When it is not (the VOLTA poolers)."""
 
 NOTES = {
     "visual_bert": [
-        "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
         "regions get our IMG token first (mean feature); HF has none, so parity feeds HF the same sequence",
     ],
-    "visual_bert_itm": [
-        "ITM cls.seq_relationship not imported: it reads HF's tanh pooler on [CLS] (import with --pooler bert to "
-        "take both); HF VisualBERT's label 0 = matched (1 = random caption) is the reverse of ours (class 1 = "
-        "matched), so its rows are swapped when it is imported",
-    ],
     "lxmert": [
-        "HF pooler (tanh, D->D on [CLS]) not used: VOLTA ReLU poolers (D->P on [CLS] and IMG) start random",
         "regions get our IMG token first (mean feature, box 0,0,1,1[,1]); HF has none",
         "boxes: region_box_dim = HF visual_pos_dim; with 4, our 5-d boxes are read as (x1, y1, x2, y2)",
-        "answer_head.* not imported. ITM cls.seq_relationship has HF's label 1 = matched, the same convention as "
-        "ours; it reads HF's tanh pooler on [CLS] (D), so it is imported only with --pooler bert",
+        "answer_head.* not imported",
     ],
 }
+"""What the import of each HF model type always notes."""
 
 
 def read_hf_dir(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
@@ -210,13 +218,11 @@ def _with_pooler(m: KeyMap, c: ModelConfig) -> KeyMap:
     return m
 
 
-def _pooler_notes(model_type: str, c: ModelConfig) -> list[str]:
-    """NOTES for ``model_type``, the pooler note replaced when the model pools as HF does."""
-    notes = NOTES.get(model_type, [])
-    if c.pooler != "bert":
-        return list(notes)
-    return [BERT_POOLER_NOTE if n.startswith("HF pooler") else n.split(" ITM cls.seq_relationship")[0]
-            for n in notes]
+def _model_notes(model_type: str, c: ModelConfig) -> list[str]:
+    """The notes of an import of ``model_type`` into a model with ``c.pooler``: the pooler, then NOTES;
+    LXMERT's ITM convention is noted whether or not its heads are read (VisualBERT's with the heads)."""
+    itm = [ITM_NOT_IMPORTED["lxmert"]] if model_type == "lxmert" and c.pooler != "bert" else []
+    return [POOLER_NOTES[c.pooler], *NOTES.get(model_type, []), *itm]
 
 
 def import_hf(model: VLModel, state: dict[str, Tensor], model_type: str, source: str = "<state dict>") -> ImportReport:
@@ -224,7 +230,7 @@ def import_hf(model: VLModel, state: dict[str, Tensor], model_type: str, source:
     report = ImportReport(source=source)
     used = apply_key_map(model, state, hf_key_map(model), {}, report)
     report.unused = sorted(set(state) - used)
-    report.notes += _pooler_notes(model_type, model.config)
+    report.notes += _model_notes(model_type, model.config)
     return report
 
 
@@ -300,9 +306,9 @@ def load_hf_with_heads(directory: str | Path, base: ModelConfig) -> tuple[VLMode
         if config.pooler == "bert" and f"{HF_ITM}.weight" in state:
             report.notes.append(ITM_NOTES[kind])
         elif kind == "visual_bert":
-            report.notes += NOTES["visual_bert_itm"]
+            report.notes.append(ITM_NOT_IMPORTED[kind])
     report.unused = sorted(set(state) - used)
-    report.notes += _pooler_notes(kind, config)
+    report.notes += _model_notes(kind, config)
     return model, heads, report
 
 
